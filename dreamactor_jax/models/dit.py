@@ -125,8 +125,6 @@ class Attention(nnx.Module):
       q, k = apply_rope(q, rope), apply_rope(k, rope)
     out = attention(q, k, v, implementation=self.implementation)
     if self.image_branch:
-      if image_context is None:
-        raise ValueError("this I2V model needs image_context (CLIP tokens [B, 257, 1280])")
       image_k = self._heads(self.norm_image_k(self.image_k(image_context)))
       image_v = self._heads(self.image_v(image_context))
       out = out + attention(q, image_k, image_v, implementation=self.implementation)
@@ -225,6 +223,9 @@ class WanDiT(nnx.Module):
     if channels != config.in_channels or frames % pt or height % ph or width % pw:
       raise ValueError(f"latents {latents.shape} must be [B, F, H, W, {config.in_channels}] with F, H, W "
                        f"divisible by patch_size={config.patch_size}")
+    if (self.image_embed is None) != (image_context is None):
+      raise ValueError(f"image_context (CLIP tokens [B, Li, image_dim]) is needed exactly when model.image_dim "
+                       f"is set; image_dim={config.image_dim}, got {None if image_context is None else image_context.shape}")
     grid = (frames // pt, height // ph, width // pw)
     tokens = self._patchify(latents)
 
@@ -263,3 +264,21 @@ class WanDiT(nnx.Module):
     x = x.reshape(x.shape[0], frames, height, width, pt, ph, pw, -1)
     x = x.transpose(0, 1, 4, 2, 5, 3, 6, 7)
     return x.reshape(x.shape[0], frames * pt, height * ph, width * pw, -1)
+
+
+def expand_input_channels(params: Mapping[str, jax.Array], config: DiTConfig,
+                          in_channels: int) -> tuple[dict[str, jax.Array], DiTConfig]:
+  """Widens the patch embedding of flat DiT params to `in_channels`, new channels zero.
+
+  Initialises the 36-channel in-context model (16 noisy + 4 mask + 16 condition latents, concatenated
+  on channels in that order) from a 16-channel T2V checkpoint: the extra inputs start out ignored,
+  so the output equals the T2V model's until training moves them.
+  """
+  if in_channels < config.in_channels:
+    raise ValueError(f"in_channels={in_channels} is fewer than the checkpoint's {config.in_channels}")
+  params = dict(params)
+  kernel = params["patch_embed"]
+  pad = [(0, 0)] * kernel.ndim
+  pad[3] = (0, in_channels - config.in_channels)
+  params["patch_embed"] = jnp.pad(kernel, pad)
+  return params, dataclasses.replace(config, in_channels=in_channels)

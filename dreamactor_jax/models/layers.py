@@ -21,7 +21,7 @@ def param(rngs: nnx.Rngs, init, shape: Sequence[int], names: AxisNames, dtype) -
   """A parameter initialised by `init(key, shape, dtype)` and tagged with logical axis names."""
   if len(names) != len(shape):
     raise ValueError(f"axis names {names} do not match shape {tuple(shape)}")
-  return nnx.Param(init(rngs.params(), tuple(shape), dtype), sharding=names, eager_sharding=False)
+  return nnx.Param(init(rngs.params(), tuple(shape), dtype), out_sharding=names, eager_sharding=False)
 
 
 class Dense(nnx.Module):

@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny random PyTorch Wan models built offline, and repo-root imports."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # configs/ and benchmarks/ live at the repo root
+
+
+def make_torch_dit(*, heads=3, head_dim=16, layers=2, ffn=40, in_channels=16, out_channels=16, text_dim=20,
+                   freq_dim=32, image_dim=None, seed=0):
+  """A tiny random diffusers WanTransformer3DModel, with every parameter perturbed off its init."""
+  import torch
+  from diffusers import WanTransformer3DModel
+
+  torch.manual_seed(seed)
+  model = WanTransformer3DModel(
+      patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim, in_channels=in_channels,
+      out_channels=out_channels, text_dim=text_dim, freq_dim=freq_dim, ffn_dim=ffn, num_layers=layers,
+      image_dim=image_dim, added_kv_proj_dim=heads * head_dim if image_dim else None).eval()
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(torch.randn_like(p) * 0.1)  # norms and biases start at 1/0: move them so a mix-up shows
+  return model
+
+
+def save_torch_dit(model, folder: Path, *, max_shard_size="1GB") -> Path:
+  """Saves with diffusers' own writer (sharded safetensors + index json + config.json)."""
+  model.save_pretrained(folder, max_shard_size=max_shard_size)
+  return folder
+
+
+def torch_dit_inputs(model, *, batch=2, frames=3, height=10, width=14, text_len=512, image_len=7, seed=1):
+  """Random channels-first inputs for a diffusers DiT; returns a dict of torch tensors."""
+  import torch
+
+  generator = torch.Generator().manual_seed(seed)
+  config = model.config
+  inputs = {
+      "hidden_states": torch.randn(batch, config.in_channels, frames, height, width, generator=generator),
+      "timestep": torch.linspace(3.0, 970.0, batch),
+      "encoder_hidden_states": torch.randn(batch, text_len, config.text_dim, generator=generator),
+  }
+  if config.image_dim:
+    inputs["encoder_hidden_states_image"] = torch.randn(batch, image_len, config.image_dim, generator=generator)
+  return inputs
+
+
+def run_torch_dit(model, inputs) -> np.ndarray:
+  """Channels-last fp32 output of a diffusers DiT."""
+  import torch
+
+  with torch.no_grad():
+    out = model(**inputs, return_dict=False)[0]
+  return out.numpy().transpose(0, 2, 3, 4, 1)
+
+
+def run_jax_dit(model, inputs) -> np.ndarray:
+  import jax.numpy as jnp
+
+  image = inputs.get("encoder_hidden_states_image")
+  out = model(jnp.asarray(inputs["hidden_states"].numpy().transpose(0, 2, 3, 4, 1)),
+              jnp.asarray(inputs["timestep"].numpy()), jnp.asarray(inputs["encoder_hidden_states"].numpy()),
+              image_context=None if image is None else jnp.asarray(image.numpy()))
+  return np.asarray(out)
+
+
+def assert_close(ours, ref, rel=1e-4):
+  """Max abs error within `rel` of the reference's scale (max |ref|)."""
+  scale = float(np.abs(ref).max())
+  err = float(np.abs(np.asarray(ours, np.float64) - ref).max())
+  assert err <= rel * scale, f"max abs error {err:.3g} > {rel} x scale {scale:.3g}"
+
+
+@pytest.fixture
+def write_json():
+  def write(path: Path, data):
+    path.write_text(json.dumps(data))
+    return path
+  return write
