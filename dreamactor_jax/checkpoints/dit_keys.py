@@ -116,6 +116,15 @@ def to_torch(array: np.ndarray, kind: str) -> np.ndarray:
   return array
 
 
+def layout_shape(shape: tuple[int, ...], kind: str, *, to: Literal["ours", "torch"]) -> tuple[int, ...] | None:
+  """The shape a tensor takes in the other layout, or None if it cannot (computed on a view)."""
+  view = np.broadcast_to(np.int8(0), shape)
+  try:
+    return tuple((to_ours if to == "ours" else to_torch)(view, kind).shape)
+  except ValueError:  # wrong rank for this kind of tensor
+    return None
+
+
 def strip_prefix(names: Mapping[str, object]) -> dict[str, str]:
   """Maps names without the original `model.diffusion_model.` prefix to the stored names."""
   return {name.removeprefix(ORIGINAL_PREFIX): name for name in names}
@@ -146,6 +155,9 @@ def infer_config(tensors: Mapping[str, np.ndarray], layout: Layout, *, hints: Ma
       raise CheckpointError(f"{source}: missing tensor {name}, needed to infer the model config")
     return tuple(tensors[name].shape)
 
+  if len(shape("patch_embed")) != 5:
+    raise CheckpointError(f"{source}: patch embedding has shape {shape('patch_embed')}, expected a Conv3d "
+                          "weight [dim, in_channels, pt, ph, pw]")
   dim, in_channels, *patch_size = shape("patch_embed")
   num_layers = 1 + max(int(m.group(1)) for m in map(re.compile(r"^blocks\.(\d+)\.").match, tensors) if m)
   image_key = f"{_MODULES['image_embed.norm_in'][column]}.weight"

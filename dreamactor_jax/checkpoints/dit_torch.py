@@ -55,11 +55,13 @@ def _check_keys(tensors: Mapping[str, np.ndarray], specs: list[TensorSpec],
     for name in spec.torch_names:
       expected.add(name)
       if name in tensors:
-        got = dit_keys.to_ours(np.empty(tensors[name].shape, np.int8), spec.kind).shape
-        if got != per_tensor:
-          misshaped.append(f"{name}: {tuple(tensors[name].shape)} vs expected {tuple(dit_keys.to_torch(np.empty(per_tensor, np.int8), spec.kind).shape)}")
+        stored = tuple(tensors[name].shape)
+        if dit_keys.layout_shape(stored, spec.kind, to="ours") != per_tensor:
+          wanted = dit_keys.layout_shape(per_tensor, spec.kind, to="torch")
+          misshaped.append(f"{name}: {stored} vs expected {wanted}")
   missing = sorted(expected - set(tensors))
   unexpected = sorted(n for n in set(tensors) - expected if not dit_keys.is_ignored(n))
+  misshaped.sort()
   if missing or unexpected or misshaped:
     parts = [f"{label} ({len(items)}): {', '.join(items[:8])}{' ...' if len(items) > 8 else ''}"
              for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)) if items]
@@ -97,7 +99,7 @@ def iter_torch_tensors(params: Mapping[str, np.ndarray | jax.Array], config: DiT
   shapes = {}
   for spec in specs:
     per_layer = params[spec.path].shape[1:] if len(spec.torch_names) > 1 else params[spec.path].shape
-    torch_shape = dit_keys.to_torch(np.empty(per_layer, np.int8), spec.kind).shape
+    torch_shape = dit_keys.layout_shape(per_layer, spec.kind, to="torch")
     shapes.update({name: (torch_shape, dtype) for name in spec.torch_names})
 
   def generate():

@@ -144,3 +144,18 @@ def test_truncated_and_foreign_files(tensors, capsys):
     state_file.parent.mkdir()
     save_file(state, state_file)
     convert.load_torch_dit(state_file)
+
+
+def test_wrong_rank_is_reported_as_wrong_shape(tensors):
+  state, path = tensors
+  state["blocks.1.scale_shift_table"] = torch.zeros(2, 6, 48)
+  state["blocks.0.attn1.to_q.bias"] = torch.zeros(1, 48)
+  save_file(state, path)
+  write_config(path.parent)
+  with pytest.raises(CheckpointError, match=r"wrong shape \(2\): blocks.0.attn1.to_q.bias: \(1, 48\) vs expected "
+                     r"\(48,\), blocks.1.scale_shift_table: \(2, 6, 48\) vs expected \(1, 6, 48\)"):
+    convert.load_torch_dit(path)
+  state["patch_embedding.weight"] = torch.zeros(48, 36, 2, 2)
+  save_file(state, path)
+  with pytest.raises(CheckpointError, match=r"patch embedding has shape \(48, 36, 2, 2\), expected a Conv3d"):
+    convert.load_torch_dit(path)
