@@ -8,15 +8,14 @@ channels-last layout and PyTorch's.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from collections.abc import Mapping
 from typing import Literal
 
-import numpy as np
 
 from dreamactor_jax.checkpoints.tensor_files import CheckpointError
+from dreamactor_jax.checkpoints.torch_import import TensorSpec
 from dreamactor_jax.models.dit import DiTConfig
 
 Layout = Literal["diffusers", "original"]
@@ -66,15 +65,6 @@ _LEAVES = {"kernel": "weight", "scale": "weight", "bias": "bias"}
 _IGNORED = re.compile(r"^(blocks\.\d+\.attn2\.norm_added_q\.weight|freqs)$")
 
 
-@dataclasses.dataclass(frozen=True)
-class TensorSpec:
-  """Where one of our parameters lives in a PyTorch checkpoint."""
-
-  path: str  # our parameter, dotted: "blocks.ffn.up.kernel"
-  torch_names: tuple[str, ...]  # one per layer for stacked blocks, else one
-  kind: Literal["linear", "conv3d", "table", "vector"]
-
-
 def tensor_specs(param_paths: list[str], num_layers: int, layout: Layout) -> list[TensorSpec]:
   """The PyTorch tensor behind each of our parameter paths (dotted, as in `nnx.state`)."""
   column = 0 if layout == "diffusers" else 1
@@ -92,37 +82,6 @@ def tensor_specs(param_paths: list[str], num_layers: int, layout: Layout) -> lis
     names = tuple(template.format(i=i) for i in range(num_layers)) if "{i}" in template else (template,)
     specs.append(TensorSpec(path, names, kind))
   return specs
-
-
-def to_ours(tensor: np.ndarray, kind: str) -> np.ndarray:
-  """One PyTorch tensor (one layer) in our layout, as a view where possible."""
-  if kind == "linear":
-    return tensor.T  # [out, in] -> [in, out]
-  if kind == "conv3d":
-    return tensor.transpose(2, 3, 4, 1, 0)  # O I D H W -> D H W I O
-  if kind == "table":
-    return tensor.reshape(tensor.shape[1:])  # [1, n, D] -> [n, D]
-  return tensor
-
-
-def to_torch(array: np.ndarray, kind: str) -> np.ndarray:
-  """Inverse of `to_ours`."""
-  if kind == "linear":
-    return array.T
-  if kind == "conv3d":
-    return array.transpose(4, 3, 0, 1, 2)
-  if kind == "table":
-    return array[None]
-  return array
-
-
-def layout_shape(shape: tuple[int, ...], kind: str, *, to: Literal["ours", "torch"]) -> tuple[int, ...] | None:
-  """The shape a tensor takes in the other layout, or None if it cannot (computed on a view)."""
-  view = np.broadcast_to(np.int8(0), shape)
-  try:
-    return tuple((to_ours if to == "ours" else to_torch)(view, kind).shape)
-  except ValueError:  # wrong rank for this kind of tensor
-    return None
 
 
 def strip_prefix(names: Mapping[str, object]) -> dict[str, str]:
@@ -143,7 +102,7 @@ def is_ignored(name: str) -> bool:
   return bool(_IGNORED.match(name))
 
 
-def infer_config(tensors: Mapping[str, np.ndarray], layout: Layout, *, hints: Mapping[str, object],
+def infer_config(tensors: Mapping[str, object], layout: Layout, *, hints: Mapping[str, object],
                  source: str) -> DiTConfig:
   """A DiTConfig from tensor shapes; head count and eps come from `hints` (a config.json)."""
   column = 0 if layout == "diffusers" else 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import jax
@@ -19,13 +19,12 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from dreamactor_jax.checkpoints import dit_keys
-from dreamactor_jax.checkpoints.dit_keys import Layout, TensorSpec
+from dreamactor_jax.checkpoints import dit_keys, torch_import
+from dreamactor_jax.checkpoints.dit_keys import Layout
 from dreamactor_jax.checkpoints.model_state import abstract_params
-from dreamactor_jax.checkpoints.tensor_files import CheckpointError, open_tensors, write_safetensors
+from dreamactor_jax.checkpoints.tensor_files import open_tensors, write_safetensors
+from dreamactor_jax.checkpoints.torch_import import TensorSpec
 from dreamactor_jax.models.dit import DiTConfig, WanDiT
-
-Allocate = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
 
 
 def _config_hints(src: Path) -> dict:
@@ -45,71 +44,21 @@ def read_torch_dit(src: str | os.PathLike, *, num_heads: int | None = None) -> t
   return tensors, layout, dit_keys.infer_config(tensors, layout, hints=hints, source=str(src))
 
 
-def _check_keys(tensors: Mapping[str, np.ndarray], specs: list[TensorSpec],
-                shapes: Mapping[str, jax.ShapeDtypeStruct], source: str) -> None:
-  """Raises one CheckpointError naming every missing, unexpected and mis-shaped tensor."""
-  expected, misshaped = set(), []
-  for spec in specs:
-    ours = shapes[spec.path].shape
-    per_tensor = ours[1:] if len(spec.torch_names) > 1 else ours
-    for name in spec.torch_names:
-      expected.add(name)
-      if name in tensors:
-        stored = tuple(tensors[name].shape)
-        if dit_keys.layout_shape(stored, spec.kind, to="ours") != per_tensor:
-          wanted = dit_keys.layout_shape(per_tensor, spec.kind, to="torch")
-          misshaped.append(f"{name}: {stored} vs expected {wanted}")
-  missing = sorted(expected - set(tensors))
-  unexpected = sorted(n for n in set(tensors) - expected if not dit_keys.is_ignored(n))
-  misshaped.sort()
-  if missing or unexpected or misshaped:
-    parts = [f"{label} ({len(items)}): {', '.join(items[:8])}{' ...' if len(items) > 8 else ''}"
-             for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)) if items]
-    raise CheckpointError(f"{source} does not match the DiT: " + "; ".join(parts))
+def dit_specs(config: DiTConfig, layout: Layout) -> tuple[list[TensorSpec], dict[str, tuple[int, ...]]]:
+  """The PyTorch tensors behind each DiT parameter, and our parameter shapes."""
+  _, _, shapes = abstract_params(lambda: WanDiT(config, rngs=nnx.Rngs(0)))
+  shapes = {path: tuple(s.shape) for path, s in shapes.items()}
+  return dit_keys.tensor_specs(list(shapes), config.num_layers, layout), shapes
 
 
 def stream_params(tensors: Mapping[str, np.ndarray], layout: Layout, config: DiTConfig, *, dtype: str,
-                  allocate: Allocate | None = None, source: str = "checkpoint",
+                  allocate: torch_import.Allocate | None = None, source: str = "checkpoint",
                   progress: bool = False) -> dict[str, np.ndarray]:
-  """Our flat parameters, filled tensor by tensor into arrays from `allocate(path, shape, dtype)`."""
-  allocate = allocate or (lambda path, shape, dt: np.empty(shape, dt))
-  _, _, shapes = abstract_params(lambda: WanDiT(config, rngs=nnx.Rngs(0)))
-  specs = dit_keys.tensor_specs(list(shapes), config.num_layers, layout)
-  _check_keys(tensors, specs, shapes, source)
-  params = {}
-  total = sum(len(s.torch_names) for s in specs)
-  with tqdm(total=total, desc="import", unit="tensor", disable=not progress) as bar:
-    for spec in specs:
-      target = allocate(spec.path, shapes[spec.path].shape, jnp.dtype(dtype))
-      if len(spec.torch_names) > 1:
-        for layer, name in enumerate(spec.torch_names):
-          target[layer] = dit_keys.to_ours(tensors[name], spec.kind)
-          bar.update()
-      else:
-        target[...] = dit_keys.to_ours(tensors[spec.torch_names[0]], spec.kind)
-        bar.update()
-      params[spec.path] = target
-  return params
-
-
-def iter_torch_tensors(params: Mapping[str, np.ndarray | jax.Array], config: DiTConfig, layout: Layout,
-                       dtype: np.dtype) -> tuple[dict[str, tuple[tuple[int, ...], np.dtype]], Iterator[tuple[str, np.ndarray]]]:
-  """PyTorch names with shapes, and a generator of the tensors in that order, for an export."""
-  specs = dit_keys.tensor_specs(list(params), config.num_layers, layout)
-  shapes = {}
-  for spec in specs:
-    per_layer = params[spec.path].shape[1:] if len(spec.torch_names) > 1 else params[spec.path].shape
-    torch_shape = dit_keys.layout_shape(per_layer, spec.kind, to="torch")
-    shapes.update({name: (torch_shape, dtype) for name in spec.torch_names})
-
-  def generate():
-    for spec in specs:
-      value = params[spec.path]
-      for layer, name in enumerate(spec.torch_names):
-        part = value[layer] if len(spec.torch_names) > 1 else value
-        yield name, dit_keys.to_torch(np.asarray(part), spec.kind)
-
-  return shapes, generate()
+  """Our flat DiT parameters after the strict key check, filled tensor by tensor (see torch_import)."""
+  specs, shapes = dit_specs(config, layout)
+  torch_import.check_keys(tensors, specs, shapes, model="DiT", source=source, ignored=dit_keys.is_ignored)
+  return torch_import.stream_params(tensors, specs, shapes, dtype=jnp.dtype(dtype), allocate=allocate,
+                                    progress=progress)
 
 
 def export_config(config: DiTConfig, layout: Layout) -> dict:
@@ -134,7 +83,8 @@ def export_torch_dit(params: Mapping[str, np.ndarray | jax.Array], config: DiTCo
   """Writes our parameters as a PyTorch checkpoint folder: one safetensors file plus config.json."""
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  shapes, tensors = iter_torch_tensors(params, config, layout, jnp.dtype(dtype))
+  specs = dit_keys.tensor_specs(list(params), config.num_layers, layout)
+  shapes, tensors = torch_import.iter_torch_tensors(params, specs, jnp.dtype(dtype))
   weights = out / "diffusion_pytorch_model.safetensors"
   write_safetensors(weights, shapes, tqdm(tensors, total=len(shapes), desc="export", unit="tensor",
                                           disable=not progress))
