@@ -3,6 +3,9 @@
   python -m dreamactor_jax.convert dit --src Wan2.1-T2V-1.3B-Diffusers/transformer --out ckpt/t2v-1.3b
   python -m dreamactor_jax.convert dit --src Wan2.1-T2V-14B --out ckpt/t2v-14b --dtype bf16
   python -m dreamactor_jax.convert export-dit --src ckpt/t2v-1.3b --out exported --layout original
+  python -m dreamactor_jax.convert vae --src Wan2.1-T2V-1.3B/Wan2.1_VAE.pth --out ckpt/vae
+  python -m dreamactor_jax.convert t5 --src Wan2.1-T2V-1.3B/models_t5_umt5-xxl-enc-bf16.pth --out ckpt/umt5 --dtype bf16
+  python -m dreamactor_jax.convert clip --src Wan2.1-I2V-14B-480P/models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth --out ckpt/clip
 
 `--src` is a diffusers folder (sharded safetensors + index json + config.json), an original Wan
 folder or file (safetensors, with or without the `model.diffusion_model.` prefix, or a `.pth` read
@@ -12,22 +15,20 @@ with `torch.load(weights_only=True)`). Layout and config are detected from tenso
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-import numpy as np
-from flax import nnx
-
 from dreamactor_jax.checkpoints import dit_torch
-from dreamactor_jax.checkpoints.model_state import abstract_params, merge_params, model_params
-from dreamactor_jax.checkpoints.orbax_dit import load_dit, save_dit
+from dreamactor_jax.checkpoints.importers import DTYPES, build, convert_to_orbax, read_params
+from dreamactor_jax.checkpoints.model_state import model_params
+from dreamactor_jax.checkpoints.orbax_model import load_dit
 from dreamactor_jax.checkpoints.tensor_files import CheckpointError
 from dreamactor_jax.models.dit import DiTConfig, WanDiT, expand_input_channels
-
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "float32": "float32", "bfloat16": "bfloat16"}
+from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
+from dreamactor_jax.models.text_encoder import UMT5Config, UMT5Encoder
+from dreamactor_jax.models.vae import VAEConfig, WanVAE
 
 
 def load_torch_dit(path: str | os.PathLike, *, dtype: str = "float32", compute_dtype: str | None = None,
@@ -40,41 +41,52 @@ def load_torch_dit(path: str | os.PathLike, *, dtype: str = "float32", compute_d
   36 to start the in-context model from T2V); `overrides` set other runtime config fields
   (`remat`, `attention`).
   """
-  dtype = DTYPES[dtype]
-  tensors, layout, config = dit_torch.read_torch_dit(path, num_heads=num_heads)
-  config = DiTConfig.from_mapping({**config.to_dict(), "param_dtype": dtype,
-                                   "dtype": DTYPES[compute_dtype or dtype], **overrides})
-  params = dit_torch.stream_params(tensors, layout, config, dtype=dtype, source=str(path))
+  params, config = read_params("dit", path, dtype=dtype, num_heads=num_heads)
   if in_channels is not None:
     params, config = expand_input_channels(params, config, in_channels)
-  graphdef, state, _ = abstract_params(lambda: WanDiT(config, rngs=nnx.Rngs(0)))
-  return merge_params(graphdef, state, params), config
+  return build("dit", params, config, dtype=DTYPES[compute_dtype or dtype], **overrides)
+
+
+def load_torch_vae(path: str | os.PathLike, *, dtype: str = "float32", compute_dtype: str | None = None,
+                   **overrides) -> tuple[WanVAE, VAEConfig]:
+  """Loads a PyTorch Wan2.1 VAE (diffusers `vae/` folder or `Wan2.1_VAE.pth`) into a `WanVAE`.
+
+  `overrides` set runtime fields: `mode` ("chunked" or "single"), `tile_sample_size`,
+  `tile_sample_stride`.
+  """
+  params, config = read_params("vae", path, dtype=dtype)
+  return build("vae", params, config, dtype=DTYPES[compute_dtype or dtype], **overrides)
+
+
+def load_torch_umt5(path: str | os.PathLike, *, dtype: str = "float32", compute_dtype: str | None = None,
+                    max_distance: int | None = None, **overrides) -> tuple[UMT5Encoder, UMT5Config]:
+  """Loads a PyTorch UMT5 encoder (transformers `text_encoder/` folder or Wan's
+  `models_t5_umt5-xxl-enc-bf16.pth`) into a `UMT5Encoder`.
+
+  `max_distance` of the relative position buckets, when no config.json sits beside the weights
+  (default 128); `overrides` set runtime fields (`remat`).
+  """
+  params, config = read_params("t5", path, dtype=dtype, max_distance=max_distance)
+  return build("t5", params, config, dtype=DTYPES[compute_dtype or dtype], **overrides)
+
+
+def load_torch_clip(path: str | os.PathLike, *, dtype: str = "float32", compute_dtype: str | None = None,
+                    num_heads: int | None = None, **overrides) -> tuple[CLIPVisionEncoder, CLIPVisionConfig]:
+  """Loads a PyTorch CLIP vision tower (transformers `image_encoder/` folder or Wan's
+  `models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth`) into a `CLIPVisionEncoder`.
+
+  `num_heads` is needed only without a transformers config.json when the width is not a multiple
+  of 80; `overrides` set runtime fields (`remat`).
+  """
+  params, config = read_params("clip", path, dtype=dtype, num_heads=num_heads)
+  return build("clip", params, config, dtype=DTYPES[compute_dtype or dtype], **overrides)
 
 
 def convert_dit(src: str | os.PathLike, out: str | os.PathLike, *, dtype: str = "float32",
                 num_heads: int | None = None, in_channels: int | None = None) -> DiTConfig:
-  """Converts a PyTorch DiT checkpoint to an Orbax folder, staging each parameter on disk.
-
-  Each stacked parameter is filled layer by layer into a memory-mapped file beside the output,
-  so RAM holds one tensor at a time whatever the model size.
-  """
-  dtype = DTYPES[dtype]
-  tensors, layout, config = dit_torch.read_torch_dit(src, num_heads=num_heads)
-  config = DiTConfig.from_mapping({**config.to_dict(), "param_dtype": dtype})
-  Path(out).mkdir(parents=True, exist_ok=True)
-  staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
-  try:
-    def allocate(path: str, shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
-      return np.lib.format.open_memmap(staging / f"{path}.npy", mode="w+", dtype=dt, shape=shape)
-
-    params = dit_torch.stream_params(tensors, layout, config, dtype=dtype, allocate=allocate, source=str(src),
-                                     progress=True)
-    if in_channels is not None:
-      params, config = expand_input_channels(params, config, in_channels)
-    save_dit(out, params, config)
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
-  return config
+  """Converts a PyTorch DiT checkpoint to an Orbax folder, staging each parameter on disk."""
+  transform = None if in_channels is None else functools.partial(expand_input_channels, in_channels=in_channels)
+  return convert_to_orbax("dit", src, out, dtype=dtype, transform=transform, num_heads=num_heads)
 
 
 def export_dit(src: str | os.PathLike, out: str | os.PathLike, *, layout: str = "diffusers",
@@ -97,6 +109,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="attention heads, when no config.json sits beside the weights (default dim/128)")
   dit.add_argument("--in-channels", type=int, default=None,
                    help="widen the patch embedding with zero weights, e.g. 36 to start the in-context model from T2V")
+  for kind, help_text, src_help in (
+      ("vae", "PyTorch Wan2.1 VAE (diffusers AutoencoderKLWan folder or Wan2.1_VAE.pth) -> Orbax folder",
+       "diffusers vae/ folder or Wan2.1_VAE.pth"),
+      ("t5", "PyTorch UMT5 encoder (transformers UMT5EncoderModel or Wan's T5 .pth) -> Orbax folder",
+       "transformers text_encoder/ folder or models_t5_umt5-xxl-enc-bf16.pth"),
+      ("clip", "PyTorch CLIP ViT-H/14 vision tower (transformers or Wan's open-clip .pth) -> Orbax folder",
+       "transformers image_encoder/ folder or models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"),
+  ):
+    family = commands.add_parser(kind, help=help_text)
+    family.add_argument("--src", required=True, help=src_help)
+    family.add_argument("--out", required=True, help="output folder: params/ (Orbax) and config.json")
+    family.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="parameter dtype to store")
   export = commands.add_parser("export-dit", help="Orbax DiT folder -> PyTorch safetensors + config.json")
   export.add_argument("--src", required=True, help="folder written by `convert dit` or by training")
   export.add_argument("--out", required=True, help="output folder")
@@ -109,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
       config = convert_dit(args.src, args.out, dtype=args.dtype, num_heads=args.num_heads,
                            in_channels=args.in_channels)
       print(f"wrote {args.out}: {config}")
-    else:
+    elif args.command == "export-dit":
       print(f"wrote {export_dit(args.src, args.out, layout=args.layout, dtype=args.dtype)}")
+    else:
+      print(f"wrote {args.out}: {convert_to_orbax(args.command, args.src, args.out, dtype=args.dtype)}")
   except CheckpointError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -28,6 +28,19 @@ def make_torch_dit(*, heads=3, head_dim=16, layers=2, ffn=40, in_channels=16, ou
   return model
 
 
+def make_torch_vae(*, seed=0, **config):
+  """A tiny random diffusers AutoencoderKLWan, every parameter perturbed off its init."""
+  import torch
+  from diffusers import AutoencoderKLWan
+
+  torch.manual_seed(seed)
+  model = AutoencoderKLWan(**config).eval()
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(torch.randn_like(p) * 0.1)
+  return model
+
+
 def save_torch_dit(model, folder: Path, *, max_shard_size="1GB") -> Path:
   """Saves with diffusers' own writer (sharded safetensors + index json + config.json)."""
   model.save_pretrained(folder, max_shard_size=max_shard_size)

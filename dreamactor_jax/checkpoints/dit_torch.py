@@ -51,16 +51,6 @@ def dit_specs(config: DiTConfig, layout: Layout) -> tuple[list[TensorSpec], dict
   return dit_keys.tensor_specs(list(shapes), config.num_layers, layout), shapes
 
 
-def stream_params(tensors: Mapping[str, np.ndarray], layout: Layout, config: DiTConfig, *, dtype: str,
-                  allocate: torch_import.Allocate | None = None, source: str = "checkpoint",
-                  progress: bool = False) -> dict[str, np.ndarray]:
-  """Our flat DiT parameters after the strict key check, filled tensor by tensor (see torch_import)."""
-  specs, shapes = dit_specs(config, layout)
-  torch_import.check_keys(tensors, specs, shapes, model="DiT", source=source, ignored=dit_keys.is_ignored)
-  return torch_import.stream_params(tensors, specs, shapes, dtype=jnp.dtype(dtype), allocate=allocate,
-                                    progress=progress)
-
-
 def export_config(config: DiTConfig, layout: Layout) -> dict:
   """The config.json each layout's own loader expects."""
   if layout == "diffusers":

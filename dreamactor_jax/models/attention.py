@@ -3,7 +3,8 @@
 Inputs are `[B, L, N, K]` (batch, tokens, heads, head dim), unmasked, scaled by 1/sqrt(K)
 (WAN.md: "Attention"). The score matrix of full attention at 480p is tens of GB, so every backend
 gets a memory-bounded path: cuDNN flash attention on GPU, and elsewhere a blockwise kernel with an
-online softmax whose working set is one `[B, N, block_q, block_kv]` tile.
+online softmax whose working set is one `[B, N, block_q, block_kv]` tile. The UMT5 text encoder
+(unscaled scores plus a position bias and key mask, at 512 tokens) uses the XLA kernel with `bias`.
 """
 
 from __future__ import annotations
@@ -22,13 +23,23 @@ _FULL_SCORES_LIMIT = 1 << 28
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: Implementation = "auto",
-              block_q: int = 1024, block_kv: int = 2048) -> jax.Array:
-  """Softmax attention. q `[B, Lq, N, K]`, k and v `[B, Lk, N, K]` -> `[B, Lq, N, K]` in q's dtype."""
+              block_q: int = 1024, block_kv: int = 2048, bias: jax.Array | None = None,
+              scale: float | None = None) -> jax.Array:
+  """Softmax attention. q `[B, Lq, N, K]`, k and v `[B, Lk, N, K]` -> `[B, Lq, N, K]` in q's dtype.
+
+  `bias` (broadcastable to `[B, N, Lq, Lk]`, added to the fp32 scores) carries position biases and
+  key masks, as UMT5 needs; `scale` multiplies q.k (default 1/sqrt(K); UMT5 uses 1). A bias means
+  the full score matrix exists anyway, so "auto" then picks the XLA kernel.
+  """
   if implementation == "auto":
-    implementation = _pick_implementation(q, k)
+    implementation = "xla" if bias is not None else _pick_implementation(q, k)
   if implementation == "blockwise":
-    return _blockwise_attention(q, k, v, block_q=min(block_q, q.shape[1]), block_kv=min(block_kv, k.shape[1]))
-  return jax.nn.dot_product_attention(q, k, v, implementation=implementation).astype(q.dtype)
+    if bias is not None:
+      raise ValueError("attention(implementation='blockwise') takes no bias; use 'xla' or 'auto'")
+    return _blockwise_attention(q, k, v, block_q=min(block_q, q.shape[1]), block_kv=min(block_kv, k.shape[1]),
+                                scale=scale)
+  return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale,
+                                      implementation=implementation).astype(q.dtype)
 
 
 def _pick_implementation(q: jax.Array, k: jax.Array) -> str:
@@ -49,8 +60,8 @@ def _fitting_block(length: int, block: int) -> int:
   return block
 
 
-@functools.partial(jax.jit, static_argnames=("block_q", "block_kv"))
-def _blockwise_attention(q, k, v, *, block_q: int, block_kv: int):
+@functools.partial(jax.jit, static_argnames=("block_q", "block_kv", "scale"))
+def _blockwise_attention(q, k, v, *, block_q: int, block_kv: int, scale: float | None = None):
   """Flash-style attention: scan over key blocks with a running max and sum, per query block."""
   batch, q_len, heads, head_dim = q.shape
   kv_len = k.shape[1]
@@ -58,7 +69,8 @@ def _blockwise_attention(q, k, v, *, block_q: int, block_kv: int):
   block_q, block_kv = _fitting_block(q_len, block_q), _fitting_block(kv_len, block_kv)
   num_q, num_kv = -(-q_len // block_q), -(-kv_len // block_kv)
   # exp2 with log2(e) folded into the query scale saves a multiply per score.
-  q = _pad(q * (math.log2(math.e) / math.sqrt(head_dim)), num_q * block_q)
+  scale = 1 / math.sqrt(head_dim) if scale is None else scale
+  q = _pad(q * (math.log2(math.e) * scale), num_q * block_q)
   q_blocks = q.reshape(batch, num_q, block_q, heads, head_dim).transpose(1, 0, 3, 2, 4)  # nq B N bq K
   # Keys as B N K S so each score tile is a plain [bq, K] x [K, bkv] matmul.
   k_blocks = _pad(k, num_kv * block_kv).reshape(batch, num_kv, block_kv, heads, head_dim).transpose(1, 0, 3, 4, 2)

@@ -46,3 +46,29 @@ def test_bf16_inputs_give_bf16_outputs():
   out = attention(x, x, x, implementation="blockwise", block_q=16, block_kv=16)
   assert out.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(out, np.float32), reference(x, x, x), atol=3e-2)
+
+
+def test_bias_and_scale_match_reference():
+  keys = jax.random.split(jax.random.key(2), 4)
+  q = jax.random.normal(keys[0], (2, 6, 3, 5))
+  k = jax.random.normal(keys[1], (2, 9, 3, 5))
+  v = jax.random.normal(keys[2], (2, 9, 3, 5))
+  position_bias = jax.random.normal(keys[3], (1, 3, 6, 9))
+  key_valid = np.arange(9)[None] < np.array([[9], [4]])  # B Lk: the second sequence has 4 tokens
+  bias = jnp.where(key_valid[:, None, None, :], position_bias, jnp.finfo(jnp.float32).min)  # B N Lq Lk
+  scores = np.einsum("bqnk,bsnk->bnqs", np.asarray(q, np.float64), np.asarray(k, np.float64)) * 0.7
+  scores = scores + np.asarray(bias, np.float64)
+  probs = np.exp(scores - scores.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  ref = np.einsum("bnqs,bsnk->bqnk", probs, np.asarray(v, np.float64))
+  for implementation in ("auto", "xla"):
+    out = attention(q, k, v, bias=bias, scale=0.7, implementation=implementation)
+    np.testing.assert_allclose(out, ref, atol=2e-5, rtol=2e-5)
+  # Masked keys get exactly zero weight: changing them changes nothing.
+  moved = attention(q, k.at[1, 4:].set(9.0), v.at[1, 4:].set(-9.0), bias=bias, scale=0.7)
+  np.testing.assert_array_equal(moved[1], out[1])
+  # The blockwise kernel honours a custom scale, and refuses a bias by name.
+  np.testing.assert_allclose(attention(q, k, v, scale=0.7, implementation="blockwise", block_q=4, block_kv=4),
+                             attention(q, k, v, scale=0.7, implementation="xla"), atol=2e-5, rtol=2e-5)
+  with pytest.raises(ValueError, match="implementation='blockwise'.* takes no bias"):
+    attention(q, k, v, bias=bias, implementation="blockwise")

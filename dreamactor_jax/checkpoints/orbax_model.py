@@ -1,7 +1,12 @@
-"""Our own DiT checkpoint: an Orbax parameter tree plus config.json, in one folder."""
+"""Our own model checkpoints: an Orbax parameter tree plus config.json, in one folder.
+
+Works for every model whose class is built as `Model(config, rngs=...)` from a config dataclass
+with `from_mapping`/`to_dict` (the DiT, the VAE, UMT5, CLIP).
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -17,7 +22,7 @@ from dreamactor_jax.checkpoints.tensor_files import CheckpointError
 from dreamactor_jax.models.dit import DiTConfig, WanDiT
 
 
-def save_dit(out: str | os.PathLike, params: Mapping[str, np.ndarray | jax.Array], config: DiTConfig) -> Path:
+def save_model(out: str | os.PathLike, params: Mapping[str, np.ndarray | jax.Array], config) -> Path:
   """Writes `out/params` (Orbax, atomic) and `out/config.json`. Arrays may be memory-mapped."""
   out = Path(out).absolute()
   out.mkdir(parents=True, exist_ok=True)
@@ -29,19 +34,22 @@ def save_dit(out: str | os.PathLike, params: Mapping[str, np.ndarray | jax.Array
   return out
 
 
-def load_dit_config(ckpt: str | os.PathLike) -> DiTConfig:
+def load_config(ckpt: str | os.PathLike, config_class):
   path = Path(ckpt) / "config.json"
   if not path.exists():
-    raise CheckpointError(f"{ckpt}: no config.json; is this a folder written by `convert dit`?")
-  return DiTConfig.from_mapping(json.loads(path.read_text()))
+    raise CheckpointError(f"{ckpt}: no config.json; is this a folder written by `convert` or training?")
+  try:
+    return config_class.from_mapping(json.loads(path.read_text()))
+  except (ValueError, TypeError) as e:
+    raise CheckpointError(f"{path}: not a {config_class.__name__} ({e})") from None
 
 
-def load_dit(ckpt: str | os.PathLike, *, dtype: str | None = None, **overrides) -> tuple[WanDiT, DiTConfig]:
-  """Restores a model from `save_dit`'s folder; `dtype` recasts the parameters, `overrides` set
-  runtime fields of the config (compute dtype, remat, attention)."""
-  config = load_dit_config(ckpt)
-  config = DiTConfig.from_mapping({**config.to_dict(), **overrides, **({"param_dtype": dtype} if dtype else {})})
-  graphdef, state, shapes = abstract_params(lambda: WanDiT(config, rngs=nnx.Rngs(0)))
+def load_model(ckpt: str | os.PathLike, model_class, config_class, *, dtype: str | None = None, **overrides):
+  """Restores `(model, config)` from `save_model`'s folder; `dtype` recasts the parameters,
+  `overrides` set runtime fields of the config (compute dtype, remat, attention, ...)."""
+  config = load_config(ckpt, config_class)
+  config = config_class.from_mapping({**config.to_dict(), **overrides, **({"param_dtype": dtype} if dtype else {})})
+  graphdef, state, shapes = abstract_params(lambda: model_class(config, rngs=nnx.Rngs(0)))
   target = unflatten({k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in shapes.items()})
   with ocp.StandardCheckpointer() as checkpointer:
     stored = checkpointer.metadata(Path(ckpt).absolute() / "params")
@@ -56,3 +64,5 @@ def load_dit(ckpt: str | os.PathLike, *, dtype: str | None = None, **overrides) 
     params = checkpointer.restore(Path(ckpt).absolute() / "params", target)
   return merge_params(graphdef, state, flatten(params)), config
 
+
+load_dit = functools.partial(load_model, model_class=WanDiT, config_class=DiTConfig)

@@ -1,0 +1,97 @@
+"""One import path for every PyTorch model family: read -> strict key check -> stream -> model.
+
+A family is described by an `Importer` (how to open its files and infer the config, which PyTorch
+tensor feeds each parameter); loading into memory and converting to an Orbax folder with
+disk-staged parameters are then the same code for the DiT, the VAE and the encoders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flax import nnx
+
+from dreamactor_jax.checkpoints import clip_torch, dit_keys, dit_torch, torch_import, umt5_torch, vae_torch
+from dreamactor_jax.checkpoints.model_state import abstract_params, merge_params
+from dreamactor_jax.checkpoints.orbax_model import save_model
+from dreamactor_jax.models.dit import DiTConfig, WanDiT
+from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
+from dreamactor_jax.models.text_encoder import UMT5Config, UMT5Encoder
+from dreamactor_jax.models.vae import VAEConfig, WanVAE
+
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "float32": "float32", "bfloat16": "bfloat16"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Importer:
+  """How one model family is read from PyTorch checkpoints."""
+
+  name: str  # as in messages: "DiT"
+  model_class: type  # built as model_class(config, rngs=...)
+  config_class: type
+  read: Callable[..., tuple[dict[str, np.ndarray], str, Any]]  # (src, **options) -> (tensors, layout, config)
+  specs: Callable[[Any, str], tuple[list[torch_import.TensorSpec], dict[str, tuple[int, ...]]]]
+  ignored: Callable[[str], bool] = lambda name: False
+
+
+IMPORTERS: dict[str, Importer] = {
+    "dit": Importer("DiT", WanDiT, DiTConfig, dit_torch.read_torch_dit, dit_torch.dit_specs, dit_keys.is_ignored),
+    "vae": Importer("VAE", WanVAE, VAEConfig, vae_torch.read_torch_vae, vae_torch.vae_specs),
+    "t5": Importer("UMT5 encoder", UMT5Encoder, UMT5Config, umt5_torch.read_torch_umt5, umt5_torch.umt5_specs,
+                   umt5_torch.is_ignored),
+    "clip": Importer("CLIP vision encoder", CLIPVisionEncoder, CLIPVisionConfig, clip_torch.read_torch_clip,
+                     clip_torch.clip_specs, clip_torch.is_ignored),
+}
+
+
+def read_params(kind: str, src: str | os.PathLike, *, dtype: str = "float32",
+                allocate: torch_import.Allocate | None = None, progress: bool = False,
+                **read_options) -> tuple[dict[str, np.ndarray], Any]:
+  """Our flat parameters (strictly checked) and config from a PyTorch checkpoint of family `kind`."""
+  importer = IMPORTERS[kind]
+  dtype = DTYPES[dtype]
+  tensors, layout, config = importer.read(src, **read_options)
+  config = importer.config_class.from_mapping({**config.to_dict(), "param_dtype": dtype})
+  specs, shapes = importer.specs(config, layout)
+  torch_import.check_keys(tensors, specs, shapes, model=importer.name, source=str(src), ignored=importer.ignored)
+  params = torch_import.stream_params(tensors, specs, shapes, dtype=np.dtype(dtype), allocate=allocate,
+                                      progress=progress)
+  return params, config
+
+
+def build(kind: str, params: dict[str, np.ndarray], config, **overrides):
+  """The model of family `kind` holding `params`; `overrides` set runtime config fields."""
+  importer = IMPORTERS[kind]
+  config = importer.config_class.from_mapping({**config.to_dict(), **overrides})
+  graphdef, state, _ = abstract_params(lambda: importer.model_class(config, rngs=nnx.Rngs(0)))
+  return merge_params(graphdef, state, params), config
+
+
+def convert_to_orbax(kind: str, src: str | os.PathLike, out: str | os.PathLike, *, dtype: str = "float32",
+                     transform: Callable | None = None, **read_options):
+  """PyTorch checkpoint -> Orbax folder (`params/` + config.json), each parameter staged on disk.
+
+  Parameters are filled tensor by tensor into memory-mapped files beside the output, so RAM holds
+  one tensor at a time whatever the model size. `transform(params, config) -> (params, config)`
+  edits them before saving (e.g. the DiT's input-channel expansion). Returns the config.
+  """
+  Path(out).mkdir(parents=True, exist_ok=True)
+  staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+  try:
+    def allocate(path: str, shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
+      return np.lib.format.open_memmap(staging / f"{path}.npy", mode="w+", dtype=dt, shape=shape)
+
+    params, config = read_params(kind, src, dtype=dtype, allocate=allocate, progress=True, **read_options)
+    if transform is not None:
+      params, config = transform(params, config)
+    save_model(out, params, config)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return config

@@ -1,0 +1,438 @@
+"""The Wan2.1 causal 3D VAE (WAN.md, "VAE"), channels-last: video `[B, T, H, W, 3]` in -1..1 with
+T = 1 + 4k frames <-> latents `[B, 1 + k, H/8, W/8, z_dim]`.
+
+One code path serves both formulations. Every causal module maps `(x, cache) -> (y, cache)`, where
+the cache holds what the module needs from earlier frames (the last two input frames of each
+k=3 causal conv, the last frame before a temporal downsample). `cache=None` means "no earlier
+frames": zero history, which is exactly the causal zero padding of the single pass. So the single
+pass is one call over all frames, and the memory-bounded chunked path is the same call on frame 0
+and then a scan over 4-frame (encoder) or 1-latent (decoder) chunks carrying the caches; both give
+the same numbers. Large frames can also be tiled spatially with linearly blended overlaps
+(`VAEConfig.tile_*`), as diffusers' `enable_tiling` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from dreamactor_jax.models.attention import attention
+from dreamactor_jax.models.layers import Dense, param
+
+Cache = Any  # a pytree of arrays mirroring the module tree; None before the first frame
+
+# Per-channel statistics of Wan2.1 VAE latents (diffusers' AutoencoderKLWan defaults).
+WAN21_LATENTS_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+                      0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
+WAN21_LATENTS_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+                     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig:
+  """Architecture of the Wan2.1 VAE (defaults: the released model) and how to run it."""
+
+  base_dim: int = 96
+  z_dim: int = 16
+  dim_mult: tuple[int, ...] = (1, 2, 4, 4)
+  num_res_blocks: int = 2
+  temporal_downsample: tuple[bool, ...] = (False, True, True)
+  latents_mean: tuple[float, ...] = WAN21_LATENTS_MEAN
+  latents_std: tuple[float, ...] = WAN21_LATENTS_STD
+  param_dtype: str = "float32"
+  dtype: str = "float32"  # compute dtype of convolutions and attention; norms are fp32
+  mode: Literal["single", "chunked"] = "chunked"
+  tile_sample_size: int | None = None  # pixels per spatial tile side; None: no tiling
+  tile_sample_stride: int = 192  # pixels between tile starts (tile - stride is the blended overlap)
+
+  @property
+  def time_factor(self) -> int:
+    return 2 ** sum(self.temporal_downsample)
+
+  @property
+  def space_factor(self) -> int:
+    return 2 ** (len(self.dim_mult) - 1)
+
+  @classmethod
+  def from_mapping(cls, values: Mapping[str, Any]) -> VAEConfig:
+    """Builds a config from a dict or ConfigDict, rejecting unknown keys by name."""
+    values = dict(values)
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+      raise ValueError(f"unknown VAE config keys {unknown}")
+    for key in ("dim_mult", "temporal_downsample", "latents_mean", "latents_std"):
+      if key in values:
+        values[key] = tuple(values[key])
+    return cls(**values)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+def check_frame_count(frames: int, time_factor: int = 4) -> None:
+  """Raises unless `frames` = 1 + time_factor * k, naming the nearest valid counts."""
+  if frames < 1 or (frames - 1) % time_factor:
+    below = 1 + max(frames - 1, 0) // time_factor * time_factor
+    raise ValueError(f"video has {frames} frames; the VAE needs 1 + {time_factor}k frames "
+                     f"(nearest: {below} or {below + time_factor})")
+
+
+class CausalConv3d(nnx.Module):
+  """Conv3d, causal in time (no future frames), 'same' in space; kernel `[kt, kh, kw, I, O]`.
+
+  The `kt - 1` frames of history come from the cache (zeros at the start of the video).
+  """
+
+  def __init__(self, in_dim: int, out_dim: int, kernel: Sequence[int], *, dtype, param_dtype, rngs: nnx.Rngs):
+    fan_in = in_dim * math.prod(kernel)
+    self.kernel = param(rngs, nnx.initializers.variance_scaling(1.0, "fan_in", "uniform", in_axis=(0, 1, 2, 3)),
+                        (*kernel, in_dim, out_dim), (None, None, None, "conv_in", "conv_out"), param_dtype)
+    bound = 1.0 / math.sqrt(fan_in)
+    self.bias = param(rngs, nnx.initializers.uniform(2 * bound), (out_dim,), ("conv_out",), param_dtype)
+    self.dtype = dtype
+
+  @property
+  def history(self) -> int:
+    return self.kernel.shape[0] - 1
+
+  def __call__(self, x: jax.Array, cache: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
+    """x `[B, T, H, W, I]`, cache `[B, kt-1, H, W, I]` or None -> (`[B, T, H, W, O]`, new cache)."""
+    if self.history == 0:
+      return self.conv(x), None
+    if cache is None:
+      cache = jnp.zeros((x.shape[0], self.history, *x.shape[2:]), x.dtype)
+    padded = jnp.concatenate([cache.astype(x.dtype), x], axis=1)
+    return self.conv(padded), padded[:, -self.history:]
+
+  def conv(self, x: jax.Array, *, time_stride: int = 1) -> jax.Array:
+    """The convolution alone, 'valid' in time (no padding), 'same' in space."""
+    pad_h, pad_w = (self.kernel.shape[1] - 1) // 2, (self.kernel.shape[2] - 1) // 2
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), self.kernel[...].astype(self.dtype), window_strides=(time_stride, 1, 1),
+        padding=((0, 0), (pad_h, pad_h), (pad_w, pad_w)), dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    return y + self.bias[...].astype(self.dtype)
+
+
+class Conv2d(nnx.Module):
+  """Per-frame 2D convolution with kernel `[kh, kw, I, O]` and explicit spatial padding."""
+
+  def __init__(self, in_dim: int, out_dim: int, *, stride: int, padding: tuple[tuple[int, int], tuple[int, int]],
+               dtype, param_dtype, rngs: nnx.Rngs):
+    bound = 1.0 / math.sqrt(in_dim * 9)
+    self.kernel = param(rngs, nnx.initializers.variance_scaling(1.0, "fan_in", "uniform", in_axis=(0, 1, 2)),
+                        (3, 3, in_dim, out_dim), (None, None, "conv_in", "conv_out"), param_dtype)
+    self.bias = param(rngs, nnx.initializers.uniform(2 * bound), (out_dim,), ("conv_out",), param_dtype)
+    self.stride, self.padding, self.dtype = stride, padding, dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """`[B, T, H, W, I]` -> `[B, T, H', W', O]`, each frame on its own."""
+    batch, frames = x.shape[:2]
+    y = jax.lax.conv_general_dilated(
+        x.reshape(batch * frames, *x.shape[2:]).astype(self.dtype), self.kernel[...].astype(self.dtype),
+        window_strides=(self.stride, self.stride), padding=self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = y + self.bias[...].astype(self.dtype)
+    return y.reshape(batch, frames, *y.shape[1:])
+
+
+class RMSNorm(nnx.Module):
+  """`x / max(||x||_C, 1e-12) * sqrt(C) * scale` over channels, in fp32 (WAN.md: RMS_norm)."""
+
+  def __init__(self, dim: int, *, param_dtype, rngs: nnx.Rngs):
+    self.scale = param(rngs, nnx.initializers.ones, (dim,), ("norm",), param_dtype)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    norm = jnp.sqrt(jnp.sum(jnp.square(x32), axis=-1, keepdims=True))
+    y = x32 / jnp.maximum(norm, 1e-12) * math.sqrt(x.shape[-1]) * self.scale[...].astype(jnp.float32)
+    return y.astype(x.dtype)
+
+
+class ResidualBlock(nnx.Module):
+  """`shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x))))))` with causal k=3 convs."""
+
+  def __init__(self, in_dim: int, out_dim: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.norm1 = RMSNorm(in_dim, param_dtype=param_dtype, rngs=rngs)
+    self.conv1 = CausalConv3d(in_dim, out_dim, (3, 3, 3), **kw)
+    self.norm2 = RMSNorm(out_dim, param_dtype=param_dtype, rngs=rngs)
+    self.conv2 = CausalConv3d(out_dim, out_dim, (3, 3, 3), **kw)
+    self.conv_shortcut = CausalConv3d(in_dim, out_dim, (1, 1, 1), **kw) if in_dim != out_dim else None
+
+  def __call__(self, x: jax.Array, cache: Cache = None) -> tuple[jax.Array, Cache]:
+    cache1, cache2 = cache or (None, None)
+    shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)[0]
+    h, cache1 = self.conv1(jax.nn.silu(self.norm1(x)), cache1)
+    h, cache2 = self.conv2(jax.nn.silu(self.norm2(h)), cache2)
+    return shortcut + h, (cache1, cache2)
+
+
+class AttentionBlock(nnx.Module):
+  """Single-head self-attention within each frame (no time mixing, so no cache)."""
+
+  def __init__(self, dim: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+    self.norm = RMSNorm(dim, param_dtype=param_dtype, rngs=rngs)
+    names = ("conv_in", "conv_out")
+    self.to_qkv = Dense(dim, 3 * dim, names=names, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.proj = Dense(dim, dim, names=names, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array, cache: Cache = None) -> tuple[jax.Array, Cache]:
+    batch, frames, height, width, dim = x.shape
+    tokens = self.norm(x).reshape(batch * frames, height * width, 1, dim)
+    q, k, v = jnp.split(self.to_qkv(tokens), 3, axis=-1)  # [q, k, v] order of the fused 1x1 conv
+    out = self.proj(attention(q, k, v))
+    return x + out.reshape(x.shape).astype(x.dtype), None
+
+
+class Resample(nnx.Module):
+  """x2 down/up-sampling in space, optionally also in time (WAN.md: downsample3d, upsample3d).
+
+  Down: zero-pad right/bottom, 3x3 conv stride 2; in time, frame 0 passes and the rest go through
+  a stride-2 k=3 conv over [previous frame, frames]. Up: in time, frames after 0 become two each
+  (one causal conv to 2C channels, the halves interleaved); then nearest x2 and a 3x3 conv to C/2.
+  """
+
+  def __init__(self, dim: int, mode: Literal["down2d", "down3d", "up2d", "up3d"], *, dtype, param_dtype,
+               rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.mode = mode
+    if mode.startswith("down"):
+      self.conv = Conv2d(dim, dim, stride=2, padding=((0, 1), (0, 1)), **kw)
+      self.time_conv = CausalConv3d(dim, dim, (3, 1, 1), **kw) if mode == "down3d" else None
+    else:
+      self.conv = Conv2d(dim, dim // 2, stride=1, padding=((1, 1), (1, 1)), **kw)
+      self.time_conv = CausalConv3d(dim, 2 * dim, (3, 1, 1), **kw) if mode == "up3d" else None
+
+  def __call__(self, x: jax.Array, cache: Cache = None) -> tuple[jax.Array, Cache]:
+    if self.mode == "up3d":
+      x, cache = self._upsample_time(x, cache)
+    if self.mode.startswith("up"):
+      x = self.conv(jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3))
+    else:
+      x = self.conv(x)
+    if self.mode == "down3d":
+      x, cache = self._downsample_time(x, cache)
+    return x, cache
+
+  def _downsample_time(self, x: jax.Array, previous: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    if previous is None:  # frame 0 stands alone; later frames pair with their predecessor
+      first, rest = x[:, :1], self.time_conv.conv(x, time_stride=2) if x.shape[1] > 1 else x[:, :0]
+      return jnp.concatenate([first, rest], axis=1), x[:, -1:]
+    return self.time_conv.conv(jnp.concatenate([previous.astype(x.dtype), x], axis=1), time_stride=2), x[:, -1:]
+
+  def _upsample_time(self, x: jax.Array, cache: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    first, x = (x[:, :1], x[:, 1:]) if cache is None else (x[:, :0], x)
+    if x.shape[1] == 0:  # only frame 0 so far: the time conv has seen nothing
+      return first, jnp.zeros((first.shape[0], 2, *first.shape[2:]), first.dtype)
+    doubled, cache = self.time_conv(x, cache)
+    batch, frames, height, width, dim2 = doubled.shape
+    doubled = doubled.reshape(batch, frames, height, width, 2, dim2 // 2).transpose(0, 1, 4, 2, 3, 5)
+    doubled = doubled.reshape(batch, 2 * frames, height, width, dim2 // 2)
+    return jnp.concatenate([first.astype(doubled.dtype), doubled], axis=1), cache
+
+
+class MidBlock(nnx.Module):
+  """Residual block, frame attention, residual block."""
+
+  def __init__(self, dim: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.resnets = nnx.List([ResidualBlock(dim, dim, **kw), ResidualBlock(dim, dim, **kw)])
+    self.attentions = nnx.List([AttentionBlock(dim, **kw)])
+
+  def __call__(self, x: jax.Array, cache: Cache = None) -> tuple[jax.Array, Cache]:
+    cache0, cache1 = cache or (None, None)
+    x, cache0 = self.resnets[0](x, cache0)
+    x, _ = self.attentions[0](x)
+    x, cache1 = self.resnets[1](x, cache1)
+    return x, (cache0, cache1)
+
+
+def _run_sequence(layers: Sequence[Callable], x: jax.Array, cache: Cache) -> tuple[jax.Array, list]:
+  caches = cache or [None] * len(layers)
+  new = []
+  for layer, layer_cache in zip(layers, caches):
+    x, layer_cache = layer(x, layer_cache)
+    new.append(layer_cache)
+  return x, new
+
+
+class Head(nnx.Module):
+  """RMSNorm, SiLU, causal k=3 conv to the output channels."""
+
+  def __init__(self, in_dim: int, out_dim: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+    self.norm_out = RMSNorm(in_dim, param_dtype=param_dtype, rngs=rngs)
+    self.conv_out = CausalConv3d(in_dim, out_dim, (3, 3, 3), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array, cache: Cache = None) -> tuple[jax.Array, Cache]:
+    return self.conv_out(jax.nn.silu(self.norm_out(x)), cache)
+
+
+class Encoder(nnx.Module):
+  """Video `[B, T, H, W, 3]` -> `[B, 1 + (T-1)/4, H/8, W/8, 2 z_dim]` (mean and log-variance)."""
+
+  def __init__(self, config: VAEConfig, *, rngs: nnx.Rngs):
+    kw = dict(dtype=config.dtype, param_dtype=config.param_dtype, rngs=rngs)
+    dims = [config.base_dim * m for m in (1, *config.dim_mult)]
+    self.conv_in = CausalConv3d(3, dims[0], (3, 3, 3), **kw)
+    blocks = []
+    for stage, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+      for _ in range(config.num_res_blocks):
+        blocks.append(ResidualBlock(in_dim, out_dim, **kw))
+        in_dim = out_dim
+      if stage < len(config.dim_mult) - 1:
+        blocks.append(Resample(out_dim, "down3d" if config.temporal_downsample[stage] else "down2d", **kw))
+    self.down_blocks = nnx.List(blocks)
+    self.mid_block = MidBlock(dims[-1], **kw)
+    self.head = Head(dims[-1], 2 * config.z_dim, **kw)
+
+  def __call__(self, x: jax.Array, cache: Cache = None) -> tuple[jax.Array, Cache]:
+    return _run_sequence([self.conv_in, *self.down_blocks, self.mid_block, self.head], x, cache)
+
+
+class UpBlock(nnx.Module):
+  """num_res_blocks + 1 residual blocks, then an optional x2 upsampling (channels halve)."""
+
+  def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, upsample: str | None, *, dtype,
+               param_dtype, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.resnets = nnx.List([ResidualBlock(in_dim if i == 0 else out_dim, out_dim, **kw)
+                             for i in range(num_res_blocks + 1)])
+    self.upsampler = Resample(out_dim, upsample, **kw) if upsample else None
+
+  def __call__(self, x: jax.Array, cache: Cache = None) -> tuple[jax.Array, Cache]:
+    layers = [*self.resnets] + ([self.upsampler] if self.upsampler is not None else [])
+    return _run_sequence(layers, x, cache)
+
+
+class Decoder(nnx.Module):
+  """Latents `[B, F, h, w, z_dim]` -> video `[B, 1 + 4(F-1), 8h, 8w, 3]` (not yet clamped)."""
+
+  def __init__(self, config: VAEConfig, *, rngs: nnx.Rngs):
+    kw = dict(dtype=config.dtype, param_dtype=config.param_dtype, rngs=rngs)
+    mult = config.dim_mult
+    dims = [config.base_dim * m for m in (mult[-1], *mult[::-1])]
+    temporal_upsample = config.temporal_downsample[::-1]
+    self.conv_in = CausalConv3d(config.z_dim, dims[0], (3, 3, 3), **kw)
+    self.mid_block = MidBlock(dims[0], **kw)
+    blocks = []
+    for stage, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+      in_dim = in_dim // 2 if stage > 0 else in_dim  # each upsampling conv halves the channels
+      upsample = None if stage == len(mult) - 1 else ("up3d" if temporal_upsample[stage] else "up2d")
+      blocks.append(UpBlock(in_dim, out_dim, config.num_res_blocks, upsample, **kw))
+    self.up_blocks = nnx.List(blocks)
+    self.head = Head(dims[-1], 3, **kw)
+
+  def __call__(self, z: jax.Array, cache: Cache = None) -> tuple[jax.Array, Cache]:
+    return _run_sequence([self.conv_in, self.mid_block, *self.up_blocks, self.head], z, cache)
+
+
+class WanVAE(nnx.Module):
+  """The Wan2.1 VAE: `encode` video -> latent mean, `decode` latents -> video, both channels-last.
+
+  `normalize`/`denormalize` map between VAE latents and the standardised latents the DiT reads.
+  """
+
+  def __init__(self, config: VAEConfig, *, rngs: nnx.Rngs):
+    kw = dict(dtype=config.dtype, param_dtype=config.param_dtype, rngs=rngs)
+    self.config = config
+    self.encoder = Encoder(config, rngs=rngs)
+    self.quant_conv = CausalConv3d(2 * config.z_dim, 2 * config.z_dim, (1, 1, 1), **kw)
+    self.post_quant_conv = CausalConv3d(config.z_dim, config.z_dim, (1, 1, 1), **kw)
+    self.decoder = Decoder(config, rngs=rngs)
+
+  def encode(self, video: jax.Array) -> jax.Array:
+    """Video `[B, T, H, W, 3]` in -1..1, T = 1 + 4k -> latent mean `[B, 1 + k, H/8, W/8, z_dim]` fp32."""
+    check_frame_count(video.shape[1], self.config.time_factor)
+    factor = self.config.space_factor
+    if video.shape[2] % factor or video.shape[3] % factor:
+      raise ValueError(f"video frames are {video.shape[2]}x{video.shape[3]}; the VAE needs sides divisible by {factor}")
+    moments = self._tiled(self._encode_moments, video, scale=1 / factor)
+    return moments[..., :self.config.z_dim].astype(jnp.float32)
+
+  def decode(self, latents: jax.Array) -> jax.Array:
+    """Latents `[B, F, h, w, z_dim]` -> video `[B, 1 + 4(F-1), 8h, 8w, 3]` in -1..1, fp32."""
+    video = self._tiled(self._decode_video, latents, scale=self.config.space_factor)
+    return jnp.clip(video.astype(jnp.float32), -1.0, 1.0)
+
+  def normalize(self, latents: jax.Array) -> jax.Array:
+    """VAE latents -> the standardised latents the DiT reads: `(z - mean) / std` per channel."""
+    mean, std = (jnp.asarray(v, jnp.float32) for v in (self.config.latents_mean, self.config.latents_std))
+    return (latents - mean) / std
+
+  def denormalize(self, latents: jax.Array) -> jax.Array:
+    """Inverse of `normalize`."""
+    mean, std = (jnp.asarray(v, jnp.float32) for v in (self.config.latents_mean, self.config.latents_std))
+    return latents * std + mean
+
+  def _encode_moments(self, video: jax.Array) -> jax.Array:
+    step = self.config.time_factor
+    moments = _causal_scan(self.encoder, video, first=1, step=step, chunked=self.config.mode == "chunked")
+    return self.quant_conv(moments)[0]
+
+  def _decode_video(self, latents: jax.Array) -> jax.Array:
+    z = self.post_quant_conv(latents)[0]
+    return _causal_scan(self.decoder, z, first=1, step=1, chunked=self.config.mode == "chunked")
+
+  def _tiled(self, fn: Callable[[jax.Array], jax.Array], x: jax.Array, *, scale: float) -> jax.Array:
+    """`fn` over overlapping spatial tiles of x, blended linearly over the overlaps (diffusers' rule).
+
+    Tile size and stride are in pixels; `scale` converts x's grid to fn's output grid.
+    """
+    size, stride = self.config.tile_sample_size, self.config.tile_sample_stride
+    if size is None:
+      return fn(x)
+    in_per_pixel = 1 if scale < 1 else 1 / self.config.space_factor
+    out_per_pixel = in_per_pixel * scale
+    height, width = x.shape[2:4]
+    if height / in_per_pixel <= size and width / in_per_pixel <= size:
+      return fn(x)
+    in_size, in_stride = round(size * in_per_pixel), round(stride * in_per_pixel)
+    out_stride, blend = round(stride * out_per_pixel), round((size - stride) * out_per_pixel)
+    rows = []
+    for top in range(0, height, in_stride):
+      row = []
+      for left in range(0, width, in_stride):
+        tile = fn(x[:, :, top:top + in_size, left:left + in_size])
+        if rows:
+          tile = _blend(rows[-1][len(row)], tile, blend, axis=2)
+        if row:
+          tile = _blend(row[-1], tile, blend, axis=3)
+        row.append(tile)
+      rows.append(row)
+    stitched = jnp.concatenate([jnp.concatenate([t[:, :, :out_stride, :out_stride] for t in row], axis=3)
+                                for row in rows], axis=2)
+    return stitched[:, :, :round(height * scale), :round(width * scale)]
+
+
+def _blend(before: jax.Array, tile: jax.Array, extent: int, *, axis: int) -> jax.Array:
+  """Fades the end of `before` into the start of `tile` along `axis` over `extent` positions."""
+  extent = min(before.shape[axis], tile.shape[axis], extent)
+  if extent == 0:
+    return tile
+  weight = (jnp.arange(extent, dtype=jnp.float32) / extent).reshape((-1,) + (1,) * (tile.ndim - axis - 1))
+  tail = jax.lax.slice_in_dim(before, before.shape[axis] - extent, before.shape[axis], axis=axis)
+  head = jax.lax.slice_in_dim(tile, 0, extent, axis=axis)
+  mixed = (tail * (1 - weight) + head * weight).astype(tile.dtype)
+  return jnp.concatenate([mixed, jax.lax.slice_in_dim(tile, extent, tile.shape[axis], axis=axis)], axis=axis)
+
+
+def _causal_scan(module: nnx.Module, x: jax.Array, *, first: int, step: int, chunked: bool) -> jax.Array:
+  """`module(x)` over frames, either in one pass or as `first` frames then a scan over `step`-frame chunks."""
+  if not chunked or x.shape[1] <= first:
+    return module(x)[0]
+  head, cache = module(x[:, :first])
+  rest = x[:, first:]
+  chunks = rest.reshape(rest.shape[0], -1, step, *rest.shape[2:]).swapaxes(0, 1)  # n B step H W C
+
+  def body(carry, chunk):
+    out, carry = module(chunk, carry)
+    return carry, out
+
+  _, outs = jax.lax.scan(body, cache, chunks)
+  outs = outs.swapaxes(0, 1)
+  return jnp.concatenate([head, outs.reshape(outs.shape[0], -1, *outs.shape[3:])], axis=1)

@@ -1,0 +1,125 @@
+"""The Wan2.1 VAE against diffusers' AutoencoderKLWan: encode, decode, chunked == single pass, tiling."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from conftest import assert_close, make_torch_vae
+from dreamactor_jax.convert import load_torch_vae
+from dreamactor_jax.models.vae import VAEConfig, WanVAE, check_frame_count
+
+# Non-square frames (24 x 40 pixels -> 3 x 5 latents) and a 4-stage tiny net with unequal widths.
+TINY = dict(base_dim=6, z_dim=4, dim_mult=[1, 2, 3, 3], num_res_blocks=1)
+
+
+@pytest.fixture(scope="module")
+def vaes(tmp_path_factory):
+  """A tiny diffusers VAE and ours loaded from its saved folder by the real importer."""
+  torch_model = make_torch_vae(**TINY)
+  folder = tmp_path_factory.mktemp("vae")
+  torch_model.save_pretrained(folder)
+  return torch_model, load_torch_vae(folder)[0]
+
+
+def with_mode(vae, **fields):
+  vae.config = dataclasses.replace(vae.config, **fields)
+  return vae
+
+
+def torch_encode(model, video):
+  with torch.no_grad():
+    return model.encode(torch.from_numpy(video.transpose(0, 4, 1, 2, 3).copy())).latent_dist.mode().numpy().transpose(0, 2, 3, 4, 1)
+
+
+def torch_decode(model, latents):
+  with torch.no_grad():
+    return model.decode(torch.from_numpy(latents.transpose(0, 4, 1, 2, 3).copy())).sample.numpy().transpose(0, 2, 3, 4, 1)
+
+
+@pytest.mark.parametrize("frames", [1, 5, 9, 17])
+def test_encode_decode_match_diffusers(vaes, frames):
+  torch_model, vae = vaes
+  video = np.random.default_rng(frames).uniform(-1, 1, (2, frames, 24, 40, 3)).astype(np.float32)
+  ref_latents = torch_encode(torch_model, video)
+  ref_video = torch_decode(torch_model, ref_latents)
+  assert ref_latents.shape == (2, 1 + (frames - 1) // 4, 3, 5, 4)
+  for mode in ("single", "chunked"):
+    with_mode(vae, mode=mode)
+    latents = np.asarray(vae.encode(jnp.asarray(video)))
+    assert_close(latents, ref_latents)
+    decoded = np.asarray(vae.decode(jnp.asarray(ref_latents)))
+    assert decoded.shape == video.shape
+    assert_close(decoded, ref_video)
+
+
+def test_chunked_equals_single_pass(vaes):
+  _, vae = vaes
+  video = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 13, 16, 24, 3)), jnp.float32)
+  single = with_mode(vae, mode="single").encode(video), with_mode(vae, mode="single").decode(
+      jnp.ones((1, 4, 2, 3, 4)) * 0.3)
+  chunked = with_mode(vae, mode="chunked").encode(video), with_mode(vae, mode="chunked").decode(
+      jnp.ones((1, 4, 2, 3, 4)) * 0.3)
+  for a, b in zip(single, chunked):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5 * float(np.abs(a).max()))
+
+
+def test_tiled_matches_diffusers_tiling(vaes):
+  torch_model, vae = vaes
+  torch_model.enable_tiling(tile_sample_min_height=32, tile_sample_min_width=32, tile_sample_stride_height=24,
+                            tile_sample_stride_width=24)
+  try:
+    video = np.random.default_rng(3).uniform(-1, 1, (1, 5, 48, 72, 3)).astype(np.float32)
+    ref_latents = torch_encode(torch_model, video)
+    ref_video = torch_decode(torch_model, ref_latents)
+  finally:
+    torch_model.disable_tiling()
+  with_mode(vae, mode="chunked", tile_sample_size=32, tile_sample_stride=24)
+  try:
+    assert_close(np.asarray(vae.encode(jnp.asarray(video))), ref_latents)
+    assert_close(np.asarray(vae.decode(jnp.asarray(ref_latents))), ref_video)
+  finally:
+    with_mode(vae, tile_sample_size=None)
+
+
+def test_normalize_round_trip(vaes):
+  _, vae = vaes
+  latents = jnp.asarray(np.random.default_rng(1).normal(size=(1, 2, 3, 5, 4)), jnp.float32)
+  with_mode(vae, latents_mean=(0.5, -1.0, 2.0, 0.0), latents_std=(2.0, 0.5, 1.0, 4.0))
+  try:
+    normal = vae.normalize(latents)
+    np.testing.assert_allclose(np.asarray(normal[..., 1]), (np.asarray(latents[..., 1]) + 1.0) / 0.5, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(vae.denormalize(normal)), np.asarray(latents), rtol=1e-5, atol=1e-6)
+  finally:
+    with_mode(vae, latents_mean=VAEConfig.latents_mean, latents_std=VAEConfig.latents_std)
+
+
+@pytest.mark.parametrize("frames, message", [(6, r"6 frames.*1 \+ 4k.*nearest: 5 or 9"),
+                                             (0, r"0 frames.*nearest: 1 or 5"),
+                                             (16, r"16 frames.*nearest: 13 or 17")])
+def test_frame_count_error(frames, message):
+  with pytest.raises(ValueError, match=message):
+    check_frame_count(frames)
+
+
+def test_wrong_frame_size_is_reported(vaes):
+  _, vae = vaes
+  with pytest.raises(ValueError, match="20x40.*divisible by 8"):
+    vae.encode(jnp.zeros((1, 1, 20, 40, 3)))
+
+
+def test_full_size_matches_diffusers_param_count():
+  from diffusers import AutoencoderKLWan
+
+  with torch.device("meta"):
+    reference = AutoencoderKLWan()
+  expected = sum(p.numel() for p in reference.parameters())
+  model = nnx.eval_shape(lambda: WanVAE(VAEConfig(), rngs=nnx.Rngs(0)))
+  ours = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  assert ours == expected
+  latents = jax.eval_shape(lambda: model.decode(jnp.zeros((1, 21, 60, 104, 16))))
+  assert latents.shape == (1, 81, 480, 832, 3)
