@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 from flax import nnx
 
+from dreamactor_jax.checkpoints import torch_import
 from dreamactor_jax.checkpoints.model_state import abstract_params
 from dreamactor_jax.checkpoints.tensor_files import CheckpointError, open_tensors
 from dreamactor_jax.checkpoints.torch_import import TensorSpec
@@ -113,13 +114,13 @@ def split_fused_qkv(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   return out
 
 
+# One tensor name that only each layout has.
+_PROBES = {"transformers": "embeddings.patch_embedding.weight",
+            "original": "visual.patch_embedding.weight"}
+
+
 def detect_layout(names: Mapping[str, object], source: str) -> Layout:
-  if "embeddings.patch_embedding.weight" in names:
-    return "transformers"
-  if "visual.patch_embedding.weight" in names:
-    return "original"
-  raise CheckpointError(f"{source}: not a CLIP vision checkpoint (neither [vision_model.]embeddings."
-                        "patch_embedding.weight nor visual.patch_embedding.weight is present)")
+  return torch_import.detect_layout(names, _PROBES, model="CLIP vision", source=source)
 
 
 def is_ignored(name: str) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 
+from dreamactor_jax.checkpoints import torch_import
 from dreamactor_jax.checkpoints.tensor_files import CheckpointError
 from dreamactor_jax.checkpoints.torch_import import TensorSpec
 from dreamactor_jax.models.dit import DiTConfig
@@ -89,13 +90,13 @@ def strip_prefix(names: Mapping[str, object]) -> dict[str, str]:
   return {name.removeprefix(ORIGINAL_PREFIX): name for name in names}
 
 
+# One tensor name that only each layout has.
+_PROBES = {"diffusers": "blocks.0.attn1.to_q.weight",
+            "original": "blocks.0.self_attn.q.weight"}
+
+
 def detect_layout(names: Mapping[str, object], source: str) -> Layout:
-  if "blocks.0.attn1.to_q.weight" in names:
-    return "diffusers"
-  if "blocks.0.self_attn.q.weight" in names:
-    return "original"
-  raise CheckpointError(f"{source}: not a Wan2.1 DiT checkpoint (neither blocks.0.attn1.to_q.weight "
-                        "nor blocks.0.self_attn.q.weight is present)")
+  return torch_import.detect_layout(names, _PROBES, model="Wan2.1 DiT", source=source)
 
 
 def is_ignored(name: str) -> bool:

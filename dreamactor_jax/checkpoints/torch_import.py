@@ -85,6 +85,14 @@ def layout_shape(shape: tuple[int, ...], kind: Kind, *, to: Literal["ours", "tor
     return None
 
 
+def detect_layout(names: Mapping[str, object], probes: Mapping[str, str], *, model: str, source: str) -> str:
+  """The first layout whose probe tensor is among `names` (`probes`: layout -> tensor name)."""
+  for layout, probe in probes.items():
+    if probe in names:
+      return layout
+  raise CheckpointError(f"{source}: not a {model} checkpoint (none of {', '.join(probes.values())} is present)")
+
+
 def check_keys(tensors: Mapping[str, np.ndarray], specs: list[TensorSpec], shapes: Mapping[str, tuple[int, ...]], *,
                model: str, source: str, ignored: Callable[[str], bool] = lambda name: False) -> None:
   """Raises one CheckpointError naming every missing, unexpected and mis-shaped tensor.

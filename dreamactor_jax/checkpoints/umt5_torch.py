@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 from flax import nnx
 
+from dreamactor_jax.checkpoints import torch_import
 from dreamactor_jax.checkpoints.model_state import abstract_params
 from dreamactor_jax.checkpoints.tensor_files import CheckpointError, open_tensors
 from dreamactor_jax.checkpoints.torch_import import TensorSpec
@@ -61,13 +62,13 @@ def tensor_specs(num_layers: int, layout: Layout) -> list[TensorSpec]:
   return specs
 
 
+# One tensor name that only each layout has.
+_PROBES = {"transformers": "encoder.block.0.layer.0.SelfAttention.q.weight",
+            "original": "blocks.0.attn.q.weight"}
+
+
 def detect_layout(names: Mapping[str, object], source: str) -> Layout:
-  if "encoder.block.0.layer.0.SelfAttention.q.weight" in names:
-    return "transformers"
-  if "blocks.0.attn.q.weight" in names:
-    return "original"
-  raise CheckpointError(f"{source}: not a UMT5 encoder checkpoint (neither "
-                        "encoder.block.0.layer.0.SelfAttention.q.weight nor blocks.0.attn.q.weight is present)")
+  return torch_import.detect_layout(names, _PROBES, model="UMT5 encoder", source=source)
 
 
 def is_ignored(name: str) -> bool:

@@ -78,13 +78,13 @@ def vae_specs(config: VAEConfig, layout: Layout) -> tuple[list[TensorSpec], dict
   return specs, shapes
 
 
+# One tensor name that only each layout has.
+_PROBES = {"diffusers": "encoder.conv_in.weight",
+            "original": "encoder.downsamples.0.residual.2.weight"}
+
+
 def detect_layout(names: Mapping[str, object], source: str) -> Layout:
-  if "encoder.conv_in.weight" in names:
-    return "diffusers"
-  if "encoder.conv1.weight" in names and "encoder.downsamples.0.residual.2.weight" in names:
-    return "original"
-  raise CheckpointError(f"{source}: not a Wan2.1 VAE checkpoint (neither encoder.conv_in.weight nor "
-                        "encoder.conv1.weight + encoder.downsamples.* is present)")
+  return torch_import.detect_layout(names, _PROBES, model="Wan2.1 VAE", source=source)
 
 
 def infer_config(tensors: Mapping[str, np.ndarray], layout: Layout, *, hints: Mapping[str, object],

@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from dreamactor_jax.models.attention import Implementation, attention
+from dreamactor_jax.models.config import ModelConfig
 from dreamactor_jax.models.layers import Dense, LayerNorm, RMSNorm, gelu_exact, gelu_tanh, param
 from dreamactor_jax.models.rope import RopeTables, apply_rope, rope_tables
 
@@ -29,7 +30,7 @@ TEXT_LEN = 512
 
 
 @dataclasses.dataclass(frozen=True)
-class DiTConfig:
+class DiTConfig(ModelConfig):
   """Architecture and numerics of the DiT. Sizes of the released models: configs/base.py."""
 
   dim: int = 1536
@@ -52,20 +53,6 @@ class DiTConfig:
   @property
   def head_dim(self) -> int:
     return self.dim // self.num_heads
-
-  @classmethod
-  def from_mapping(cls, values: Mapping[str, Any]) -> DiTConfig:
-    """Builds a config from a dict or ConfigDict, rejecting unknown keys by name."""
-    values = dict(values)
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-      raise ValueError(f"unknown DiT config keys {unknown}")
-    if "patch_size" in values:
-      values["patch_size"] = tuple(values["patch_size"])
-    return cls(**values)
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
 
 
 def timestep_sinusoid(timestep: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:

@@ -19,8 +19,7 @@ autocast with fp32 LayerNorms; its residual stream is in the autocast dtype).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +27,7 @@ import numpy as np
 from flax import nnx
 
 from dreamactor_jax.models.attention import attention
+from dreamactor_jax.models.config import ModelConfig
 from dreamactor_jax.models.dit import MLP, RematPolicy
 from dreamactor_jax.models.layers import Dense, LayerNorm, gelu_exact, param
 
@@ -39,7 +39,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclasses.dataclass(frozen=True)
-class CLIPVisionConfig:
+class CLIPVisionConfig(ModelConfig):
   """Architecture and numerics of the vision tower.
 
   Defaults are ViT-H/14 as Wan2.1 I2V runs it: `clip_xlm_roberta_vit_h_14` in `wan/modules/clip.py`
@@ -68,18 +68,6 @@ class CLIPVisionConfig:
   def num_tokens(self) -> int:
     """Class token plus one token per patch: 257 for ViT-H/14 at 224."""
     return (self.image_size // self.patch_size) ** 2 + 1
-
-  @classmethod
-  def from_mapping(cls, values: Mapping[str, Any]) -> CLIPVisionConfig:
-    """Builds a config from a dict or ConfigDict, rejecting unknown keys by name."""
-    values = dict(values)
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-      raise ValueError(f"unknown CLIP vision config keys {unknown}")
-    return cls(**values)
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
 
 
 def quick_gelu(x: jax.Array) -> jax.Array:

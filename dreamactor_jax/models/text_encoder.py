@@ -17,9 +17,9 @@ import html
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,7 @@ import numpy as np
 from flax import nnx
 
 from dreamactor_jax.models.attention import attention
+from dreamactor_jax.models.config import ModelConfig
 from dreamactor_jax.models.dit import TEXT_LEN, RematPolicy
 from dreamactor_jax.models.layers import Dense, RMSNorm, gelu_tanh, param
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 
 @dataclasses.dataclass(frozen=True)
-class UMT5Config:
+class UMT5Config(ModelConfig):
   """Architecture and numerics of a UMT5 encoder. The released size: `UMT5_XXL`."""
 
   vocab_size: int
@@ -50,17 +51,6 @@ class UMT5Config:
   param_dtype: str = "float32"
   dtype: str = "float32"  # compute dtype of matmuls and attention
   remat: RematPolicy = "none"
-
-  @classmethod
-  def from_mapping(cls, values: Mapping[str, Any]) -> UMT5Config:
-    """Builds a config from a dict or ConfigDict, rejecting unknown keys by name."""
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-      raise ValueError(f"unknown UMT5 config keys {unknown}")
-    return cls(**values)
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
 
 
 # Wan's umt5_xxl() in wan/modules/t5.py (dim_attn 4096 = 64 heads x 64; T5RelativeEmbedding's

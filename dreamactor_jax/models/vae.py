@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import jax
@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dreamactor_jax.models.attention import attention
+from dreamactor_jax.models.config import ModelConfig
 from dreamactor_jax.models.layers import Dense, param
 
 Cache = Any  # a pytree of arrays mirroring the module tree; None before the first frame
@@ -35,7 +36,7 @@ WAN21_LATENTS_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0
 
 
 @dataclasses.dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(ModelConfig):
   """Architecture of the Wan2.1 VAE (defaults: the released model) and how to run it."""
 
   base_dim: int = 96
@@ -58,21 +59,6 @@ class VAEConfig:
   @property
   def space_factor(self) -> int:
     return 2 ** (len(self.dim_mult) - 1)
-
-  @classmethod
-  def from_mapping(cls, values: Mapping[str, Any]) -> VAEConfig:
-    """Builds a config from a dict or ConfigDict, rejecting unknown keys by name."""
-    values = dict(values)
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-      raise ValueError(f"unknown VAE config keys {unknown}")
-    for key in ("dim_mult", "temporal_downsample", "latents_mean", "latents_std"):
-      if key in values:
-        values[key] = tuple(values[key])
-    return cls(**values)
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
 
 
 def check_frame_count(frames: int, time_factor: int = 4) -> None:
@@ -112,11 +98,39 @@ class CausalConv3d(nnx.Module):
 
   def conv(self, x: jax.Array, *, time_stride: int = 1) -> jax.Array:
     """The convolution alone, 'valid' in time (no padding), 'same' in space."""
-    pad_h, pad_w = (self.kernel.shape[1] - 1) // 2, (self.kernel.shape[2] - 1) // 2
-    y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype), self.kernel[...].astype(self.dtype), window_strides=(time_stride, 1, 1),
-        padding=((0, 0), (pad_h, pad_h), (pad_w, pad_w)), dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    y = _conv3d(x.astype(self.dtype), self.kernel[...].astype(self.dtype), time_stride=time_stride)
     return y + self.bias[...].astype(self.dtype)
+
+
+def _conv3d(x: jax.Array, kernel: jax.Array, *, time_stride: int) -> jax.Array:
+  """x `[B, T, H, W, I]` (history included), kernel `[kt, kh, kw, I, O]` -> `[B, T', H, W, O]`:
+  'valid' in time, 'same' in space.
+
+  On CPU the layout of the work matters more than the FLOPs (benchmarks/vae.py): XLA:CPU's 3D
+  convolution is up to 1.5x slower than its 2D one below 384 channels (faster above), and a
+  convolution with 3 input or output channels vectorises badly. So there: few inputs -> gather patches and one matmul; few
+  outputs -> one matmul to every tap's outputs, then sum the shifted taps; otherwise one 2D
+  convolution per time tap, summed. Accelerators get the plain 3D convolution.
+  """
+  taps, kh, kw, in_dim, out_dim = kernel.shape
+  padding = ((kh - 1) // 2,) * 2, ((kw - 1) // 2,) * 2
+  if jax.default_backend() != "cpu" or time_stride != 1 or taps * kh * kw == 1 or in_dim >= 384:
+    return jax.lax.conv_general_dilated(x, kernel, window_strides=(time_stride, 1, 1), padding=((0, 0), *padding),
+                                        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+  batch, frames, height, width = x.shape[0], x.shape[1] - taps + 1, x.shape[2], x.shape[3]
+  offsets = [(t, i, j) for t in range(taps) for i in range(kh) for j in range(kw)]
+  if min(in_dim, out_dim) <= 4:
+    padded = jnp.pad(x, ((0, 0), (0, 0), *padding, (0, 0)))
+    if in_dim <= 4:
+      patches = jnp.concatenate([padded[:, t:t + frames, i:i + height, j:j + width] for t, i, j in offsets], axis=-1)
+      return patches @ kernel.reshape(-1, out_dim)
+    per_tap = padded @ kernel.transpose(3, 0, 1, 2, 4).reshape(in_dim, -1)  # B T H W (taps O)
+    per_tap = per_tap.reshape(*per_tap.shape[:4], len(offsets), out_dim)
+    return sum(per_tap[:, t:t + frames, i:i + height, j:j + width, n] for n, (t, i, j) in enumerate(offsets))
+  y = sum(jax.lax.conv_general_dilated(
+      x[:, t:t + frames].reshape(batch * frames, height, width, in_dim), kernel[t], window_strides=(1, 1),
+      padding=padding, dimension_numbers=("NHWC", "HWIO", "NHWC")) for t in range(taps))
+  return y.reshape(batch, frames, height, width, out_dim)
 
 
 class Conv2d(nnx.Module):

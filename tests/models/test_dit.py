@@ -89,7 +89,7 @@ def test_rejects_bad_inputs():
   i2v = WanDiT(dataclasses.replace(model.config, in_channels=36, image_dim=8), rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="image_context .* is needed exactly when model.image_dim is set; image_dim=8, got None"):
     i2v(jnp.zeros((1, 1, 4, 4, 36)), jnp.zeros(1), text)
-  with pytest.raises(ValueError, match="unknown DiT config keys \\['depth'\\]"):
+  with pytest.raises(ValueError, match="unknown DiTConfig keys \\['depth'\\]"):
     DiTConfig.from_mapping({"depth": 3})
 
 

@@ -126,5 +126,5 @@ def test_rejects_bad_inputs():
     CLIPVisionEncoder(CLIPVisionConfig.from_mapping({**config.to_dict(), "num_heads": 3}), rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="clip.image_size=14 is not divisible by clip.patch_size=6"):
     CLIPVisionEncoder(CLIPVisionConfig.from_mapping({**config.to_dict(), "image_size": 14}), rngs=nnx.Rngs(0))
-  with pytest.raises(ValueError, match=r"unknown CLIP vision config keys \['depth'\]"):
+  with pytest.raises(ValueError, match=r"unknown CLIPVisionConfig keys \['depth'\]"):
     CLIPVisionConfig.from_mapping({"depth": 3})

@@ -164,5 +164,5 @@ def test_umt5_xxl_builds_abstractly():
   assert names["blocks.attn.position_bias"] == ("layers", None, "heads")
   assert names["blocks.ffn.down.kernel"] == ("layers", "mlp", "embed")
   assert all(axes[0] == "layers" for path, axes in names.items() if path.startswith("blocks."))
-  with pytest.raises(ValueError, match=r"unknown UMT5 config keys \['d_model'\]"):
+  with pytest.raises(ValueError, match=r"unknown UMT5Config keys \['d_model'\]"):
     UMT5Config.from_mapping({**UMT5_XXL.to_dict(), "d_model": 4096})

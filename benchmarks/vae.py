@@ -1,0 +1,122 @@
+"""Wan2.1 VAE: our encode/decode time against diffusers' AutoencoderKLWan, and peak memory.
+
+  python benchmarks/vae.py speed --frames 5 --height 128 --width 128
+  python benchmarks/vae.py memory --frames 81 --height 480 --width 832 --run
+
+`speed` builds the released VAE config with random weights in diffusers, loads the same weights
+into ours through the importer, and times encode and decode of one clip (ours jitted, timed after
+compilation; both on all CPU threads; the fastest of `--repeats` runs each). `memory` compiles decode ahead of time in both
+formulations and prints XLA's buffer sizes; `--run` also decodes in a fresh process with the
+chunked path and reports its peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dreamactor_jax.models.vae import VAEConfig, WanVAE  # noqa: E402
+
+GIB = 1 << 30
+
+
+def _timed(fn, *args) -> tuple[float, object]:
+  start = time.perf_counter()
+  out = fn(*args)
+  jax.block_until_ready(out) if isinstance(out, jax.Array) else None
+  return time.perf_counter() - start, out
+
+
+def speed(args: argparse.Namespace) -> None:
+  import torch
+  from diffusers import AutoencoderKLWan
+
+  from dreamactor_jax.convert import load_torch_vae
+
+  torch.manual_seed(0)
+  reference = AutoencoderKLWan().eval()
+  with tempfile.TemporaryDirectory() as folder:
+    reference.save_pretrained(folder)
+    vae, _ = load_torch_vae(folder)
+  encode = nnx.jit(lambda model, video: model.encode(video))
+  decode = nnx.jit(lambda model, latents: model.decode(latents))
+  video = np.random.default_rng(0).uniform(-1, 1, (1, args.frames, args.height, args.width, 3)).astype(np.float32)
+  compile_time, latents = _timed(encode, vae, jnp.asarray(video))
+  compile_time += _timed(decode, vae, latents)[0]
+  ours_encode = min(_timed(encode, vae, jnp.asarray(video))[0] for _ in range(args.repeats))
+  ours_decode = min(_timed(decode, vae, latents)[0] for _ in range(args.repeats))
+  with torch.no_grad():
+    torch_video = torch.from_numpy(video.transpose(0, 4, 1, 2, 3).copy())
+    torch_latents = reference.encode(torch_video).latent_dist.mode()
+    theirs_encode = min(_timed(reference.encode, torch_video)[0] for _ in range(args.repeats))
+    theirs_decode = min(_timed(reference.decode, torch_latents)[0] for _ in range(args.repeats))
+  print(f"clip {args.frames}x{args.height}x{args.width}, Wan2.1 VAE config, fp32, {jax.devices()[0].device_kind}, "
+        f"torch threads {torch.get_num_threads()}; our compile {compile_time:.1f} s")
+  for name, ours, theirs in (("encode", ours_encode, theirs_encode), ("decode", ours_decode, theirs_decode)):
+    print(f"{name}: ours {ours:.2f} s, diffusers {theirs:.2f} s, speed ratio (diffusers/ours) {theirs / ours:.2f}")
+
+
+def _decode_fn(config: VAEConfig, latent_shape: tuple[int, ...]):
+  graphdef, state = nnx.split(nnx.eval_shape(lambda: WanVAE(config, rngs=nnx.Rngs(0))))
+
+  def run(state, latents):
+    return nnx.merge(graphdef, state).decode(latents)
+
+  return jax.jit(run), state, jax.ShapeDtypeStruct(latent_shape, jnp.float32)
+
+
+def memory(args: argparse.Namespace) -> None:
+  latent_shape = (1, 1 + (args.frames - 1) // 4, args.height // 8, args.width // 8, 16)
+  print(f"decode of {args.frames}x{args.height}x{args.width} (latents {latent_shape}), Wan2.1 VAE config, fp32")
+  for mode in ("single", "chunked"):
+    fn, state, latents = _decode_fn(VAEConfig(mode=mode), latent_shape)
+    stats = fn.lower(state, latents).compile().memory_analysis()
+    peak = stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes
+    print(f"{mode:8s} XLA buffers: temporaries {stats.temp_size_in_bytes / GIB:.2f} GiB, "
+          f"arguments {stats.argument_size_in_bytes / GIB:.2f} GiB, output {stats.output_size_in_bytes / GIB:.2f} GiB, "
+          f"total {peak / GIB:.2f} GiB")
+  if args.run:
+    command = [sys.executable, __file__, "_decode", "--frames", str(args.frames), "--height", str(args.height),
+               "--width", str(args.width)]
+    start = time.perf_counter()
+    subprocess.run(command, check=True)
+    peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    print(f"chunked decode run: {time.perf_counter() - start:.0f} s wall, peak RSS {peak_rss / GIB:.2f} GiB")
+
+
+def _decode_once(args: argparse.Namespace) -> None:
+  """Child process of `memory --run`: random weights, one chunked decode."""
+  fn, _, latents = _decode_fn(VAEConfig(mode="chunked"), (1, 1 + (args.frames - 1) // 4, args.height // 8,
+                                                          args.width // 8, 16))
+  vae = WanVAE(VAEConfig(mode="chunked"), rngs=nnx.Rngs(0))
+  noise = jax.random.normal(jax.random.key(0), latents.shape, latents.dtype)
+  jax.block_until_ready(fn(nnx.state(vae), noise))
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("command", choices=["speed", "memory", "_decode"], help="what to measure")
+  parser.add_argument("--frames", type=int, default=5, help="video frames, 1 + 4k")
+  parser.add_argument("--height", type=int, default=128, help="frame height in pixels, divisible by 8")
+  parser.add_argument("--width", type=int, default=128, help="frame width in pixels, divisible by 8")
+  parser.add_argument("--repeats", type=int, default=3, help="speed: timed runs of each; the fastest counts")
+  parser.add_argument("--run", action="store_true", help="memory: also run the chunked decode and measure peak RSS")
+  args = parser.parse_args()
+  {"speed": speed, "memory": memory, "_decode": _decode_once}[args.command](args)
+
+
+if __name__ == "__main__":
+  os.environ.setdefault("TQDM_DISABLE", "1")
+  main()
