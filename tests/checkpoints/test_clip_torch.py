@@ -9,7 +9,8 @@ from safetensors.torch import save_file
 from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
 
 from conftest import assert_close
-from dreamactor_jax.checkpoints import CheckpointError
+from dreamactor_jax import convert, models
+from dreamactor_jax.checkpoints import CheckpointError, load_model
 from dreamactor_jax.checkpoints.clip_torch import infer_config, read_torch_clip
 from dreamactor_jax.convert import load_torch_clip
 
@@ -187,3 +188,12 @@ def test_foreign_and_malformed_files(hf_state, tmp_path):
     folder = save_hf(hf_state, tmp_path / "relu")
     (folder / "config.json").write_text(json.dumps({"model_type": "clip_vision_model", **VISION, "hidden_act": "relu"}))
     load_torch_clip(folder)
+
+
+def test_cli_converts_to_orbax(tmp_path, vision):
+  vision.save_pretrained(tmp_path / "image_encoder")
+  assert convert.main(["clip", "--src", str(tmp_path / "image_encoder"), "--out", str(tmp_path / "ours")]) == 0
+  restored, config = load_model(tmp_path / "ours", models.CLIPVisionEncoder, models.CLIPVisionConfig)
+  assert config.num_layers == 2
+  pixels, ref = penultimate(vision)
+  assert_close(restored(pixels), ref)

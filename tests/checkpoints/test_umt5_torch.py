@@ -10,10 +10,12 @@ import transformers
 from safetensors.torch import save_file
 
 from conftest import assert_close
-from dreamactor_jax.checkpoints import CheckpointError
+from dreamactor_jax import convert
+from dreamactor_jax.checkpoints import CheckpointError, load_model
 from dreamactor_jax.checkpoints.model_state import model_params
 from dreamactor_jax.checkpoints.umt5_torch import is_ignored, read_torch_umt5, tensor_specs
 from dreamactor_jax.convert import load_torch_umt5
+from dreamactor_jax.models import UMT5Config, UMT5Encoder
 
 # Wan's T5Encoder(shared_pos=False) state_dict for 2 layers, read off wan/modules/t5.py (Wan-Video/Wan2.1
 # at 9737cba): T5SelfAttention holds norm1, attn (T5Attention q/k/v/o), norm2, ffn (T5FeedForward:
@@ -178,3 +180,11 @@ def test_foreign_and_inconsistent_files(torch_model, tmp_path):
     load_torch_umt5(path)
   with pytest.raises(CheckpointError, match="no such file or folder"):
     load_torch_umt5(tmp_path / "nothing")
+
+
+def test_cli_converts_to_orbax(torch_model, tmp_path):
+  torch_model.save_pretrained(tmp_path / "text_encoder")
+  assert convert.main(["t5", "--src", str(tmp_path / "text_encoder"), "--out", str(tmp_path / "ours")]) == 0
+  restored, config = load_model(tmp_path / "ours", UMT5Encoder, UMT5Config)
+  assert config.max_distance == 20
+  assert_close(*run_both(restored, torch_model))
