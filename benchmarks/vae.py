@@ -35,7 +35,8 @@ GIB = 1 << 30
 def _timed(fn, *args) -> tuple[float, object]:
   start = time.perf_counter()
   out = fn(*args)
-  jax.block_until_ready(out) if isinstance(out, jax.Array) else None
+  if isinstance(out, jax.Array):
+    out.block_until_ready()
   return time.perf_counter() - start, out
 
 

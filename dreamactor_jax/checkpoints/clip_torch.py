@@ -27,13 +27,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from flax import nnx
 
 from dreamactor_jax.checkpoints import torch_import
-from dreamactor_jax.checkpoints.model_state import abstract_params
 from dreamactor_jax.checkpoints.tensor_files import CheckpointError, open_tensors
 from dreamactor_jax.checkpoints.torch_import import TensorSpec
-from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
+from dreamactor_jax.models.image_encoder import CLIPVisionConfig
 
 Layout = Literal["transformers", "original"]
 TRANSFORMERS_PREFIX = "vision_model."
@@ -72,7 +70,7 @@ _IGNORED = re.compile(r"^(post_layernorm\.(weight|bias)|visual_projection\.weigh
                       r"|visual\.post_norm\.(weight|bias)|visual\.head(\.(weight|bias))?|textual\..*|log_scale)$")
 
 
-def tensor_specs(param_paths: list[str], num_layers: int, layout: Layout) -> list[TensorSpec]:
+def tensor_specs(config: CLIPVisionConfig, layout: Layout, param_paths: list[str]) -> list[TensorSpec]:
   """The PyTorch tensor behind each of our parameter paths (dotted, as in `nnx.state`).
 
   Original-layout q/k/v name a third of the fused tensor, e.g. `visual.transformer.0.attn.to_qkv.weight[k]`
@@ -90,8 +88,7 @@ def tensor_specs(param_paths: list[str], num_layers: int, layout: Layout) -> lis
       part = f"[{_QKV_PARTS[module]}]" if layout == "original" and module in _QKV_PARTS else ""
       template = f"{_MODULES[module][column]}.{_LEAVES[leaf]}{part}"
       kind = "linear" if leaf == "kernel" else "vector"
-    names = tuple(template.format(i=i) for i in range(num_layers)) if "{i}" in template else (template,)
-    specs.append(TensorSpec(path, names, kind))
+    specs.append(TensorSpec(path, torch_import.per_layer(template, config.num_layers), kind))
   return specs
 
 
@@ -207,10 +204,3 @@ def read_torch_clip(src: str | os.PathLike, *, num_heads: int | None = None
   config = infer_config(tensors, layout, hints=hints, source=str(src))
   tensors = {name: t for name, t in tensors.items() if _block_index(name, layout) != config.num_layers}
   return tensors, layout, config
-
-
-def clip_specs(config: CLIPVisionConfig, layout: Layout) -> tuple[list[TensorSpec], dict[str, tuple[int, ...]]]:
-  """The PyTorch tensors behind each encoder parameter, and our parameter shapes."""
-  _, _, shapes = abstract_params(lambda: CLIPVisionEncoder(config, rngs=nnx.Rngs(0)))
-  shapes = {path: tuple(s.shape) for path, s in shapes.items()}
-  return tensor_specs(list(shapes), config.num_layers, layout), shapes

@@ -13,7 +13,6 @@ import re
 from collections.abc import Mapping
 from typing import Literal
 
-
 from dreamactor_jax.checkpoints import torch_import
 from dreamactor_jax.checkpoints.tensor_files import CheckpointError
 from dreamactor_jax.checkpoints.torch_import import TensorSpec
@@ -66,7 +65,7 @@ _LEAVES = {"kernel": "weight", "scale": "weight", "bias": "bias"}
 _IGNORED = re.compile(r"^(blocks\.\d+\.attn2\.norm_added_q\.weight|freqs)$")
 
 
-def tensor_specs(param_paths: list[str], num_layers: int, layout: Layout) -> list[TensorSpec]:
+def tensor_specs(config: DiTConfig, layout: Layout, param_paths: list[str]) -> list[TensorSpec]:
   """The PyTorch tensor behind each of our parameter paths (dotted, as in `nnx.state`)."""
   column = 0 if layout == "diffusers" else 1
   specs = []
@@ -80,8 +79,7 @@ def tensor_specs(param_paths: list[str], num_layers: int, layout: Layout) -> lis
         raise KeyError(f"no PyTorch name for parameter {path}")
       template = f"{_MODULES[module][column]}.{_LEAVES[leaf]}"
       kind = "linear" if leaf == "kernel" else "vector"
-    names = tuple(template.format(i=i) for i in range(num_layers)) if "{i}" in template else (template,)
-    specs.append(TensorSpec(path, names, kind))
+    specs.append(TensorSpec(path, torch_import.per_layer(template, config.num_layers), kind))
   return specs
 
 

@@ -16,15 +16,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from tqdm import tqdm
 
 from dreamactor_jax.checkpoints import dit_keys, torch_import
 from dreamactor_jax.checkpoints.dit_keys import Layout
-from dreamactor_jax.checkpoints.model_state import abstract_params
 from dreamactor_jax.checkpoints.tensor_files import open_tensors, write_safetensors
-from dreamactor_jax.checkpoints.torch_import import TensorSpec
-from dreamactor_jax.models.dit import DiTConfig, WanDiT
+from dreamactor_jax.models.dit import DiTConfig
 
 
 def _config_hints(src: Path) -> dict:
@@ -42,13 +39,6 @@ def read_torch_dit(src: str | os.PathLike, *, num_heads: int | None = None) -> t
   if num_heads is not None:
     hints["num_heads"] = num_heads
   return tensors, layout, dit_keys.infer_config(tensors, layout, hints=hints, source=str(src))
-
-
-def dit_specs(config: DiTConfig, layout: Layout) -> tuple[list[TensorSpec], dict[str, tuple[int, ...]]]:
-  """The PyTorch tensors behind each DiT parameter, and our parameter shapes."""
-  _, _, shapes = abstract_params(lambda: WanDiT(config, rngs=nnx.Rngs(0)))
-  shapes = {path: tuple(s.shape) for path, s in shapes.items()}
-  return dit_keys.tensor_specs(list(shapes), config.num_layers, layout), shapes
 
 
 def export_config(config: DiTConfig, layout: Layout) -> dict:
@@ -73,7 +63,7 @@ def export_torch_dit(params: Mapping[str, np.ndarray | jax.Array], config: DiTCo
   """Writes our parameters as a PyTorch checkpoint folder: one safetensors file plus config.json."""
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  specs = dit_keys.tensor_specs(list(params), config.num_layers, layout)
+  specs = dit_keys.tensor_specs(config, layout, list(params))
   shapes, tensors = torch_import.iter_torch_tensors(params, specs, jnp.dtype(dtype))
   weights = out / "diffusion_pytorch_model.safetensors"
   write_safetensors(weights, shapes, tqdm(tensors, total=len(shapes), desc="export", unit="tensor",

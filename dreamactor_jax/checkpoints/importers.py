@@ -37,18 +37,26 @@ class Importer:
   model_class: type  # built as model_class(config, rngs=...)
   config_class: type
   read: Callable[..., tuple[dict[str, np.ndarray], str, Any]]  # (src, **options) -> (tensors, layout, config)
-  specs: Callable[[Any, str], tuple[list[torch_import.TensorSpec], dict[str, tuple[int, ...]]]]
+  specs: Callable[[Any, str, list[str]], list[torch_import.TensorSpec]]  # (config, layout, our param paths)
   ignored: Callable[[str], bool] = lambda name: False
 
 
 IMPORTERS: dict[str, Importer] = {
-    "dit": Importer("DiT", WanDiT, DiTConfig, dit_torch.read_torch_dit, dit_torch.dit_specs, dit_keys.is_ignored),
-    "vae": Importer("VAE", WanVAE, VAEConfig, vae_torch.read_torch_vae, vae_torch.vae_specs),
-    "t5": Importer("UMT5 encoder", UMT5Encoder, UMT5Config, umt5_torch.read_torch_umt5, umt5_torch.umt5_specs,
+    "dit": Importer("DiT", WanDiT, DiTConfig, dit_torch.read_torch_dit, dit_keys.tensor_specs, dit_keys.is_ignored),
+    "vae": Importer("VAE", WanVAE, VAEConfig, vae_torch.read_torch_vae, vae_torch.tensor_specs),
+    "t5": Importer("UMT5 encoder", UMT5Encoder, UMT5Config, umt5_torch.read_torch_umt5, umt5_torch.tensor_specs,
                    umt5_torch.is_ignored),
     "clip": Importer("CLIP vision encoder", CLIPVisionEncoder, CLIPVisionConfig, clip_torch.read_torch_clip,
-                     clip_torch.clip_specs, clip_torch.is_ignored),
+                     clip_torch.tensor_specs, clip_torch.is_ignored),
 }
+
+
+def tensor_specs(kind: str, config, layout: str) -> tuple[list[torch_import.TensorSpec], dict[str, tuple[int, ...]]]:
+  """The PyTorch tensor behind each parameter of a `kind` model, and our parameter shapes."""
+  importer = IMPORTERS[kind]
+  _, _, shapes = abstract_params(lambda: importer.model_class(config, rngs=nnx.Rngs(0)))
+  shapes = {path: tuple(s.shape) for path, s in shapes.items()}
+  return importer.specs(config, layout, list(shapes)), shapes
 
 
 def read_params(kind: str, src: str | os.PathLike, *, dtype: str = "float32",
@@ -59,7 +67,7 @@ def read_params(kind: str, src: str | os.PathLike, *, dtype: str = "float32",
   dtype = DTYPES[dtype]
   tensors, layout, config = importer.read(src, **read_options)
   config = importer.config_class.from_mapping({**config.to_dict(), "param_dtype": dtype})
-  specs, shapes = importer.specs(config, layout)
+  specs, shapes = tensor_specs(kind, config, layout)
   torch_import.check_keys(tensors, specs, shapes, model=importer.name, source=str(src), ignored=importer.ignored)
   params = torch_import.stream_params(tensors, specs, shapes, dtype=np.dtype(dtype), allocate=allocate,
                                       progress=progress)

@@ -39,6 +39,11 @@ class TensorSpec:
     return len(self.torch_names) > 1
 
 
+def per_layer(template: str, num_layers: int) -> tuple[str, ...]:
+  """The names of a template: one per layer where it holds "{i}" (a stacked parameter), else itself."""
+  return tuple(template.format(i=i) for i in range(num_layers)) if "{i}" in template else (template,)
+
+
 def to_ours(tensor: np.ndarray, kind: Kind) -> np.ndarray:
   """One PyTorch tensor (one layer) in our layout, as a view where possible."""
   if kind == "linear":

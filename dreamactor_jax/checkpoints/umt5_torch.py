@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from flax import nnx
 
 from dreamactor_jax.checkpoints import torch_import
-from dreamactor_jax.checkpoints.model_state import abstract_params
 from dreamactor_jax.checkpoints.tensor_files import CheckpointError, open_tensors
 from dreamactor_jax.checkpoints.torch_import import TensorSpec
-from dreamactor_jax.models.text_encoder import UMT5Config, UMT5Encoder
+from dreamactor_jax.models.text_encoder import UMT5Config
 
 Layout = Literal["transformers", "original"]
 
@@ -51,15 +49,11 @@ _IGNORED = re.compile(r"^(encoder\.embed_tokens\.weight|lm_head\.weight|decoder\
 _TIED_EMBEDDING = "encoder.embed_tokens.weight"
 
 
-def tensor_specs(num_layers: int, layout: Layout) -> list[TensorSpec]:
-  """The PyTorch tensor behind each of our parameters."""
+def tensor_specs(config: UMT5Config, layout: Layout, param_paths: list[str]) -> list[TensorSpec]:
+  """The PyTorch tensor behind each of our parameter paths (dotted, as in `nnx.state`)."""
   column = 0 if layout == "transformers" else 1
-  specs = []
-  for path, names in _NAMES.items():
-    template = names[column]
-    torch_names = tuple(template.format(i=i) for i in range(num_layers)) if "{i}" in template else (template,)
-    specs.append(TensorSpec(path, torch_names, "linear" if path.endswith(".kernel") else "vector"))
-  return specs
+  return [TensorSpec(path, torch_import.per_layer(_NAMES[path][column], config.num_layers),
+                     "linear" if path.endswith(".kernel") else "vector") for path in param_paths]
 
 
 # One tensor name that only each layout has.
@@ -121,10 +115,3 @@ def read_torch_umt5(src: str | os.PathLike, *, max_distance: int | None = None
   if max_distance is not None:
     hints["relative_attention_max_distance"] = max_distance
   return tensors, layout, infer_config(tensors, layout, hints=hints, source=str(src))
-
-
-def umt5_specs(config: UMT5Config, layout: Layout) -> tuple[list[TensorSpec], dict[str, tuple[int, ...]]]:
-  """The PyTorch tensors behind each encoder parameter, and our parameter shapes."""
-  _, _, shapes = abstract_params(lambda: UMT5Encoder(config, rngs=nnx.Rngs(0)))
-  shapes = {path: tuple(s.shape) for path, s in shapes.items()}
-  return tensor_specs(config.num_layers, layout), shapes

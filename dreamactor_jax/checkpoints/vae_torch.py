@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from flax import nnx
 
 from dreamactor_jax.checkpoints import torch_import
-from dreamactor_jax.checkpoints.model_state import abstract_params
 from dreamactor_jax.checkpoints.tensor_files import CheckpointError, open_tensors
 from dreamactor_jax.checkpoints.torch_import import TensorSpec
-from dreamactor_jax.models.vae import VAEConfig, WanVAE
+from dreamactor_jax.models.vae import VAEConfig
 
 Layout = Literal["diffusers", "original"]
 _LEAVES = {"kernel": "weight", "bias": "bias", "scale": "gamma"}
@@ -58,24 +56,24 @@ def _original_module(module: str, config: VAEConfig) -> str:
   return re.sub(r"\.conv$", ".resample.1", module)
 
 
-def _kind(path: str, ndim: int) -> torch_import.Kind:
+def _kind(path: str) -> torch_import.Kind:
   if path.endswith(".scale"):
     return "gamma2d" if ".attentions." in path else "gamma3d"
   if path.endswith(".bias"):
     return "vector"
-  return {5: "conv3d", 4: "conv2d", 2: "conv1x1"}[ndim]
+  if ".attentions." in path:
+    return "conv1x1"
+  return "conv2d" if path.endswith(".conv.kernel") else "conv3d"  # a Resample's conv is 2D
 
 
-def vae_specs(config: VAEConfig, layout: Layout) -> tuple[list[TensorSpec], dict[str, tuple[int, ...]]]:
-  """The PyTorch tensor behind each VAE parameter, and our parameter shapes."""
-  _, _, shapes = abstract_params(lambda: WanVAE(config, rngs=nnx.Rngs(0)))
-  shapes = {path: tuple(s.shape) for path, s in shapes.items()}
+def tensor_specs(config: VAEConfig, layout: Layout, param_paths: list[str]) -> list[TensorSpec]:
+  """The PyTorch tensor behind each of our parameter paths (dotted, as in `nnx.state`)."""
   specs = []
-  for path, shape in shapes.items():
+  for path in param_paths:
     module, leaf = path.rsplit(".", 1)
     torch_module = _diffusers_module(module) if layout == "diffusers" else _original_module(module, config)
-    specs.append(TensorSpec(path, (f"{torch_module}.{_LEAVES[leaf]}",), _kind(path, len(shape))))
-  return specs, shapes
+    specs.append(TensorSpec(path, (f"{torch_module}.{_LEAVES[leaf]}",), _kind(path)))
+  return specs
 
 
 # One tensor name that only each layout has.
@@ -90,12 +88,10 @@ def detect_layout(names: Mapping[str, object], source: str) -> Layout:
 def infer_config(tensors: Mapping[str, np.ndarray], layout: Layout, *, hints: Mapping[str, object],
                  source: str) -> VAEConfig:
   """A VAEConfig from the encoder's tensor shapes (a diffusers config.json may also give the latent stats)."""
-  for key, unsupported in (("is_residual", True), ("patch_size", lambda v: v is not None),
-                           ("attn_scales", lambda v: bool(v))):
-    value = hints.get(key)
-    if value is not None and (unsupported(value) if callable(unsupported) else value == unsupported):
-      raise CheckpointError(f"{source}: config.json has {key}={value}; only the Wan2.1 VAE is supported "
-                            "(the Wan2.2 VAE is not)")
+  # Features of later VAEs (Wan2.2's residual blocks and patchify, attention in the stages).
+  for key in ("is_residual", "patch_size", "attn_scales", "decoder_base_dim"):
+    if hints.get(key):
+      raise CheckpointError(f"{source}: config.json has {key}={hints[key]}; only the Wan2.1 VAE is supported")
   blocks = "encoder.down_blocks" if layout == "diffusers" else "encoder.downsamples"
   conv1 = ".conv1.weight" if layout == "diffusers" else ".residual.2.weight"
   count = 1 + max((int(m.group(1)) for m in map(re.compile(rf"^{re.escape(blocks)}\.(\d+)\.").match, tensors) if m),

@@ -259,11 +259,7 @@ class MidBlock(nnx.Module):
     self.attentions = nnx.List([AttentionBlock(dim, **kw)])
 
   def __call__(self, x: jax.Array, cache: Cache = None) -> tuple[jax.Array, Cache]:
-    cache0, cache1 = cache or (None, None)
-    x, cache0 = self.resnets[0](x, cache0)
-    x, _ = self.attentions[0](x)
-    x, cache1 = self.resnets[1](x, cache1)
-    return x, (cache0, cache1)
+    return _run_sequence([self.resnets[0], self.attentions[0], self.resnets[1]], x, cache)
 
 
 def _run_sequence(layers: Sequence[Callable], x: jax.Array, cache: Cache) -> tuple[jax.Array, list]:

@@ -13,7 +13,8 @@ from conftest import assert_close
 from dreamactor_jax import convert
 from dreamactor_jax.checkpoints import CheckpointError, load_model
 from dreamactor_jax.checkpoints.model_state import model_params
-from dreamactor_jax.checkpoints.umt5_torch import is_ignored, read_torch_umt5, tensor_specs
+from dreamactor_jax.checkpoints.importers import tensor_specs
+from dreamactor_jax.checkpoints.umt5_torch import is_ignored, read_torch_umt5
 from dreamactor_jax.convert import load_torch_umt5
 from dreamactor_jax.models import UMT5Config, UMT5Encoder
 
@@ -68,16 +69,22 @@ def encoder_state(model):
   return {k: v.contiguous() for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
 
 
+def specs(layout):
+  config = UMT5Config(vocab_size=97, dim=40, ffn_dim=56, num_heads=5, head_dim=12, num_layers=2, num_buckets=8,
+                      max_distance=20)
+  return tensor_specs("t5", config, layout)[0]
+
+
 def test_name_tables_match_both_codebases(torch_model):
-  ours = {name for spec in tensor_specs(2, "transformers") for name in spec.torch_names}
+  ours = {name for spec in specs("transformers") for name in spec.torch_names}
   stored = set(torch_model.state_dict())
   assert ours == {name for name in stored if not is_ignored(name)}
   assert stored - ours == {"encoder.embed_tokens.weight"}
-  original = [name for spec in tensor_specs(2, "original") for name in spec.torch_names]
+  original = [name for spec in specs("original") for name in spec.torch_names]
   assert sorted(original) == sorted(WAN_KEYS)
   assert sorted(to_wan(encoder_state(torch_model))) == sorted(WAN_KEYS)
   # Both tables pair each transformers tensor with the same Wan tensor.
-  pairs = {t: o for ts, os_ in zip(tensor_specs(2, "transformers"), tensor_specs(2, "original"))
+  pairs = {t: o for ts, os_ in zip(specs("transformers"), specs("original"))
            for t, o in zip(ts.torch_names, os_.torch_names)}
   assert pairs == {name: wan_name(name) for name in pairs}
   # Wan's T5FeedForward: fc2(fc1(x) * GELU_tanh(gate.0(x))); the renamed weights must compute

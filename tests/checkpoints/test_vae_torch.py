@@ -12,7 +12,7 @@ from conftest import assert_close, make_torch_vae
 from dreamactor_jax import convert
 from dreamactor_jax.checkpoints import CheckpointError, load_model
 from dreamactor_jax.checkpoints.model_state import model_params
-from dreamactor_jax.checkpoints.vae_torch import vae_specs
+from dreamactor_jax.checkpoints.importers import tensor_specs
 from dreamactor_jax.models.vae import VAEConfig, WanVAE
 
 # The shape diffusers' own converter assumes (4 stages, 2 residual blocks), at a tiny width.
@@ -22,8 +22,8 @@ CONVERTER_SHAPE = dict(base_dim=4, z_dim=4, dim_mult=[1, 2, 4, 4], num_res_block
 def original_state(torch_model, config: VAEConfig) -> dict[str, torch.Tensor]:
   """The diffusers model's tensors under the original Wan names our mapping gives."""
   state = torch_model.state_dict()
-  diffusers_names = {s.path: s.torch_names[0] for s in vae_specs(config, "diffusers")[0]}
-  return {s.torch_names[0]: state[diffusers_names[s.path]] for s in vae_specs(config, "original")[0]}
+  diffusers_names = {s.path: s.torch_names[0] for s in tensor_specs("vae", config, "diffusers")[0]}
+  return {s.torch_names[0]: state[diffusers_names[s.path]] for s in tensor_specs("vae", config, "original")[0]}
 
 
 def torch_encode_decode(model, video):
