@@ -1,0 +1,1 @@
+"""Training: optimizer, train step, loop, metrics, checkpoints with exact resume, bootstrap synthesis."""
