@@ -1,0 +1,27 @@
+"""DreamActor-M2's in-context conditioning (PAPER.md sections 2-3): the canvas, its mask at pixel and
+latent resolution, the generated region, the start transition, reference fitting and long-video
+segments. Plain functions of jax/numpy arrays; the trainer and the sampler both call these, so the
+canvas layout exists once.
+"""
+
+from dreamactor_jax.animation.canvas import (BLANK, Canvas, build_canvas, join_halves, left_half,
+                                             split_halves)
+from dreamactor_jax.animation.frames import (check_frame_count, is_valid_frame_count, latent_frame_count,
+                                             next_valid_frame_count, whole_latent_frames)
+from dreamactor_jax.animation.latent_mask import (MASK_CHANNELS, check_dit_channels, dit_input,
+                                                  dit_input_channels, pack_mask)
+from dreamactor_jax.animation.reference import Box, fit_box, fit_reference, to_rgb
+from dreamactor_jax.animation.regions import (LossRegion, generated_latents, generated_region,
+                                              generated_video, loss_weight)
+from dreamactor_jax.animation.segments import Segment, given_frames, output_buffer, plan_segments, stitch
+from dreamactor_jax.animation.start_transition import (FitFrames, blank_start, cut_lead_in, lead_in_frames,
+                                                       prepend_lead_in, transition_frames)
+
+__all__ = [
+    "BLANK", "Box", "Canvas", "FitFrames", "LossRegion", "MASK_CHANNELS", "Segment", "blank_start", "build_canvas",
+    "check_dit_channels", "check_frame_count", "cut_lead_in", "dit_input", "dit_input_channels", "fit_box",
+    "fit_reference", "generated_latents", "generated_region", "generated_video", "given_frames",
+    "is_valid_frame_count", "join_halves", "latent_frame_count", "lead_in_frames", "left_half", "loss_weight",
+    "next_valid_frame_count", "output_buffer", "pack_mask", "plan_segments", "prepend_lead_in", "split_halves",
+    "stitch", "to_rgb", "transition_frames", "whole_latent_frames",
+]

@@ -1,0 +1,69 @@
+"""The mask at latent resolution and the DiT's input channels, packed as Wan2.1 I2V packs them.
+
+Wan I2V (wan/image2video.py, diffusers WanImageToVideoPipeline.prepare_latents) holds one mask value
+per pixel frame and latent position, repeats frame 0's mask 4 times (the VAE keeps frame 0 alone in
+latent frame 0) and folds each group of 4 frames into 4 channels:
+
+    padded = [m0, m0, m0, m0, m1, m2, ..., m_{T-1}]            4F frames for T = 1 + 4(F-1)
+    latent_mask[:, f, ..., c] = padded[4f + c]                  so f = 0: m0 x4; f > 0: m_{4f-3+c}
+
+Wan's mask is constant over space; the canvas mask is not, so each latent position takes the mean
+of its 8x8 pixels (exact for canvases, whose halves and frames are whole 8x8 blocks).
+
+The DiT reads `[16 noisy, 4 mask, 16 condition]` channels (36, WAN.md "I2V"); `dit_input` is the
+only place that knows this order.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from dreamactor_jax.animation.frames import SPACE_FACTOR, TIME_FACTOR, check_frame_count
+
+MASK_CHANNELS = TIME_FACTOR
+
+
+def pack_mask(pixel_mask: jax.Array) -> jax.Array:
+  """Pixel mask `[B, T, H, W]` (T = 1 + 4k, 1 = given) -> latent mask `[B, 1 + k, H/8, W/8, 4]`."""
+  if pixel_mask.ndim != 4:
+    raise ValueError(f"pixel mask has shape {pixel_mask.shape}; expected [B, T, H, W]")
+  batch, frames, height, width = pixel_mask.shape
+  check_frame_count("pixel mask", frames)
+  if height % SPACE_FACTOR or width % SPACE_FACTOR:
+    raise ValueError(f"pixel mask is {height}x{width}; H and W must be multiples of {SPACE_FACTOR}")
+  lh, lw = height // SPACE_FACTOR, width // SPACE_FACTOR
+  blocks = pixel_mask.reshape(batch, frames, lh, SPACE_FACTOR, lw, SPACE_FACTOR)
+  mask = blocks.mean(axis=(3, 5), dtype=jnp.float32).astype(pixel_mask.dtype)  # B T h w
+  padded = jnp.concatenate([jnp.repeat(mask[:, :1], TIME_FACTOR, axis=1), mask[:, 1:]], axis=1)  # B 4F h w
+  grouped = padded.reshape(batch, -1, TIME_FACTOR, lh, lw)  # B F c h w
+  return grouped.transpose(0, 1, 3, 4, 2)
+
+
+def dit_input_channels(latent_channels: int = 16) -> int:
+  """Input channels of the DiT for the canvas layout: noisy + mask + condition (36 for Wan)."""
+  return 2 * latent_channels + MASK_CHANNELS
+
+
+def check_dit_channels(in_channels: int, latent_channels: int = 16) -> None:
+  """Raises unless a DiT with `in_channels` reads the canvas layout (a T2V checkpoint has 16)."""
+  expected = dit_input_channels(latent_channels)
+  if in_channels != expected:
+    raise ValueError(f"checkpoint has in_channels={in_channels}; the canvas layout needs {expected} = "
+                     f"{latent_channels} noisy + {MASK_CHANNELS} mask + {latent_channels} condition latents "
+                     f"(widen a T2V checkpoint with `convert dit --in-channels {expected}`)")
+
+
+def dit_input(noisy: jax.Array, latent_mask: jax.Array, condition: jax.Array) -> jax.Array:
+  """DiT input `[B, F, h, w, 16 + 4 + 16]` from noisy latents `[B, F, h, w, 16]`, the latent mask
+  `[B, F, h, w, 4]` and the condition (VAE-encoded canvas) latents `[B, F, h, w, 16]`.
+
+  Leading shapes must agree (`[B, F, h, w]`); the result is in noisy's dtype.
+  """
+  if not noisy.shape[:-1] == latent_mask.shape[:-1] == condition.shape[:-1]:
+    raise ValueError(f"DiT inputs differ in [B, F, h, w]: noisy {noisy.shape}, mask {latent_mask.shape}, "
+                     f"condition {condition.shape}")
+  if latent_mask.shape[-1] != MASK_CHANNELS:
+    raise ValueError(f"latent mask has {latent_mask.shape[-1]} channels; expected {MASK_CHANNELS}")
+  dtype = noisy.dtype
+  return jnp.concatenate([noisy, latent_mask.astype(dtype), condition.astype(dtype)], axis=-1)
