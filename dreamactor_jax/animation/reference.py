@@ -7,8 +7,8 @@ the canvas blank; an odd margin's extra pixel goes right/bottom). An image of th
 fills the frame exactly; one of the video's size is used as it is.
 
 Modes: uint8 only. RGB `HxWx3` is used as is; grayscale `HxW` or `HxWx1` is repeated to 3
-channels; RGBA `HxWx4` is composited over `pad` by its alpha, so a cut-out character stands on the
-padding colour. Anything else is refused with one line.
+channels; RGBA `HxWx4` is composited over white by its alpha (as `media.read_image` does for image
+files, so an array and a file give the same reference). Anything else is refused with one line.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def fit_box(image_height: int, image_width: int, height: int, width: int) -> Box
   return Box(top=(height - box_h) // 2, left=(width - box_w) // 2, height=box_h, width=box_w)
 
 
-def to_rgb(image: np.ndarray, *, pad: float = BLANK) -> np.ndarray:
+def to_rgb(image: np.ndarray) -> np.ndarray:
   """uint8 RGB/grayscale/RGBA `[h, w(, c)]` -> float32 RGB `[h, w, 3]` in -1..1 (rules above)."""
   image = np.asarray(image)
   if image.dtype != np.uint8:
@@ -58,13 +58,13 @@ def to_rgb(image: np.ndarray, *, pad: float = BLANK) -> np.ndarray:
     return np.repeat(values, 3, axis=2)
   if image.shape[2] == 4:
     alpha = image[:, :, 3:].astype(np.float32) / 255.0
-    return values[:, :, :3] * alpha + np.float32(pad) * (1.0 - alpha)
+    return values[:, :, :3] * alpha + (1.0 - alpha)  # over white (1.0)
   return values
 
 
 def fit_reference(image: np.ndarray, height: int, width: int, *, pad: float = BLANK) -> np.ndarray:
   """uint8 image `[h, w(, c)]` -> float32 `[height, width, 3]` in -1..1, aspect kept, padded with `pad`."""
-  rgb = to_rgb(image, pad=pad)
+  rgb = to_rgb(image)
   box = fit_box(rgb.shape[0], rgb.shape[1], height, width)
   if (box.height, box.width) != rgb.shape[:2]:
     rgb = np.clip(np.asarray(jax.image.resize(rgb, (box.height, box.width, 3), method="cubic", antialias=True)),

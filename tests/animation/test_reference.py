@@ -45,13 +45,12 @@ def test_modes():
   np.testing.assert_array_equal(to_rgb(gray), np.ones((16, 16, 3)))
   np.testing.assert_array_equal(to_rgb(gray[..., None]), np.ones((16, 16, 3)))
   rgba = np.zeros((2, 2, 4), np.uint8)
-  rgba[..., :3] = 255
-  rgba[0, 0, 3], rgba[0, 1, 3] = 255, 0  # opaque white, transparent
-  rgba[1, :, 3] = 51  # 20% white over the pad
-  rgb = to_rgb(rgba, pad=-1.0)
-  np.testing.assert_allclose(rgb[0, 0], 1.0)
-  np.testing.assert_allclose(rgb[0, 1], -1.0)
-  np.testing.assert_allclose(rgb[1, 0], 0.2 * 1.0 + 0.8 * -1.0, atol=1e-6)
+  rgba[0, 0, 3], rgba[0, 1, 3] = 255, 0  # opaque black, transparent
+  rgba[1, :, 3] = 51  # 20% black over white
+  rgb = to_rgb(rgba)
+  np.testing.assert_allclose(rgb[0, 0], -1.0)
+  np.testing.assert_allclose(rgb[0, 1], 1.0)
+  np.testing.assert_allclose(rgb[1, 0], 0.2 * -1.0 + 0.8 * 1.0, atol=1e-6)
 
 
 def test_refusals():
