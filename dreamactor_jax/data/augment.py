@@ -1,0 +1,99 @@
+"""Pose augmentation against shape leakage (PAPER.md section 3), deterministic given a generator.
+
+Bone-length scaling: the body's limbs form a tree rooted at the neck. Each limb belongs to an
+anatomical segment; a segment's factor is drawn from U(0.8, 1.2), once per clip, on 30% of clips.
+Walking the tree from the neck, a child is placed at its (moved) parent plus the factor times its
+original offset, so every bone keeps its direction, its length changes by its factor, and children
+move with their parents. Hands follow their wrist and scale about it by the hand factor; the face
+follows the nose and scales about it by the head factor. A joint whose parent is absent moves as the
+nearest present ancestor did.
+
+Bounding-box normalisation: the box around every present joint of the clip (all frames, persons,
+body, hands and face) is mapped, keeping its aspect ratio, to a box centred in the output frame
+whose larger relative side fills `fill` of the frame. Absolute position and scale are removed; the
+skeleton is then rendered at the output size (`skeleton.render_pose`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dreamactor_jax.data.keypoints import BODY_LIMBS, L_WRIST, NECK, NOSE, R_WRIST, Pose
+
+# Anatomical segments; left and right share a factor so the skeleton stays symmetric.
+SEGMENTS = ("head", "shoulder", "upper_arm", "forearm", "torso", "thigh", "shin", "hand")
+LIMB_SEGMENT = {
+    (1, 2): "shoulder", (1, 5): "shoulder", (2, 3): "upper_arm", (5, 6): "upper_arm", (3, 4): "forearm",
+    (6, 7): "forearm", (1, 8): "torso", (1, 11): "torso", (8, 9): "thigh", (11, 12): "thigh", (9, 10): "shin",
+    (12, 13): "shin", (1, 0): "head", (0, 14): "head", (14, 16): "head", (0, 15): "head", (15, 17): "head",
+}
+assert set(LIMB_SEGMENT) == set(BODY_LIMBS)
+
+
+def bone_scale_factors(rng: np.random.Generator, *, prob: float = 0.3, low: float = 0.8,
+                       high: float = 1.2) -> dict[str, float] | None:
+  """Per-segment factors from U(low, high) with probability `prob`, else None (no scaling)."""
+  if rng.random() >= prob:
+    return None
+  return {segment: float(rng.uniform(low, high)) for segment in SEGMENTS}
+
+
+def scale_bones(pose: Pose, factors: dict[str, float], *, threshold: float = 0.0) -> Pose:
+  """Scales each body limb by its segment's factor, keeping joints connected (module docstring).
+
+  Joints with confidence <= threshold count as absent; confidences are unchanged.
+  """
+  body = pose.body.copy()
+  old, present = pose.body[..., :2], pose.body[..., 2] > threshold  # [T, P, 18, 2], [T, P, 18]
+  shift = np.zeros_like(old)  # how far each joint moved; 0 at the root (neck)
+  for parent, child in BODY_LIMBS:  # parents come before children in BODY_LIMBS
+    both = (present[..., parent] & present[..., child])[..., None]
+    offset = (factors[LIMB_SEGMENT[parent, child]] - 1.0) * (old[..., child, :] - old[..., parent, :])
+    shift[..., child, :] = shift[..., parent, :] + np.where(both, offset, 0.0)
+  body[..., :2] = old + np.where(present[..., None], shift, 0.0)
+
+  def follow(part, anchor_old, anchor_new, factor):  # part [T, P, ..., 3]; anchors [T, P, 2]
+    expand = (slice(None), slice(None)) + (None,) * (part.ndim - 3)
+    moved = anchor_new[expand] + factor * (part[..., :2] - anchor_old[expand])
+    return np.where((part[..., 2] > threshold)[..., None], moved, part[..., :2])
+
+  hands = pose.hands.copy()
+  for side, wrist in ((0, L_WRIST), (1, R_WRIST)):
+    # The hand's own root (joint 0) is its wrist; it is moved to follow the body's wrist shift.
+    root_old = pose.hands[:, :, side, 0, :2]
+    hands[:, :, side, :, :2] = follow(pose.hands[:, :, side], root_old, root_old + shift[:, :, wrist],
+                                      factors["hand"])
+  face = pose.face.copy()
+  face[..., :2] = follow(pose.face, old[:, :, NOSE], old[:, :, NOSE] + shift[:, :, NOSE], factors["head"])
+  return Pose(body.astype(np.float32), hands.astype(np.float32), face.astype(np.float32))
+
+
+def clip_box(pose: Pose, *, threshold: float = 0.3) -> tuple[float, float, float, float] | None:
+  """`(x0, y0, x1, y1)` around every joint above the threshold in the clip, or None if there is none."""
+  points = [part[..., :2][part[..., 2] >= threshold] for part in (pose.body, pose.hands, pose.face)]
+  points = np.concatenate(points)
+  if not len(points):
+    return None
+  (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
+  return float(x0), float(y0), float(x1), float(y1)
+
+
+def normalize_to_box(pose: Pose, height: int, width: int, *, fill: float = 0.9, threshold: float = 0.3) -> Pose:
+  """Maps the clip's joint box to a box centred in an `H x W` frame (module docstring)."""
+  box = clip_box(pose, threshold=threshold)
+  if box is None:
+    return pose
+  x0, y0, x1, y1 = box
+  # A box of zero width or height (one point, a vertical line) scales by its other side only.
+  scale = fill * min(width / max(x1 - x0, 1e-6), height / max(y1 - y0, 1e-6))
+  center = np.array([(x0 + x1) / 2, (y0 + y1) / 2], np.float32)
+  target = np.array([width / 2, height / 2], np.float32)
+  return pose.map_points(lambda xy: (xy - center) * scale + target)
+
+
+def crop_resize_points(pose: Pose, box: tuple[float, float, float, float], height: int, width: int) -> Pose:
+  """Moves keypoints from source pixels into an `H x W` frame cut from the source `box` (x0, y0, x1, y1)."""
+  x0, y0, x1, y1 = box
+  scale = np.array([width / (x1 - x0), height / (y1 - y0)], np.float32)
+  return pose.map_points(lambda xy: (xy - np.array([x0, y0], np.float32)) * scale)
+
