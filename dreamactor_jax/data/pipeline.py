@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 import grain
 import numpy as np
+from absl import flags
 
 from dreamactor_jax.data import augment, build, stage2, staging
 from dreamactor_jax.data.keypoints import Pose
@@ -232,7 +233,7 @@ class BatchLoader:
         except Skip as e:
           skipped.append(f"{e.reason}\t{row['video_id']}\t{e}")
         except DECODE_ERRORS as e:
-          skipped.append(f"decode_error\t{row['video_id']}\t{type(e).__name__}: {e}".splitlines()[0])
+          skipped.append(f"decode_error\t{row['video_id']}\tdecode_error: {type(e).__name__}: {e}".splitlines()[0])
       else:
         raise DataError(f"{self.config.max_retries + 1} records in a row failed for one slot of bucket "
                         f"{bucket.height}x{bucket.width}; last: {skipped[-1].split(chr(9), 2)[2]} "
@@ -388,6 +389,8 @@ def _chain(loader: BatchLoader, plan: BatchPlan, config: DataConfig, text_fn: Te
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=config.threads_per_worker,
                                             prefetch_buffer_size=config.worker_buffer_size))
   if config.num_workers > 0:
+    if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; outside an absl app keep their defaults
+      flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.num_workers,
                                                      per_worker_buffer_size=config.worker_buffer_size))
   return _Finish(ds, text_fn=text_fn, config=config, excluded=index.excluded, name=name)

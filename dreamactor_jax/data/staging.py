@@ -87,6 +87,13 @@ class StagedBuilder(tfds.core.GeneratorBasedBuilder):
     kwargs.setdefault("file_format", "array_record")
     super().__init__(**kwargs)
 
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> None:
+    # Nothing is downloaded, so no checksums file is looked up beside the code; TFDS's own lookup
+    # imports the `importlib_resources` backport, which current etils no longer installs.
+    return None
+
   def _features(self) -> dict:
     raise NotImplementedError
 
