@@ -60,6 +60,9 @@ class PoseEstimator:
     if len(self.session.get_outputs()) != 2:
       raise ValueError(f"{model}: has {len(self.session.get_outputs())} outputs; expected simcc_x and simcc_y")
     self.input_name, self.input_size = model_input.name, (shape[2], shape[3])  # (H, W)
+    keypoints = self.session.get_outputs()[0].shape[1]
+    if isinstance(keypoints, int) and keypoints not in (133, 17):
+      raise ValueError(f"{model}: gives {keypoints} keypoints; expected 133 (COCO-WholeBody) or 17 (COCO)")
     if channel_order not in ("rgb", "bgr"):
       raise ValueError(f"--channel-order {channel_order!r}; expected rgb or bgr")
     self.channel_order = channel_order
