@@ -36,9 +36,8 @@ def _disc(draw: ImageDraw.ImageDraw, x: float, y: float, radius: int, color) -> 
   draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=color)
 
 
-def render_frame(body: np.ndarray, hands: np.ndarray, face: np.ndarray, height: int, width: int, *,
-                 threshold: float = 0.3) -> np.ndarray:
-  """One skeleton image `[H, W, 3]` uint8 from body `[P, 18, 3]`, hands `[P, 2, 21, 3]`, face `[P, 68, 3]`."""
+def _draw(body: np.ndarray, hands: np.ndarray, face: np.ndarray, height: int, width: int,
+          threshold: float) -> Image.Image:
   image = Image.new("RGB", (width, height))
   draw = ImageDraw.Draw(image)
   unit = line_unit(height, width)
@@ -62,12 +61,24 @@ def render_frame(body: np.ndarray, hands: np.ndarray, face: np.ndarray, height: 
     for x, y, confidence in face[person]:
       if confidence >= threshold:
         _disc(draw, x, y, small_radius, FACE_COLOR)
-  return np.asarray(image)
+  return image
 
 
-def render_pose(pose: Pose, height: int, width: int, *, threshold: float = 0.3) -> np.ndarray:
-  """Skeleton video `[T, H, W, 3]` uint8 of a clip's keypoints (pixels of the `H x W` frame)."""
-  out = np.empty((pose.num_frames, height, width, 3), np.uint8)
+def render_frame(body: np.ndarray, hands: np.ndarray, face: np.ndarray, height: int, width: int, *,
+                 threshold: float = 0.3) -> np.ndarray:
+  """One skeleton image `[H, W, 3]` uint8 from body `[P, 18, 3]`, hands `[P, 2, 21, 3]`, face `[P, 68, 3]`."""
+  return np.asarray(_draw(body, hands, face, height, width, threshold))
+
+
+def render_pose(pose: Pose, height: int, width: int, *, threshold: float = 0.3,
+                out: np.ndarray | None = None) -> np.ndarray:
+  """Skeleton video `[T, H, W, 3]` uint8 of a clip's keypoints (pixels of the `H x W` frame), into `out` if given."""
+  if out is None:
+    out = np.empty((pose.num_frames, height, width, 3), np.uint8)
+  out[...] = 0
   for t in range(pose.num_frames):
-    out[t] = render_frame(pose.body[t], pose.hands[t], pose.face[t], height, width, threshold=threshold)
+    image = _draw(pose.body[t], pose.hands[t], pose.face[t], height, width, threshold)
+    box = image.getbbox()  # only the drawn part is copied: a skeleton covers a fraction of the frame
+    if box:
+      out[t, box[1]:box[3], box[0]:box[2]] = np.asarray(image.crop(box))
   return out

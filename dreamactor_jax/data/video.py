@@ -62,28 +62,40 @@ def cover_box(height: int, width: int, bucket: Bucket, offset: tuple[float, floa
 
 
 def decode_jpeg(data: bytes, box: tuple[float, float, float, float] | None = None,
-                size: tuple[int, int] | None = None, *, flip: bool = False) -> np.ndarray:
-  """One JPEG -> uint8 `[H, W, 3]`: the source `box` resized to `size = (H, W)` (whole image if None)."""
+                size: tuple[int, int] | None = None, *, flip: bool = False, out: np.ndarray | None = None
+                ) -> np.ndarray:
+  """One JPEG -> uint8 `[H, W, 3]`: the source `box` resized to `size = (H, W)` (whole image if None),
+  written into `out` when given."""
   image = Image.open(io.BytesIO(data))
   full_w, full_h = image.size
   if box is None:
     box = (0.0, 0.0, float(full_w), float(full_h))
-  if size is not None:
+  whole = box == (0.0, 0.0, float(full_w), float(full_h)) and (size is None or size == (full_h, full_w))
+  if not whole:
+    size = size or (round(box[3] - box[1]), round(box[2] - box[0]))
     # DCT-domain downscaling: decode at the smallest 1/2^n scale still larger than the box needs.
     scale = max(size[1] / (box[2] - box[0]), size[0] / (box[3] - box[1]))
     image.draft("RGB", (math.ceil(full_w * scale), math.ceil(full_h * scale)))
   image = image.convert("RGB")
-  if size is not None:
+  if not whole:
     sx, sy = image.size[0] / full_w, image.size[1] / full_h
     image = image.resize((size[1], size[0]), Image.BILINEAR, box=(box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy))
   if flip:
     image = image.transpose(Image.FLIP_LEFT_RIGHT)
-  return np.asarray(image)
+  if out is None:
+    return np.asarray(image)
+  out[...] = np.asarray(image)
+  return out
 
 
-def decode_jpegs(frames: Sequence[bytes], box=None, size=None, *, flip: bool = False) -> np.ndarray:
-  """JPEG frames -> uint8 `[T, H, W, 3]`, each as `decode_jpeg`."""
-  return np.stack([decode_jpeg(frame, box, size, flip=flip) for frame in frames])
+def decode_jpegs(frames: Sequence[bytes], box=None, size=None, *, flip: bool = False,
+                 out: np.ndarray | None = None) -> np.ndarray:
+  """JPEG frames -> uint8 `[T, H, W, 3]`, each as `decode_jpeg`, written into `out` when given."""
+  if out is None:
+    return np.stack([decode_jpeg(frame, box, size, flip=flip) for frame in frames])
+  for t, frame in enumerate(frames):
+    decode_jpeg(frame, box, size, flip=flip, out=out[t])
+  return out
 
 
 def encode_jpeg(image: np.ndarray | Image.Image, quality: int = 95) -> bytes:
