@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dreamactor_jax.data.keypoints import BODY_LIMBS, L_WRIST, NECK, NOSE, R_WRIST, Pose
+from dreamactor_jax.data.keypoints import BODY_LIMBS, L_WRIST, NOSE, R_WRIST, Pose
 
 # Anatomical segments; left and right share a factor so the skeleton stays symmetric.
 SEGMENTS = ("head", "shoulder", "upper_arm", "forearm", "torso", "thigh", "shin", "hand")

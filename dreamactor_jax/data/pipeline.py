@@ -48,7 +48,8 @@ from dreamactor_jax.data import augment, build, stage2, staging
 from dreamactor_jax.data.keypoints import Pose
 from dreamactor_jax.data.skeleton import render_pose
 from dreamactor_jax.data.staging import DataError
-from dreamactor_jax.data.video import Bucket, cover_box, decode_jpeg, decode_jpegs, nearest_bucket, parse_buckets
+from dreamactor_jax.data.video import (Bucket, cover_box, decode_jpeg, decode_jpegs, jpeg_size, nearest_bucket,
+                                       parse_buckets)
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +306,7 @@ class Stage2Loader(BatchLoader):
     flip = bool(rng.random() < config.stage2_flip_prob)
     driving = record["driving"]
     # The driving video may have another size: the same box in relative coordinates.
-    driving_w, driving_h = decode_size(driving[0])
+    driving_w, driving_h = jpeg_size(driving[0])
     scale = np.array([driving_w / width, driving_h / height] * 2)
     driving_box = tuple(float(v) for v in np.array(box) * scale)
     decode_jpegs([record["target"][f] for f in frames], box, size, flip=flip, out=out["video"])
@@ -316,14 +317,6 @@ class Stage2Loader(BatchLoader):
         "fps": np.float32(record["fps"] / config.stage2_frame_stride),
         "video_id": staging.text(record["video_id"]),
     }
-
-
-def decode_size(jpeg: bytes) -> tuple[int, int]:
-  """(W, H) of a JPEG from its header, without decoding it."""
-  import io
-
-  from PIL import Image
-  return Image.open(io.BytesIO(jpeg)).size
 
 
 # ------------------------------------------------------------------ the main-process end stage

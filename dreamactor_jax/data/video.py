@@ -98,6 +98,11 @@ def decode_jpegs(frames: Sequence[bytes], box=None, size=None, *, flip: bool = F
   return out
 
 
+def jpeg_size(data: bytes) -> tuple[int, int]:
+  """(W, H) of a JPEG from its header, without decoding it."""
+  return Image.open(io.BytesIO(data)).size
+
+
 def encode_jpeg(image: np.ndarray | Image.Image, quality: int = 95) -> bytes:
   """uint8 `[H, W, 3]` (or a PIL image) -> JPEG bytes."""
   if isinstance(image, np.ndarray):

@@ -169,7 +169,8 @@ def test_bad_records_are_replaced_counted_and_warned(tmp_path, caplog):
   for i in range(2):
     _stage(all_bad, f"broken{i}", figure_pose(9, 48, 80), [b"garbage"] * 9)
   staging.prepare(VideoFolder, tmp_path / "bad", all_bad)
-  with pytest.raises(DataError, match="17 records in a row failed for one slot of bucket 48x80; last: decode_error: UnidentifiedImageError.*\\(broken[01]\\)"):
+  with pytest.raises(DataError, match="17 records in a row failed for one slot of bucket 48x80; "
+                                      "last: decode_error: UnidentifiedImageError.*\\(broken[01]\\)"):
     next(iter(stage1_dataset(dataclasses.replace(config, stage1_dir=str(tmp_path / "bad")))))
 
 
