@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from dreamactor_jax.data import staging
 from dreamactor_jax.data.keypoints import Pose, read_pose
-from dreamactor_jax.data.video import VIDEO_SUFFIXES, encode_jpeg, fit_short_side, read_video
+from dreamactor_jax.data.video import encode_jpeg, fit_short_side, read_video
+from dreamactor_jax.media import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
 NAME = "video_folder"

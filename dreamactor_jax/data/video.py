@@ -1,5 +1,8 @@
 """Video and image I/O at the data edge, and the geometry of aspect-ratio buckets.
 
+`read_video` streams frames (a long video never sits in memory whole, unlike `media.read_video`);
+user-facing reading and writing otherwise live in `dreamactor_jax.media`.
+
 Datasets store each frame as its own JPEG (not the encoded video): a clip of 1 + 4k frames at a
 stride decodes exactly the frames it uses, with no seek to a keyframe and no decoding of the
 frames between strided ones (an H.264 GOP costs up to GOP-length decodes per random access), and
@@ -19,7 +22,6 @@ import av
 import numpy as np
 from PIL import Image
 
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,9 +142,3 @@ def fit_short_side(image: Image.Image, short_side: int) -> Image.Image:
     return image
   scale = short_side / min(width, height)
   return image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.BILINEAR)
-
-
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 24.0) -> None:
-  """uint8 `[T, H, W, 3]` -> an H.264 mp4 (for tests, examples and previews)."""
-  import imageio.v3 as iio
-  iio.imwrite(path, frames, plugin="pyav", codec="libx264", fps=fps)

@@ -3,8 +3,9 @@
 from pathlib import Path
 
 import numpy as np
+
 from dreamactor_jax.data.keypoints import Pose, write_pose_npz
-from dreamactor_jax.data.video import write_video
+from dreamactor_jax.media import write_video
 
 # A standing figure in a 1 x 1 box (x, y), COCO-18 order; scaled into each video.
 FIGURE = np.array([[0.5, 0.15], [0.5, 0.3], [0.35, 0.3], [0.3, 0.45], [0.28, 0.6], [0.65, 0.3], [0.7, 0.45],

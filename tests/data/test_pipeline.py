@@ -1,7 +1,6 @@
 import dataclasses
 import logging
 
-import grain
 import numpy as np
 import pytest
 
@@ -70,21 +69,22 @@ def test_reference_outside_the_clip_and_too_short_records(stage1_data):
       assert differs[0] == 0
 
 
-def test_resume_is_exact_and_round_trips_through_orbax(stage1_data, tmp_path):
-  import orbax.checkpoint as ocp
+def test_resume_is_exact_and_round_trips_through_the_train_checkpointer(stage1_data, tmp_path):
+  import jax
+
+  from dreamactor_jax.training.checkpointing import Checkpointer
 
   out, _ = stage1_data
   config = tiny_config(out)
   it = iter(stage1_dataset(config))
   for _ in range(2):
     next(it)
-  with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
-    manager.save(2, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
-    manager.wait_until_finished()
+  checkpointer = Checkpointer(tmp_path / "ckpt", save_every=1)
+  checkpointer.save(2, {"rng": jax.random.key(0)}, data_iterator=it)  # Orbax Composite, grain CheckpointSave
+  checkpointer.wait()
   expected = [next(it) for _ in range(4)]  # crosses into epoch 2 (3 batches per epoch)
   restored = iter(stage1_dataset(config))
-  with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
-    manager.restore(2, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(restored)))
+  Checkpointer(tmp_path / "ckpt", save_every=1).restore(2, {}, data_iterator=restored)
   for want in expected:
     got = next(restored)
     for key in BATCH_KEYS:
