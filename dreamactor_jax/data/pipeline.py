@@ -170,21 +170,23 @@ class BatchPlan:
                       f"({len(index.records)} usable records over {len(buckets)} buckets)")
     epochs = num_epochs if num_epochs is not None else 2 ** 40 // self.batches_per_epoch
     self.length = epochs * self.batches_per_epoch
-    self._epoch, self._batches = None, None
+    self._cache: tuple[int, list] = (-1, [])  # (epoch, its batches): one attribute, so threads see a pair
 
   def __len__(self) -> int:
     return self.length
 
   def _epoch_batches(self, epoch: int) -> list[tuple[int, np.ndarray]]:
-    if self._epoch != epoch:
+    cached_epoch, batches = self._cache
+    if cached_epoch != epoch:
       rng = np.random.default_rng([self.seed, epoch])
       batches = []
       for bucket, records in enumerate(self.bucket_records):
         records = rng.permutation(records)
         for start in range(0, len(records) - self.global_batch + 1, self.global_batch):
           batches.append((bucket, records[start:start + self.global_batch]))
-      self._epoch, self._batches = epoch, [batches[i] for i in rng.permutation(len(batches))]
-    return self._batches
+      batches = [batches[i] for i in rng.permutation(len(batches))]
+      self._cache = (epoch, batches)
+    return batches
 
   def __getitem__(self, i: int) -> tuple[int, int, np.ndarray, np.ndarray]:
     """`(i, bucket, records [B], global slots [B])` for this process."""
