@@ -1,0 +1,70 @@
+"""The data batch -> DiT training batch step: canvas, start transition, given frames, text dropout."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from dreamactor_jax import animation
+from dreamactor_jax.models.vae import VAEConfig, WanVAE
+from dreamactor_jax.training.latent_batch import prepare_batch, to_unit
+from conftest import numpy_random_model
+
+TINY_VAE = VAEConfig(base_dim=8, dim_mult=(1, 2, 2, 2), num_res_blocks=1, temporal_downsample=(False, True, True),
+                     latents_mean=(0.1,) * 16, latents_std=(2.0,) * 16)
+
+
+@pytest.fixture(scope="module")
+def vae():
+  return numpy_random_model(lambda: WanVAE(TINY_VAE, rngs=nnx.Rngs(0)))
+
+
+@nnx.jit(static_argnames=("given_frames", "start_seconds", "loss_region", "text_dropout"))
+def prepare(vae, batch, key, null_text, **options):
+  return prepare_batch(vae, None, batch, key, null_text=null_text, **options)
+
+
+@nnx.jit
+def encode(vae, video):
+  return vae.normalize(vae.encode(video))
+
+
+def data_batch(seed=0, *, batch=2, frames=5, height=16, width=32, fps=(2.0, 3.0)):
+  rng = np.random.default_rng(seed)
+  video = rng.integers(0, 256, (batch, frames, height, width, 3), dtype=np.uint8)
+  return {"video": video, "reference": video[:, 0], "driving": rng.integers(0, 256, video.shape, dtype=np.uint8),
+          "text": rng.standard_normal((batch, 7, 6)).astype(np.float32), "fps": np.asarray(fps, np.float32)}
+
+
+def test_latents_are_the_canvas_and_target_encoded(vae):
+  batch = data_batch()
+  out = prepare(vae, batch, jax.random.key(0), jnp.zeros((7, 6)), start_seconds=1.0)
+  driving = to_unit(jnp.asarray(batch["driving"]))
+  # fps 2 and 3: the first 2 and 3 driving frames are blank
+  driving = driving.at[0, :2].set(0.0).at[1, :3].set(0.0)
+  video = to_unit(jnp.asarray(batch["video"]))
+  canvas = animation.build_canvas(driving, video[:, :1])
+  expected_condition = encode(vae, canvas.video)
+  expected_target = encode(vae, animation.join_halves(video, driving))
+  np.testing.assert_allclose(out.condition, expected_condition, atol=2e-5)
+  np.testing.assert_allclose(out.target, expected_target, atol=2e-5)
+  assert out.condition.shape == (2, 2, 2, 8, 16) and out.mask.shape == (2, 2, 2, 8, 4)
+  # generated = left half of latent frame 1 only
+  np.testing.assert_array_equal(out.weight[:, 0], 0.0)
+  np.testing.assert_array_equal(out.weight[:, 1, :, :4], 1.0)
+  np.testing.assert_array_equal(out.weight[:, 1, :, 4:], 0.0)
+  np.testing.assert_array_equal(out.text, batch["text"])
+  assert out.image is None
+
+
+def test_given_frames_and_text_dropout(vae):
+  # All 5 frames given and no start transition: the condition canvas is the target canvas.
+  batch = data_batch(1)
+  null = jnp.full((7, 6), -3.0)
+  out = prepare(vae, batch, jax.random.key(0), null, given_frames=5, text_dropout=1.0, start_seconds=0.0,
+                loss_region="canvas")
+  np.testing.assert_array_equal(out.text, np.broadcast_to(null, (2, 7, 6)))
+  np.testing.assert_array_equal(out.weight, 1.0)
+  np.testing.assert_array_equal(out.mask, 1.0)
+  np.testing.assert_allclose(out.condition, out.target, atol=1e-6)
