@@ -1,5 +1,6 @@
 """Training data: TFDS ArrayRecord datasets, keypoints, skeleton rendering, pose augmentation and
-the Grain pipelines of both stages (numpy, grain, tfds, video I/O; never the models)."""
+the Grain pipelines of both stages (numpy, grain, tfds, video I/O; never the models); and a
+synthetic world with ground truth (`synthetic.py`, rasterised by `raster.py`)."""
 
 from dreamactor_jax.data.augment import bone_scale_factors, normalize_to_box, scale_bones
 from dreamactor_jax.data.build import BuildReport, build_dataset, open_videos
