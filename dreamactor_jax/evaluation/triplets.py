@@ -1,0 +1,191 @@
+"""Evaluation triplets (reference, driving, truth), results, and the hook that runs a method.
+
+A triplet folder holds one sub-folder per triplet (written by `python -m
+dreamactor_jax.data.synthetic --split test`, or by hand for your own videos):
+
+    <name>/reference.png|.jpg         the character to animate (identity B), uint8 [H, W, 3]
+    <name>/driving.mp4|.webm|.mov|.gif|.npz   the motion (identity A), T frames, any size
+    <name>/truth.npz|.mp4|...         B performing the motion: T frames of H x W (.npz: lossless, preferred)
+    <name>/meta.json                  optional: {"kind": ...} groups the table (default "all")
+    <name>/background.npz|.png        optional background plate for the silhouettes ([T or 1, H, W, 3]);
+                                      default: the truth's per-pixel temporal median
+    <name>/truth.pose.npz             optional truth keypoints (`body` [T, P, 18, 3]) for PCK
+    <name>/driving.pose.npz           optional driving keypoints (a pose-driven method may use them)
+
+`.npz` videos store the array under `video` (or as their only array). A results folder holds
+`<name>.npz` (lossless, preferred) or `<name>.mp4|...`, T frames of H x W, and optionally
+`<name>.pose.npz` (result keypoints, for PCK).
+
+The hook for models: any `AnimateFn` (`animate(reference uint8 [H, W, 3], driving uint8
+[T, H', W', 3]) -> uint8 [T, H, W, 3]`) runs over a triplet folder with `animate_triplets`;
+`copy_reference` is the floor every method must beat.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from dreamactor_jax.data.synthetic import read_video, write_video
+
+# animate(reference uint8 [H, W, 3], driving uint8 [T, H', W', 3]) -> uint8 [T, H, W, 3]
+AnimateFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+VIDEO_EXTENSIONS = (".npz", ".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif")
+
+
+def copy_reference(reference: np.ndarray, driving: np.ndarray) -> np.ndarray:
+  """The baseline: the reference image repeated for every driving frame."""
+  return np.repeat(reference[None], driving.shape[0], axis=0)
+
+
+@dataclasses.dataclass
+class Triplet:
+  """One evaluation case, loaded."""
+  name: str
+  folder: Path
+  reference: np.ndarray  # uint8 [H, W, 3]
+  driving: np.ndarray  # uint8 [T, H', W', 3]
+  truth: np.ndarray  # uint8 [T, H, W, 3]
+  meta: dict
+  background: np.ndarray | None = None  # uint8 [T or 1, H, W, 3]
+  truth_body: np.ndarray | None = None  # float32 [T, P, 18, 3]
+  driving_body: np.ndarray | None = None  # float32 [T, P, 18, 3]
+
+  @property
+  def kind(self) -> str:
+    return str(self.meta.get("kind", "all"))
+
+
+def _find(folder: Path, stem: str, extensions: tuple[str, ...]) -> Path | None:
+  for extension in extensions:
+    path = folder / f"{stem}{extension}"
+    if path.is_file():
+      return path
+  return None
+
+
+def read_any_video(path: Path) -> np.ndarray:
+  """uint8 [T, H, W, 3] from a video file or an .npz (`video` or its only array)."""
+  if path.suffix == ".npz":
+    with np.load(path) as data:
+      names = list(data.keys())
+      if "video" not in names and len(names) != 1:
+        raise ValueError(f"{path}: expected an array named 'video' (or a single array); found {names}")
+      video = data["video" if "video" in names else names[0]]
+  else:
+    video = read_video(path)
+  if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
+    raise ValueError(f"{path}: expected uint8 [T, H, W, 3], got {video.dtype} {video.shape}")
+  return video
+
+
+def _read_image(path: Path) -> np.ndarray:
+  import imageio.v3 as iio
+
+  image = np.asarray(iio.imread(path))
+  if image.ndim == 2:
+    image = np.repeat(image[..., None], 3, -1)
+  return image[..., :3].astype(np.uint8)
+
+
+def _read_body(path: Path) -> np.ndarray | None:
+  if not path.is_file():
+    return None
+  with np.load(path) as data:
+    if "body" not in data:
+      raise ValueError(f"{path}: expected an array named 'body' [T, P, 18, 3]")
+    return data["body"].astype(np.float32)
+
+
+def find_triplets(folder: str | os.PathLike) -> list[Path]:
+  """The sub-folders of `folder` that hold a reference, a driving video and a truth, sorted."""
+  folder = Path(folder)
+  if not folder.is_dir():
+    raise FileNotFoundError(f"triplet folder {folder} does not exist")
+  found = sorted(p for p in folder.iterdir() if p.is_dir() and _find(p, "reference", IMAGE_EXTENSIONS)
+                 and _find(p, "driving", VIDEO_EXTENSIONS) and _find(p, "truth", VIDEO_EXTENSIONS))
+  if not found:
+    raise FileNotFoundError(f"no triplets in {folder}: expected sub-folders with reference.png, driving.mp4 and "
+                            "truth.npz (or truth.mp4)")
+  return found
+
+
+def load_triplet(folder: str | os.PathLike) -> Triplet:
+  """Reads one triplet folder and checks that its parts fit together."""
+  folder = Path(folder)
+  reference = _read_image(_find(folder, "reference", IMAGE_EXTENSIONS))
+  driving = read_any_video(_find(folder, "driving", VIDEO_EXTENSIONS))
+  truth = read_any_video(_find(folder, "truth", VIDEO_EXTENSIONS))
+  if truth.shape[1:3] != reference.shape[:2]:
+    raise ValueError(f"{folder}: truth frames are {truth.shape[1:3]} but the reference is {reference.shape[:2]}")
+  if driving.shape[0] != truth.shape[0]:
+    raise ValueError(f"{folder}: driving has {driving.shape[0]} frames, truth {truth.shape[0]}; expected equal")
+  meta_path = folder / "meta.json"
+  meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+  background = None
+  background_path = _find(folder, "background", (".npz",) + IMAGE_EXTENSIONS)
+  if background_path is not None:
+    background = (read_any_video(background_path) if background_path.suffix == ".npz"
+                  else _read_image(background_path)[None])
+    if background.shape[1:] != truth.shape[1:] or background.shape[0] not in (1, truth.shape[0]):
+      raise ValueError(f"{background_path}: shape {background.shape}; expected [1 or {truth.shape[0]}, "
+                       f"{truth.shape[1]}, {truth.shape[2]}, 3]")
+  return Triplet(folder.name, folder, reference, driving, truth, meta, background,
+                 _read_body(folder / "truth.pose.npz"), _read_body(folder / "driving.pose.npz"))
+
+
+def iter_triplets(folder: str | os.PathLike) -> Iterator[Triplet]:
+  for path in find_triplets(folder):
+    yield load_triplet(path)
+
+
+def load_result(results: str | os.PathLike, triplet: Triplet) -> tuple[np.ndarray, np.ndarray | None]:
+  """A method's result video for `triplet` (and its keypoints, if given), shape-checked."""
+  results = Path(results)
+  path = _find(results, triplet.name, VIDEO_EXTENSIONS)
+  if path is None:
+    raise FileNotFoundError(f"no result for triplet {triplet.name} in {results}: expected {triplet.name}.npz or "
+                            f"{triplet.name}.mp4")
+  video = read_any_video(path)
+  if video.shape != triplet.truth.shape:
+    raise ValueError(f"{path}: shape {video.shape}; expected {triplet.truth.shape} like the truth of {triplet.name}")
+  return video, _read_body(results / f"{triplet.name}.pose.npz")
+
+
+def run_animate(animate: AnimateFn, triplet: Triplet) -> np.ndarray:
+  """`animate(reference, driving)` on one triplet, output checked against the truth's shape. An
+  `animate` that declares a `triplet` keyword receives the `Triplet` too, e.g. to read
+  `triplet.driving_body` (a pose-driven model given true keypoints) or `triplet.meta` (captions)."""
+  wants_triplet = "triplet" in inspect.signature(animate).parameters
+  video = np.asarray(animate(triplet.reference, triplet.driving, **({"triplet": triplet} if wants_triplet else {})))
+  if video.dtype != np.uint8 or video.shape != triplet.truth.shape:
+    raise ValueError(f"animate returned {video.dtype} {video.shape} for triplet {triplet.name}; expected uint8 "
+                     f"{triplet.truth.shape}")
+  return video
+
+
+def animate_triplets(animate: AnimateFn, triplets: str | os.PathLike, out: str | os.PathLike | None = None, *,
+                     fps: float | None = None, progress: bool = True) -> dict[str, np.ndarray]:
+  """Runs `animate` (see `run_animate`) on every triplet; returns {name: uint8 [T, H, W, 3]}.
+
+  With `out`, writes `<name>.npz` (what scores read) and `<name>.mp4`: a results folder.
+  """
+  videos = {}
+  for triplet in tqdm(list(iter_triplets(triplets)), desc="animate", unit="triplet", disable=not progress):
+    video = videos[triplet.name] = run_animate(animate, triplet)
+    if out is not None:
+      out_dir = Path(out)
+      out_dir.mkdir(parents=True, exist_ok=True)
+      np.savez_compressed(out_dir / f"{triplet.name}.npz", video=video)
+      if video.shape[1] % 2 == 0 and video.shape[2] % 2 == 0:
+        write_video(out_dir / f"{triplet.name}.mp4", video, fps or triplet.meta.get("fps", 8))
+  return videos
