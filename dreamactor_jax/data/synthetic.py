@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from dreamactor_jax import media
 from dreamactor_jax.data.raster import Blob, Box, Capsule, Paint, Polygon, Shape, rasterize
 
 KINDS = ("humanoid", "quadruped", "blob", "snake", "robot_arm", "group")
@@ -1047,20 +1048,6 @@ def caption(identity: Identity, motion: Motion) -> str:
 # Files: the training video folder and the evaluation triplets.
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float = DEFAULT_FPS) -> None:
-  """uint8 [T, H, W, 3] -> H.264 mp4 (imageio's pyav plugin, libx264, yuv420p: H, W even)."""
-  import imageio.v3 as iio
-
-  iio.imwrite(path, frames, plugin="pyav", codec="libx264", fps=fps)
-
-
-def read_video(path: str | Path) -> np.ndarray:
-  """Any video imageio's pyav plugin reads -> uint8 [T, H, W, 3]."""
-  import imageio.v3 as iio
-
-  return np.asarray(iio.imread(path, plugin="pyav"))
-
-
 def _write_pose(path: Path, body: np.ndarray) -> None:
   """The .pose.npz of CONTRACTS.md: body [T, P, 18, 3]; hands and face present but all absent."""
   frames, persons = body.shape[:2]
@@ -1112,7 +1099,7 @@ def write_video_folder(out: str | Path, *, identities: int, motions: int, frames
     identity, motion = sample_identity(kind, i, seed, aspect=aspect), sample_motion(motion_type, m, seed)
     clip = render(identity, motion, frames, size)
     video_id = f"{identity.name}_{motion.name}"
-    write_video(out / f"{video_id}.mp4", clip.video, fps)
+    media.write_video(out / f"{video_id}.mp4", clip.video, fps)
     if clip.body is not None:
       _write_pose(out / f"{video_id}.pose.npz", clip.body)
     meta = dict(identity=identity.name, kind=kind, members=[m.body.kind for m in identity.members],
@@ -1157,9 +1144,9 @@ def write_triplets(out: str | Path, *, identities: int, motions: int, frames: in
     folder = out / name
     folder.mkdir(exist_ok=True)
     truth, driving = render(target, motion, frames, size), render(source, motion, frames, size)
-    _write_png(folder / "reference.png", render_reference(target, motion, size, reference))
-    write_video(folder / "driving.mp4", driving.video, fps)
-    write_video(folder / "truth.mp4", truth.video, fps)
+    media.write_image(folder / "reference.png", render_reference(target, motion, size, reference))
+    media.write_video(folder / "driving.mp4", driving.video, fps)
+    media.write_video(folder / "truth.mp4", truth.video, fps)
     np.savez_compressed(folder / "truth.npz", video=truth.video)
     np.savez_compressed(folder / "truth_mask.npz", mask=np.round(truth.mask * 255).astype(np.uint8))
     np.savez_compressed(folder / "background.npz", video=truth.background)
@@ -1176,12 +1163,6 @@ def write_triplets(out: str | Path, *, identities: int, motions: int, frames: in
   (out / "index.json").write_text(json.dumps(dict(triplets=names, seed=seed, frames=frames, size=list(size),
                                                   reference=reference, driver=driver), indent=1))
   return names
-
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-  import imageio.v3 as iio
-
-  iio.imwrite(path, image)
 
 
 def parse_size(text: str) -> tuple[int, int]:

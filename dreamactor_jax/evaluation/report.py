@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from dreamactor_jax import media
 from dreamactor_jax.evaluation.metrics import MASK_THRESHOLD, FrameMetric, aggregate, score_video
 from dreamactor_jax.evaluation.triplets import (AnimateFn, Triplet, find_triplets, load_result, load_triplet,
                                                 run_animate)
@@ -107,7 +108,7 @@ def evaluate(triplets: str | os.PathLike, methods: Mapping[str, Method], out: st
     document = dict(settings=settings, summary=summary, triplets=per_triplet)
     (out / "results.json").write_text(json.dumps(_finite(document), indent=1))
     grid = grid_picture([(t, v) for t, v in examples.values()], list(methods), frames=grid_frames)
-    _write_png(out / "grid.png", grid)
+    media.write_image(out / "grid.png", grid)
     files = [out / "results.md", out / "results.json", out / "grid.png"]
   return Report(summary, per_triplet, markdown, files)
 
@@ -198,9 +199,3 @@ def _fit(video: np.ndarray, height: int, width: int) -> np.ndarray:
   rows = (np.arange(height) * video.shape[1] / height).astype(int)
   cols = (np.arange(width) * video.shape[2] / width).astype(int)
   return video[:, rows][:, :, cols]
-
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-  import imageio.v3 as iio
-
-  iio.imwrite(path, image)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dreamactor_jax.data.synthetic import read_video, write_video
+from dreamactor_jax import media
 
 # animate(reference uint8 [H, W, 3], driving uint8 [T, H', W', 3]) -> uint8 [T, H, W, 3]
 AnimateFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -82,19 +82,10 @@ def read_any_video(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: expected an array named 'video' (or a single array); found {names}")
       video = data["video" if "video" in names else names[0]]
   else:
-    video = read_video(path)
+    video = media.read_video(path).frames
   if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
     raise ValueError(f"{path}: expected uint8 [T, H, W, 3], got {video.dtype} {video.shape}")
   return video
-
-
-def _read_image(path: Path) -> np.ndarray:
-  import imageio.v3 as iio
-
-  image = np.asarray(iio.imread(path))
-  if image.ndim == 2:
-    image = np.repeat(image[..., None], 3, -1)
-  return image[..., :3].astype(np.uint8)
 
 
 def _read_body(path: Path) -> np.ndarray | None:
@@ -122,7 +113,7 @@ def find_triplets(folder: str | os.PathLike) -> list[Path]:
 def load_triplet(folder: str | os.PathLike) -> Triplet:
   """Reads one triplet folder and checks that its parts fit together."""
   folder = Path(folder)
-  reference = _read_image(_find(folder, "reference", IMAGE_EXTENSIONS))
+  reference = media.read_image(_find(folder, "reference", IMAGE_EXTENSIONS))
   driving = read_any_video(_find(folder, "driving", VIDEO_EXTENSIONS))
   truth = read_any_video(_find(folder, "truth", VIDEO_EXTENSIONS))
   if truth.shape[1:3] != reference.shape[:2]:
@@ -135,7 +126,7 @@ def load_triplet(folder: str | os.PathLike) -> Triplet:
   background_path = _find(folder, "background", (".npz",) + IMAGE_EXTENSIONS)
   if background_path is not None:
     background = (read_any_video(background_path) if background_path.suffix == ".npz"
-                  else _read_image(background_path)[None])
+                  else media.read_image(background_path)[None])
     if background.shape[1:] != truth.shape[1:] or background.shape[0] not in (1, truth.shape[0]):
       raise ValueError(f"{background_path}: shape {background.shape}; expected [1 or {truth.shape[0]}, "
                        f"{truth.shape[1]}, {truth.shape[2]}, 3]")
@@ -186,6 +177,5 @@ def animate_triplets(animate: AnimateFn, triplets: str | os.PathLike, out: str |
       out_dir = Path(out)
       out_dir.mkdir(parents=True, exist_ok=True)
       np.savez_compressed(out_dir / f"{triplet.name}.npz", video=video)
-      if video.shape[1] % 2 == 0 and video.shape[2] % 2 == 0:
-        write_video(out_dir / f"{triplet.name}.mp4", video, fps or triplet.meta.get("fps", 8))
+      media.write_video(out_dir / f"{triplet.name}.mp4", video, fps or triplet.meta.get("fps", 8))
   return videos

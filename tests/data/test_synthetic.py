@@ -7,6 +7,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
+from dreamactor_jax import media
 from dreamactor_jax.data import synthetic as S
 
 K = {name: i for i, name in enumerate(S.BODY_KEYPOINTS)}
@@ -101,7 +102,7 @@ def test_cli_writes_a_video_folder(tmp_path):
   metas = {p.name.removesuffix(".json"): json.loads(p.read_text()) for p in out.glob("*.json")}
   assert sorted(metas) == sorted(p.stem for p in out.glob("*.mp4")) and len(metas) == 6
   for video_id, meta in metas.items():
-    video = S.read_video(out / f"{video_id}.mp4")
+    video = media.read_video(out / f"{video_id}.mp4").frames
     assert video.shape == (5, 32, 48, 3)
     assert video_id == f"{meta['identity']}_{meta['motion']}"
     identity = S.sample_identity(meta["kind"], int(meta["identity"].split("-")[1]), 3, aspect=1.5)
@@ -137,7 +138,7 @@ def test_cli_writes_triplets(tmp_path):
       truth = f["video"]
     assert truth.shape == (5, 48, 32, 3) and truth.dtype == np.uint8
     np.testing.assert_array_equal(iio.imread(folder / "reference.png"), truth[0])  # lossless frame 0
-    assert S.read_video(folder / "driving.mp4").shape == (5, 48, 32, 3)
+    assert media.read_video(folder / "driving.mp4").frames.shape == (5, 48, 32, 3)
     with np.load(folder / "truth_mask.npz") as f, np.load(folder / "background.npz") as g:
       assert f["mask"].shape == (5, 48, 32) and g["video"].shape == (5, 48, 32, 3)
       character = f["mask"] > 127

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dreamactor_jax import evaluate as cli
+from dreamactor_jax import media
 from dreamactor_jax.data import synthetic as S
 from dreamactor_jax.evaluation import animate_triplets, copy_reference, evaluate, load_triplet
 
@@ -86,7 +87,7 @@ def test_user_triplets_and_extra_metric(tmp_path, monkeypatch):
   folder.mkdir(parents=True)
   iio.imwrite(folder / "reference.jpg", clip.video[0])
   np.savez(folder / "driving.npz", clip.video)  # a single unnamed array
-  S.write_video(folder / "truth.mp4", clip.video)
+  media.write_video(folder / "truth.mp4", clip.video, S.DEFAULT_FPS)
   np.savez(folder / "truth.pose.npz", body=clip.body)
   results = tmp_path / "results"
   results.mkdir()
