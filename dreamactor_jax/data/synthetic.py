@@ -4,7 +4,7 @@ Characters of several kinds (`KINDS`: humanoids with an OpenPose skeleton, quadr
 snakes, robot arms and groups of several characters) have an *identity* (proportions, colours,
 texture, accessories, background, placement) and perform a *motion* (`MOTION_TYPES`: walk, wave,
 jump, turn, dance, squat, camera pan, camera zoom). A motion is a time series of abstract pose
-parameters (`Pose`: root offset, facing, upper-body lean and bend, head, four limbs of four
+parameters (`PoseParams`: root offset, facing, upper-body lean and bend, head, four limbs of four
 angles each, a rhythm phase and a camera) that knows nothing of bodies; each kind maps it onto its
 own body (a quadruped's front legs follow the arms, a robot arm's joints mix the torso and arm
 angles, a snake undulates with the phase, a blob's lobes point where limbs would). So
@@ -28,16 +28,19 @@ The training split writes the video-folder format of CONTRACTS.md (`<id>.mp4`, `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import gc
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from dreamactor_jax import media
+from dreamactor_jax.data.keypoints import BODY_JOINTS, Pose, write_pose_npz
 from dreamactor_jax.data.raster import Blob, Box, Capsule, Paint, Polygon, Shape, rasterize
 
 KINDS = ("humanoid", "quadruped", "blob", "snake", "robot_arm", "group")
@@ -45,8 +48,6 @@ MEMBER_KINDS = ("humanoid", "quadruped", "blob", "snake")  # kinds a group is ma
 MOTION_TYPES = ("walk", "wave", "jump", "turn", "dance", "squat", "pan", "zoom")
 TEST_OFFSET = 1_000_000  # held-out identities and motions have indices in [TEST_OFFSET, DRIVER_OFFSET)
 DRIVER_OFFSET = 2_000_000  # drivers (identity A) of evaluation triplets: indices from here
-BODY_KEYPOINTS = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist", "r_hip",
-                  "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear")
 DEFAULT_FPS = 8
 
 _IDENTITY_DOMAIN, _MOTION_DOMAIN = 1, 2
@@ -56,7 +57,7 @@ _IDENTITY_DOMAIN, _MOTION_DOMAIN = 1, 2
 
 
 @dataclasses.dataclass
-class Pose:
+class PoseParams:
   """Abstract pose parameters per frame. Angles in radians, positions in world units.
 
   Limbs are (abduction: sideways away from the body, flexion: forward swing, and the same two for
@@ -78,7 +79,7 @@ class Pose:
     return self.x.shape[0]
 
   @classmethod
-  def rest(cls, frames: int) -> Pose:
+  def rest(cls, frames: int) -> PoseParams:
     zeros = np.zeros(frames, np.float64)
     arms = np.zeros((frames, 2, 4))
     arms[..., 0] = 0.12  # hands a little away from the hips
@@ -87,9 +88,9 @@ class Pose:
                head=np.zeros((frames, 2)), arms=arms, legs=np.zeros((frames, 2, 4)), phase=zeros.copy(),
                camera=np.zeros((frames, 3)))
 
-  def neutral(self) -> Pose:
+  def neutral(self) -> PoseParams:
     """One frame: this pose's frame-0 position and camera, facing the camera, limbs at rest."""
-    pose = Pose.rest(1)
+    pose = PoseParams.rest(1)
     pose.x, pose.camera = self.x[:1].copy(), self.camera[:1].copy()
     return pose
 
@@ -101,7 +102,7 @@ class Motion:
   type: str
   params: dict
 
-  def pose(self, frames: int) -> Pose:
+  def pose(self, frames: int) -> PoseParams:
     t = np.arange(frames, dtype=np.float64)
     pose = _MOTIONS[self.type](t, self.params)
     camera = self.params.get("camera", "none")
@@ -136,8 +137,8 @@ def _camera_track(t: np.ndarray, kind: str, params: dict, scale: float) -> np.nd
   return track
 
 
-def _idle(t: np.ndarray, p: dict) -> Pose:
-  pose = Pose.rest(t.shape[0])
+def _idle(t: np.ndarray, p: dict) -> PoseParams:
+  pose = PoseParams.rest(t.shape[0])
   breath = np.sin(2 * np.pi * t / p["period"] + p["phase0"])
   pose.yaw[:] = p["yaw0"]
   pose.arms[..., 0] += 0.05 * breath[:, None]
@@ -147,8 +148,8 @@ def _idle(t: np.ndarray, p: dict) -> Pose:
   return pose
 
 
-def _walk(t: np.ndarray, p: dict) -> Pose:
-  pose = Pose.rest(t.shape[0])
+def _walk(t: np.ndarray, p: dict) -> PoseParams:
+  pose = PoseParams.rest(t.shape[0])
   slow = 2 * np.pi * t / p["slow_period"] + p["slow_phase"]
   pose.x[:] = p["range"] * np.sin(slow)
   heading = np.cos(slow)  # the sign of the velocity: face where you go
@@ -168,8 +169,8 @@ def _walk(t: np.ndarray, p: dict) -> Pose:
   return pose
 
 
-def _wave(t: np.ndarray, p: dict) -> Pose:
-  pose = Pose.rest(t.shape[0])
+def _wave(t: np.ndarray, p: dict) -> PoseParams:
+  pose = PoseParams.rest(t.shape[0])
   wave = 2 * np.pi * t / p["period"] + p["phase0"]
   sides = {0: [0], 1: [1], 2: [0, 1]}[p["side"]]
   for side in sides:
@@ -182,8 +183,8 @@ def _wave(t: np.ndarray, p: dict) -> Pose:
   return pose
 
 
-def _jump(t: np.ndarray, p: dict) -> Pose:
-  pose = Pose.rest(t.shape[0])
+def _jump(t: np.ndarray, p: dict) -> PoseParams:
+  pose = PoseParams.rest(t.shape[0])
   cycle = np.sin(2 * np.pi * t / p["period"] + p["phase0"])
   air, crouch = np.maximum(cycle, 0), np.maximum(-cycle, 0)
   tuck = p["style"] == 0
@@ -199,8 +200,8 @@ def _jump(t: np.ndarray, p: dict) -> Pose:
   return pose
 
 
-def _turn(t: np.ndarray, p: dict) -> Pose:
-  pose = Pose.rest(t.shape[0])
+def _turn(t: np.ndarray, p: dict) -> PoseParams:
+  pose = PoseParams.rest(t.shape[0])
   pose.yaw[:] = p["yaw0"] + p["speed"] * t
   step = 2 * np.pi * t / p["period"] + p["phase0"]
   pose.legs[:, 0, 1], pose.legs[:, 1, 1] = 0.2 * np.sin(step), -0.2 * np.sin(step)
@@ -212,8 +213,8 @@ def _turn(t: np.ndarray, p: dict) -> Pose:
   return pose
 
 
-def _dance(t: np.ndarray, p: dict) -> Pose:
-  pose = Pose.rest(t.shape[0])
+def _dance(t: np.ndarray, p: dict) -> PoseParams:
+  pose = PoseParams.rest(t.shape[0])
   beat = 2 * np.pi * t / p["period"] + p["phase0"]
   s, c, a = np.sin(beat), np.cos(beat), p["amount"]
   pose.yaw[:] = p["yaw0"]
@@ -242,8 +243,8 @@ def _dance(t: np.ndarray, p: dict) -> Pose:
   return pose
 
 
-def _squat(t: np.ndarray, p: dict) -> Pose:
-  pose = Pose.rest(t.shape[0])
+def _squat(t: np.ndarray, p: dict) -> PoseParams:
+  pose = PoseParams.rest(t.shape[0])
   beat = 2 * np.pi * t / p["period"] + p["phase0"]
   crouch = (1 - np.cos(beat)) / 2
   pose.legs[..., 1] = (0.9 * p["depth"] * crouch)[:, None]
@@ -255,13 +256,13 @@ def _squat(t: np.ndarray, p: dict) -> Pose:
   return pose
 
 
-def _pan(t: np.ndarray, p: dict) -> Pose:
+def _pan(t: np.ndarray, p: dict) -> PoseParams:
   pose = _idle(t, p)
   pose.camera += _camera_track(t, "pan", p, 1.0)
   return pose
 
 
-def _zoom(t: np.ndarray, p: dict) -> Pose:
+def _zoom(t: np.ndarray, p: dict) -> PoseParams:
   pose = _idle(t, p)
   pose.camera += _camera_track(t, "zoom", p, 1.0)
   return pose
@@ -679,7 +680,7 @@ def _ground(points: list[np.ndarray], radii: list) -> np.ndarray:
   return -lowest
 
 
-def _humanoid(canvas: _Canvas, member: Member, pose: Pose, floor: float) -> np.ndarray:
+def _humanoid(canvas: _Canvas, member: Member, pose: PoseParams, floor: float) -> np.ndarray:
   """Draws a humanoid; returns its keypoints [T, 18, 3] (x, y pixels, confidence)."""
   d, paints, extras = member.body.dims, member.body.paints, member.body.extras
   frames = pose.frames
@@ -770,8 +771,8 @@ def _humanoid(canvas: _Canvas, member: Member, pose: Pose, floor: float) -> np.n
          world_dir(head_rot, [0, 1, 0]), hr, paints["extra"], z=w["head"][:, 2] + 1.5 * hr)
 
   w["neck"] = (w["r_shoulder"] + w["l_shoulder"]) / 2  # OpenPose's neck: between the shoulders
-  points = canvas.project(np.stack([w[k] for k in BODY_KEYPOINTS], 1))  # T 18 2
-  conf = np.stack([keypoint_conf.get(k, np.ones(frames, bool)) for k in BODY_KEYPOINTS], 1).astype(np.float32)
+  points = canvas.project(np.stack([w[k] for k in BODY_JOINTS], 1))  # T 18 2
+  conf = np.stack([keypoint_conf.get(k, np.ones(frames, bool)) for k in BODY_JOINTS], 1).astype(np.float32)
   inside = ((points[..., 0] >= 0) & (points[..., 0] < canvas.project.width) & (points[..., 1] >= 0)
             & (points[..., 1] < canvas.project.height))
   return np.concatenate([points, (conf * inside)[..., None]], -1).astype(np.float32)
@@ -792,7 +793,7 @@ def _hat(canvas: _Canvas, style: str, anchor: np.ndarray, up: np.ndarray, radius
     canvas.box(base + 0.1 * r * e_up, np.concatenate([0.95 * r, 0.4 * r], -1), angle, 0.35 * r[:, 0], paint, z=z)
 
 
-def _quadruped(canvas: _Canvas, member: Member, pose: Pose, floor: float) -> None:
+def _quadruped(canvas: _Canvas, member: Member, pose: PoseParams, floor: float) -> None:
   d, paints, extras = member.body.dims, member.body.paints, member.body.extras
   arms_up = np.clip(pose.arms[..., 0].mean(1) - 0.5, 0, None)
   body_rot = _rot_z(-0.7 * pose.lean) @ _rot_x(0.5 * pose.bend - 0.25 * arms_up)  # arms up: rear up
@@ -865,7 +866,7 @@ def _quadruped(canvas: _Canvas, member: Member, pose: Pose, floor: float) -> Non
                     bias=-0.5 * hr)
 
 
-def _blob(canvas: _Canvas, member: Member, pose: Pose, floor: float) -> None:
+def _blob(canvas: _Canvas, member: Member, pose: PoseParams, floor: float) -> None:
   d, paints, extras = member.body.dims, member.body.paints, member.body.extras
   radius = d["radius"]
   crouch = np.clip(-pose.legs[..., 3], 0, None).mean(1)
@@ -909,7 +910,7 @@ def _blob(canvas: _Canvas, member: Member, pose: Pose, floor: float) -> None:
     canvas.circle(tip, 0.14 * d["top"], paints["extra"])
 
 
-def _snake(canvas: _Canvas, member: Member, pose: Pose, floor: float, segments: int = 12) -> None:
+def _snake(canvas: _Canvas, member: Member, pose: PoseParams, floor: float, segments: int = 12) -> None:
   d, paints, extras = member.body.dims, member.body.paints, member.body.extras
   length, thick = d["length"], d["thick"]
   j = np.arange(segments)[None, :]
@@ -955,7 +956,7 @@ def _snake(canvas: _Canvas, member: Member, pose: Pose, floor: float, segments: 
     canvas.polygon(points, paints["extra"], z=head[:, 2] + 2 * head_r)
 
 
-def _robot_arm(canvas: _Canvas, member: Member, pose: Pose, floor: float) -> None:
+def _robot_arm(canvas: _Canvas, member: Member, pose: PoseParams, floor: float) -> None:
   d, paints, extras = member.body.dims, member.body.paints, member.body.extras
   frames = pose.frames
   arm_r, arm_l = pose.arms[:, 0], pose.arms[:, 1]
@@ -1007,7 +1008,7 @@ class Clip:
   body: np.ndarray | None  # float32 [T, P, 18, 3] OpenPose COCO-18 (x, y pixels, confidence); None if no humanoid
 
 
-def render_pose(identity: Identity, pose: Pose, size: tuple[int, int]) -> Clip:
+def render_params(identity: Identity, pose: PoseParams, size: tuple[int, int]) -> Clip:
   """Renders `identity` performing `pose` at size (H, W)."""
   height, width = size
   project = _Projector(height, width, pose.camera)
@@ -1026,7 +1027,7 @@ def render_pose(identity: Identity, pose: Pose, size: tuple[int, int]) -> Clip:
 
 def render(identity: Identity, motion: Motion, frames: int, size: tuple[int, int]) -> Clip:
   """`identity` performing `motion` for `frames` frames at size (H, W): the exact video."""
-  return render_pose(identity, motion.pose(frames), size)
+  return render_params(identity, motion.pose(frames), size)
 
 
 def render_reference(identity: Identity, motion: Motion, size: tuple[int, int], mode: str = "first") -> np.ndarray:
@@ -1035,7 +1036,7 @@ def render_reference(identity: Identity, motion: Motion, size: tuple[int, int], 
   if mode == "first":
     return render(identity, motion, 1, size).video[0]
   if mode == "neutral":
-    return render_pose(identity, motion.pose(1).neutral(), size).video[0]
+    return render_params(identity, motion.pose(1).neutral(), size).video[0]
   raise ValueError(f"reference mode {mode!r}; expected 'first' or 'neutral'")
 
 
@@ -1049,10 +1050,10 @@ def caption(identity: Identity, motion: Motion) -> str:
 
 
 def _write_pose(path: Path, body: np.ndarray) -> None:
-  """The .pose.npz of CONTRACTS.md: body [T, P, 18, 3]; hands and face present but all absent."""
-  frames, persons = body.shape[:2]
-  np.savez_compressed(path, body=body.astype(np.float32), hands=np.zeros((frames, persons, 2, 21, 3), np.float32),
-                      face=np.zeros((frames, persons, 68, 3), np.float32))
+  """The .pose.npz of CONTRACTS.md: body [T, P, 18, 3]; hands and face present, all absent."""
+  pose = Pose.empty(body.shape[0], body.shape[1])
+  pose.body[:] = body
+  write_pose_npz(path, pose)
 
 
 def _identity_kind(kinds: Sequence[str], i: int) -> str:
@@ -1082,6 +1083,22 @@ def _check_counts(identities: int, motions: int) -> None:
       raise ValueError(f"{flag}={value}; expected 1..{TEST_OFFSET} (the held-out range starts at {TEST_OFFSET})")
 
 
+@contextlib.contextmanager
+def _frozen_gc() -> Iterator[None]:
+  """Freezes the objects alive now out of the garbage collector while many videos are written:
+  imageio's pyav plugin runs a full `gc.collect()` on every close, which costs 0.1-0.5 s per file
+  once grain/tfds are imported (`dreamactor_jax.data` imports them), ~5 ms with them frozen."""
+  if gc.get_freeze_count():  # someone froze already and will unfreeze: leave it to them
+    yield
+    return
+  gc.freeze()
+  try:
+    yield
+  finally:
+    gc.unfreeze()
+
+
+@_frozen_gc()
 def write_video_folder(out: str | Path, *, identities: int, motions: int, frames: int, size: tuple[int, int],
                        seed: int = 0, kinds: Sequence[str] = KINDS, motion_types: Sequence[str] = MOTION_TYPES,
                        fps: float = DEFAULT_FPS, per_identity: int | None = None, split: str = "train",
@@ -1110,6 +1127,7 @@ def write_video_folder(out: str | Path, *, identities: int, motions: int, frames
   return ids
 
 
+@_frozen_gc()
 def write_triplets(out: str | Path, *, identities: int, motions: int, frames: int, size: tuple[int, int],
                    seed: int = 0, kinds: Sequence[str] = KINDS, motion_types: Sequence[str] = MOTION_TYPES,
                    fps: float = DEFAULT_FPS, per_identity: int | None = None, reference: str = "first",

@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from dreamactor_jax import media
 from dreamactor_jax.evaluation.metrics import MASK_THRESHOLD, FrameMetric, aggregate, score_video
-from dreamactor_jax.evaluation.triplets import (AnimateFn, Triplet, find_triplets, load_result, load_triplet,
-                                                run_animate)
+from dreamactor_jax.evaluation.triplets import (AnimateFn, Triplet, find_triplets, frozen_gc, load_result,
+                                                load_triplet, run_animate)
 
 Method = AnimateFn | str | os.PathLike
 COLUMNS = (("psnr", "PSNR ↑", 2), ("psnr_fg", "PSNR-fg ↑", 2), ("ssim", "SSIM ↑", 3), ("gmsd", "GMSD ↓", 3),
@@ -79,23 +79,24 @@ def evaluate(triplets: str | os.PathLike, methods: Mapping[str, Method], out: st
   out = None if out is None else Path(out)
   per_triplet: dict[str, dict] = {}
   examples: dict[str, tuple[Triplet, dict[str, np.ndarray]]] = {}
-  for path in tqdm(find_triplets(triplets), desc="evaluate", unit="triplet", disable=not progress):
-    triplet = load_triplet(path)
-    group = group_of(triplet, group_by)
-    scores, videos = {}, {}
-    for name, method in methods.items():
-      video, body = run_method(method, triplet)
-      scores[name] = score_video(video, triplet.truth, background=triplet.background, truth_body=triplet.truth_body,
-                                 result_body=body, skip_first=skip_first, mask_threshold=mask_threshold,
-                                 extra=extra_metrics)
-      videos[name] = video
-      if out is not None and save_videos and callable(method):
-        folder = out / "videos" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(folder / f"{triplet.name}.npz", video=video)
-    per_triplet[triplet.name] = {"group": group, "scores": scores}
-    if group not in examples and len(examples) < grid_examples:
-      examples[group] = (triplet, videos)
+  with frozen_gc():
+    for path in tqdm(find_triplets(triplets), desc="evaluate", unit="triplet", disable=not progress):
+      triplet = load_triplet(path)
+      group = group_of(triplet, group_by)
+      scores, videos = {}, {}
+      for name, method in methods.items():
+        video, body = run_method(method, triplet)
+        scores[name] = score_video(video, triplet.truth, background=triplet.background,
+                                   truth_body=triplet.truth_body, result_body=body, skip_first=skip_first,
+                                   mask_threshold=mask_threshold, extra=extra_metrics)
+        videos[name] = video
+        if out is not None and save_videos and callable(method):
+          folder = out / "videos" / name
+          folder.mkdir(parents=True, exist_ok=True)
+          np.savez_compressed(folder / f"{triplet.name}.npz", video=video)
+      per_triplet[triplet.name] = {"group": group, "scores": scores}
+      if group not in examples and len(examples) < grid_examples:
+        examples[group] = (triplet, videos)
   summary = summarize(per_triplet, list(methods))
   markdown = markdown_table(summary, group_by)
   files = []

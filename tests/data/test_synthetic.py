@@ -1,6 +1,7 @@
 """The synthetic world: determinism, motion/identity independence, keypoints, splits, CLI files."""
 
 import dataclasses
+import gc
 import json
 
 import imageio.v3 as iio
@@ -9,11 +10,20 @@ import pytest
 
 from dreamactor_jax import media
 from dreamactor_jax.data import synthetic as S
+from dreamactor_jax.data.keypoints import BODY_JOINTS
 
-K = {name: i for i, name in enumerate(S.BODY_KEYPOINTS)}
+K = {name: i for i, name in enumerate(BODY_JOINTS)}
 LIMBS = [("r_shoulder", "r_elbow"), ("r_elbow", "r_wrist"), ("l_shoulder", "l_elbow"), ("l_elbow", "l_wrist"),
          ("r_hip", "r_knee"), ("r_knee", "r_ankle"), ("l_hip", "l_knee"), ("l_knee", "l_ankle")]
 SIZE = (64, 80)  # H != W so that a swapped axis shows
+
+
+@pytest.fixture(autouse=True)
+def _frozen_gc():
+  """imageio's pyav plugin runs a full gc.collect() per file; with the suite's imports frozen it is cheap."""
+  gc.freeze()
+  yield
+  gc.unfreeze()
 
 
 def _still_camera(motion: S.Motion) -> S.Motion:
@@ -67,14 +77,14 @@ def test_keypoints_land_on_the_body():
     assert len(t) > 0.75 * body[..., 0].size  # most keypoints visible
     x, y = body[t, k, 0].astype(int), body[t, k, 1].astype(int)
     coverage = clip.mask[t, y, x]
-    assert coverage.min() >= 0.5, (motion_type, [S.BODY_KEYPOINTS[i] for i in k[coverage < 0.5]])
+    assert coverage.min() >= 0.5, (motion_type, [BODY_JOINTS[i] for i in k[coverage < 0.5]])
 
 
 def test_keypoint_conventions():
   identity = S.sample_identity("humanoid", 2)
-  pose = S.Pose.rest(2)
+  pose = S.PoseParams.rest(2)
   pose.yaw[:] = [0.0, np.pi]  # facing the camera, then its back
-  body = S.render_pose(identity, pose, (64, 64)).body[:, 0]
+  body = S.render_params(identity, pose, (64, 64)).body[:, 0]
   assert body[0, K["r_shoulder"], 0] < body[0, K["l_shoulder"], 0]  # the person's right is the image's left
   assert body[1, K["r_shoulder"], 0] > body[1, K["l_shoulder"], 0]
   face = [K["nose"], K["r_eye"], K["l_eye"]]
