@@ -34,6 +34,15 @@ PSNR_CAP = 100.0
 MASK_THRESHOLD = 0.1  # background difference (0..1, any channel) above which a pixel is character
 HIGHER_IS_BETTER = {"psnr": True, "psnr_fg": True, "ssim": True, "gmsd": False, "temporal": False, "iou": True,
                     "pck": True}
+DEFINITIONS = {  # one line each, written into results.json
+    "psnr": f"dB, MSE pooled over all frames and pixels, capped at {PSNR_CAP:.0f}",
+    "psnr_fg": "dB over the pixels where the truth or the result shows a character",
+    "ssim": "scikit-image structural_similarity per frame (RGB, Gaussian sigma 1.5), mean over frames",
+    "gmsd": "gradient magnitude similarity deviation (Xue et al. 2014) per frame, mean; 0 = identical",
+    "temporal": "mean |frame difference of the result - that of the truth| / 255; 0 = identical",
+    "iou": "silhouette IoU per frame (background-difference segmentation on both), mean",
+    "pck": "fraction of the truth's visible body keypoints the result places within 0.1 x the person's box",
+}
 
 # (result uint8 [T, H, W, 3], truth uint8 [T, H, W, 3]) -> one score for the video.
 FrameMetric = Callable[[np.ndarray, np.ndarray], float]

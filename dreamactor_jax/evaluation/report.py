@@ -20,13 +20,15 @@ import numpy as np
 from tqdm import tqdm
 
 from dreamactor_jax import media
-from dreamactor_jax.evaluation.metrics import MASK_THRESHOLD, FrameMetric, aggregate, score_video
+from dreamactor_jax.evaluation.metrics import (DEFINITIONS, HIGHER_IS_BETTER, MASK_THRESHOLD, FrameMetric, aggregate,
+                                               score_video)
 from dreamactor_jax.evaluation.triplets import (AnimateFn, Triplet, find_triplets, frozen_gc, load_result,
                                                 load_triplet, run_animate)
 
 Method = AnimateFn | str | os.PathLike
-COLUMNS = (("psnr", "PSNR ↑", 2), ("psnr_fg", "PSNR-fg ↑", 2), ("ssim", "SSIM ↑", 3), ("gmsd", "GMSD ↓", 3),
-           ("temporal", "temporal ↓", 4), ("iou", "IoU ↑", 3), ("pck", "PCK ↑", 3))
+COLUMNS = tuple((key, f"{label} {'↑' if HIGHER_IS_BETTER[key] else '↓'}", digits) for key, label, digits in (
+    ("psnr", "PSNR", 2), ("psnr_fg", "PSNR-fg", 2), ("ssim", "SSIM", 3), ("gmsd", "GMSD", 3),
+    ("temporal", "temporal", 4), ("iou", "IoU", 3), ("pck", "PCK", 3)))  # metric, column header, decimals
 GROUPS = ("kind", "driving_kind", "pair", "motion_type", "none")
 ALL = "all"
 
@@ -106,7 +108,7 @@ def evaluate(triplets: str | os.PathLike, methods: Mapping[str, Method], out: st
     settings = dict(triplets=str(triplets), methods=[str(m) if not callable(m) else getattr(m, "__name__", "callable")
                                                      for m in methods.values()],
                     skip_first=skip_first, mask_threshold=mask_threshold, group_by=group_by)
-    document = dict(settings=settings, summary=summary, triplets=per_triplet)
+    document = dict(settings=settings, definitions=DEFINITIONS, summary=summary, triplets=per_triplet)
     (out / "results.json").write_text(json.dumps(_finite(document), indent=1))
     grid = grid_picture([(t, v) for t, v in examples.values()], list(methods), frames=grid_frames)
     media.write_image(out / "grid.png", grid)

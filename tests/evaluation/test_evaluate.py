@@ -61,6 +61,7 @@ def test_truth_beats_copy_reference_on_every_kind(triplets, tmp_path):
   floor = report.summary["all"]["copy-reference"]
   assert document["summary"]["all"]["copy-reference"]["psnr"] == pytest.approx(floor["psnr"])
   assert len(document["triplets"]) == 4 and document["settings"]["group_by"] == "kind"
+  assert set(document["definitions"]) == {"psnr", "psnr_fg", "ssim", "gmsd", "temporal", "iou", "pck"}
   grid = iio.imread(tmp_path / "grid.png")
   tile = 3 * SIZE[0]  # 32 px frames are scaled x3 to reach 96
   assert grid.shape[0] == 2 * (16 + 5 * (tile + 4))  # 2 kinds x (title + driving, 3 methods, truth)
