@@ -28,12 +28,10 @@ The training split writes the video-folder format of CONTRACTS.md (`<id>.mp4`, `
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import gc
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -1083,22 +1081,7 @@ def _check_counts(identities: int, motions: int) -> None:
       raise ValueError(f"{flag}={value}; expected 1..{TEST_OFFSET} (the held-out range starts at {TEST_OFFSET})")
 
 
-@contextlib.contextmanager
-def _frozen_gc() -> Iterator[None]:
-  """Freezes the objects alive now out of the garbage collector while many videos are written:
-  imageio's pyav plugin runs a full `gc.collect()` on every close, which costs 0.1-0.5 s per file
-  once grain/tfds are imported (`dreamactor_jax.data` imports them), ~5 ms with them frozen."""
-  if gc.get_freeze_count():  # someone froze already and will unfreeze: leave it to them
-    yield
-    return
-  gc.freeze()
-  try:
-    yield
-  finally:
-    gc.unfreeze()
-
-
-@_frozen_gc()
+@media.frozen_gc()
 def write_video_folder(out: str | Path, *, identities: int, motions: int, frames: int, size: tuple[int, int],
                        seed: int = 0, kinds: Sequence[str] = KINDS, motion_types: Sequence[str] = MOTION_TYPES,
                        fps: float = DEFAULT_FPS, per_identity: int | None = None, split: str = "train",
@@ -1127,7 +1110,7 @@ def write_video_folder(out: str | Path, *, identities: int, motions: int, frames
   return ids
 
 
-@_frozen_gc()
+@media.frozen_gc()
 def write_triplets(out: str | Path, *, identities: int, motions: int, frames: int, size: tuple[int, int],
                    seed: int = 0, kinds: Sequence[str] = KINDS, motion_types: Sequence[str] = MOTION_TYPES,
                    fps: float = DEFAULT_FPS, per_identity: int | None = None, reference: str = "first",

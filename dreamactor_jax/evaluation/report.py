@@ -22,7 +22,7 @@ from tqdm import tqdm
 from dreamactor_jax import media
 from dreamactor_jax.evaluation.metrics import (DEFINITIONS, HIGHER_IS_BETTER, MASK_THRESHOLD, FrameMetric, aggregate,
                                                score_video)
-from dreamactor_jax.evaluation.triplets import (AnimateFn, Triplet, find_triplets, frozen_gc, load_result,
+from dreamactor_jax.evaluation.triplets import (AnimateFn, Triplet, find_triplets, load_result,
                                                 load_triplet, run_animate)
 
 Method = AnimateFn | str | os.PathLike
@@ -81,7 +81,7 @@ def evaluate(triplets: str | os.PathLike, methods: Mapping[str, Method], out: st
   out = None if out is None else Path(out)
   per_triplet: dict[str, dict] = {}
   examples: dict[str, tuple[Triplet, dict[str, np.ndarray]]] = {}
-  with frozen_gc():
+  with media.frozen_gc():
     for path in tqdm(find_triplets(triplets), desc="evaluate", unit="triplet", disable=not progress):
       triplet = load_triplet(path)
       group = group_of(triplet, group_by)

@@ -23,13 +23,11 @@ The hook for models: any `AnimateFn` (`animate(reference uint8 [H, W, 3], drivin
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
 import inspect
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,23 +38,8 @@ from dreamactor_jax import media
 # animate(reference uint8 [H, W, 3], driving uint8 [T, H', W', 3]) -> uint8 [T, H, W, 3]
 AnimateFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-VIDEO_EXTENSIONS = (".npz", ".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif")
-
-
-@contextlib.contextmanager
-def frozen_gc() -> Iterator[None]:
-  """Freezes the objects alive now out of the garbage collector while many media files are read
-  or written: imageio's pyav plugin runs a full `gc.collect()` on every close, which costs 0.1-0.5 s
-  per file once jax/grain/tfds are imported, and ~5 ms with their objects frozen."""
-  if gc.get_freeze_count():  # someone froze already and will unfreeze: leave it to them
-    yield
-    return
-  gc.freeze()
-  try:
-    yield
-  finally:
-    gc.unfreeze()
+IMAGE_EXTENSIONS = media.IMAGE_SUFFIXES
+VIDEO_EXTENSIONS = (".npz",) + media.VIDEO_SUFFIXES
 
 
 def copy_reference(reference: np.ndarray, driving: np.ndarray) -> np.ndarray:
@@ -183,7 +166,7 @@ def animate_triplets(animate: AnimateFn, triplets: str | os.PathLike, out: str |
   With `out`, writes `<name>.npz` (what scores read) and `<name>.mp4`: a results folder.
   """
   videos = {}
-  with frozen_gc():
+  with media.frozen_gc():
     for path in tqdm(find_triplets(triplets), desc="animate", unit="triplet", disable=not progress):
       triplet = load_triplet(path)
       video = videos[triplet.name] = run_animate(animate, triplet)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dreamactor_jax.data import staging
-from dreamactor_jax.data.build import NAME, VideoFolder
+from dreamactor_jax.data.video_folder import NAME, VideoFolder
 from dreamactor_jax.data.keypoints import Pose
 from dreamactor_jax.data.pipeline import BatchPlan, DataConfig, make_index, stage1_dataset
 from dreamactor_jax.data.staging import DataError

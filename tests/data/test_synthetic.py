@@ -1,7 +1,6 @@
 """The synthetic world: determinism, motion/identity independence, keypoints, splits, CLI files."""
 
 import dataclasses
-import gc
 import json
 
 import imageio.v3 as iio
@@ -16,14 +15,6 @@ K = {name: i for i, name in enumerate(BODY_JOINTS)}
 LIMBS = [("r_shoulder", "r_elbow"), ("r_elbow", "r_wrist"), ("l_shoulder", "l_elbow"), ("l_elbow", "l_wrist"),
          ("r_hip", "r_knee"), ("r_knee", "r_ankle"), ("l_hip", "l_knee"), ("l_knee", "l_ankle")]
 SIZE = (64, 80)  # H != W so that a swapped axis shows
-
-
-@pytest.fixture(autouse=True)
-def _frozen_gc():
-  """imageio's pyav plugin runs a full gc.collect() per file; with the suite's imports frozen it is cheap."""
-  gc.freeze()
-  yield
-  gc.unfreeze()
 
 
 def _still_camera(motion: S.Motion) -> S.Motion:

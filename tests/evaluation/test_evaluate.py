@@ -1,7 +1,6 @@
 """The evaluate CLI and hook: synthetic triplets, the copy-reference floor, results folders, user
 triplets, extra metrics, the table, JSON and picture files, and errors at the edge."""
 
-import gc
 import json
 
 import imageio.v3 as iio
@@ -14,14 +13,6 @@ from dreamactor_jax.data import synthetic as S
 from dreamactor_jax.evaluation import animate_triplets, copy_reference, evaluate, load_triplet
 
 FRAMES, SIZE = 5, (32, 48)
-
-
-@pytest.fixture(autouse=True)
-def _frozen_gc():
-  """imageio's pyav plugin runs a full gc.collect() per file; with the suite's imports frozen it is cheap."""
-  gc.freeze()
-  yield
-  gc.unfreeze()
 
 
 @pytest.fixture(scope="module")
