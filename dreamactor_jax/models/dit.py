@@ -1,10 +1,19 @@
 """The Wan2.1 video diffusion transformer in Flax NNX, on channels-last latents (WAN.md, "DiT forward").
 
 One class covers T2V (16 input channels) and I2V (36 = 16 noisy + 4 mask + 16 condition, plus the
-CLIP image branch). The block stack is built with `nnx.vmap` and run with `nnx.scan` (optionally
-rematerialised), so a 40-layer model traces one block. Dtype policy: parameters in
+CLIP image branch). The block stack is built with `nnx.vmap` and run with one `jax.lax.scan`
+(optionally rematerialised), so a 40-layer model traces one block. Dtype policy: parameters in
 `param_dtype`, matmuls in `dtype`, while the residual stream, modulation, norms, RoPE and the
 timestep embedding stay fp32, as the original Wan code does under autocast.
+
+Two options beyond Wan: LoRA adapters on chosen block layers (`lora_*` fields, models/lora.py,
+PAPER.md section 3), and the `motion_cache` attention layout for the DreamActor canvas
+`[B, F, H, 2W, C]` (PAPER.md section 2): the right (motion) half attends only to itself and is run
+once per sample by `encode_motion`, which keeps every layer's self-attention keys and values; each
+denoising step then runs only the left (generated) half, whose queries attend to its own keys plus
+the cached ones. Both passes use the same blocks: a block takes optional extra keys/values and
+returns its own. RoPE positions are those of the full canvas (motion columns start at W/2 tokens),
+so the result equals a full-canvas forward in which motion queries see only motion keys.
 """
 
 from __future__ import annotations
@@ -20,10 +29,14 @@ from flax import nnx
 
 from dreamactor_jax.models.attention import Implementation, attention
 from dreamactor_jax.models.config import ModelConfig
-from dreamactor_jax.models.layers import Dense, LayerNorm, RMSNorm, gelu_exact, gelu_tanh, param
+from dreamactor_jax.models.layers import Dense, LayerNorm, LoRA, RMSNorm, gelu_exact, gelu_tanh, param
+from dreamactor_jax.models.lora import lora_layers
 from dreamactor_jax.models.rope import RopeTables, apply_rope, rope_tables
 
 RematPolicy = Literal["none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"]
+# full: the paper's attention over the whole canvas; motion_cache: see the module docstring.
+AttentionLayout = Literal["full", "motion_cache"]
+KeysValues = tuple[jax.Array, jax.Array]  # self-attention keys and values, each [B, L, N, K]
 
 # Wan's text encoder context is always padded to this many tokens (WAN.md).
 TEXT_LEN = 512
@@ -49,10 +62,35 @@ class DiTConfig(ModelConfig):
   dtype: str = "float32"  # compute dtype of matmuls and attention
   remat: RematPolicy = "none"
   attention: Implementation = "auto"
+  lora_rank: int = 0  # 0: no adapters
+  lora_alpha: float | None = None  # adapter output scaled by alpha / rank; None: alpha = rank
+  lora_targets: tuple[str, ...] = ("ffn",)  # groups of models/lora.py:LORA_GROUPS
+  lora_dtype: str = "float32"  # adapter parameter dtype, fp32 also under a bf16 base
+  layout: AttentionLayout = "full"  # read by the sampler and trainer: whether to use encode_motion
+  motion_timestep: float = 0.0  # timestep at which encode_motion runs the motion half by default
+
+  def __post_init__(self):
+    if isinstance(self.lora_targets, str):  # "ffn,self_attn" from a command line
+      object.__setattr__(self, "lora_targets", tuple(t for t in self.lora_targets.split(",") if t))
+    if self.lora_rank < 0:
+      raise ValueError(f"model.lora_rank={self.lora_rank} must be >= 0 (0: no LoRA)")
+    if self.lora_rank and not self.lora_targets:
+      raise ValueError(f"model.lora_rank={self.lora_rank} needs at least one group in model.lora_targets")
+    lora_layers(self.lora_targets)
+    if self.layout not in ("full", "motion_cache"):
+      raise ValueError(f"model.layout={self.layout!r} is not one of 'full', 'motion_cache'")
 
   @property
   def head_dim(self) -> int:
     return self.dim // self.num_heads
+
+  @property
+  def lora(self) -> LoRA | None:
+    """The adapter shape, or None without LoRA."""
+    if not self.lora_rank:
+      return None
+    alpha = self.lora_rank if self.lora_alpha is None else self.lora_alpha
+    return LoRA(self.lora_rank, alpha, self.lora_dtype)
 
 
 def timestep_sinusoid(timestep: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
@@ -67,9 +105,10 @@ class MLP(nnx.Module):
   """Linear -> activation -> Linear."""
 
   def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, *, activation, names: tuple[str, str, str],
-               dtype, param_dtype, rngs: nnx.Rngs):
-    self.up = Dense(in_dim, hidden_dim, names=names[:2], dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.down = Dense(hidden_dim, out_dim, names=names[1:], dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+               dtype, param_dtype, rngs: nnx.Rngs, lora: LoRA | None = None):
+    self.up = Dense(in_dim, hidden_dim, names=names[:2], dtype=dtype, param_dtype=param_dtype, rngs=rngs, lora=lora)
+    self.down = Dense(hidden_dim, out_dim, names=names[1:], dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+                      lora=lora)
     self.activation = activation
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -81,18 +120,24 @@ class Attention(nnx.Module):
 
   Self-attention when `context` is None (with RoPE), else cross-attention to `context`. With
   `image_dim` set it also attends to image tokens through its own key/value projections and adds
-  that result before the output projection (Wan I2V).
+  that result before the output projection (Wan I2V). `adapted` names the projections
+  (`q`, `k`, `v`, `out`) that get a LoRA.
   """
 
-  def __init__(self, config: DiTConfig, *, image_branch: bool, rngs: nnx.Rngs):
+  def __init__(self, config: DiTConfig, *, image_branch: bool, rngs: nnx.Rngs, adapted: frozenset[str] = frozenset()):
     dim, dtype, pdtype = config.dim, jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
-    dense = lambda names: Dense(dim, dim, names=names, dtype=dtype, param_dtype=pdtype, rngs=rngs)
+
+    def dense(name: str, names: tuple[str, str]) -> Dense:
+      lora = config.lora if name in adapted else None
+      return Dense(dim, dim, names=names, dtype=dtype, param_dtype=pdtype, rngs=rngs, lora=lora)
+
     norm = lambda: RMSNorm(dim, eps=config.eps, param_dtype=pdtype, rngs=rngs, names=("heads",))
-    self.q, self.k, self.v = dense(("embed", "heads")), dense(("embed", "heads")), dense(("embed", "heads"))
-    self.out = dense(("heads", "embed"))
+    self.q, self.k = dense("q", ("embed", "heads")), dense("k", ("embed", "heads"))
+    self.v = dense("v", ("embed", "heads"))
+    self.out = dense("out", ("heads", "embed"))
     self.norm_q, self.norm_k = norm(), norm()
     if image_branch:
-      self.image_k, self.image_v = dense(("embed", "heads")), dense(("embed", "heads"))
+      self.image_k, self.image_v = dense("image_k", ("embed", "heads")), dense("image_v", ("embed", "heads"))
       self.norm_image_k = norm()
     self.image_branch = image_branch
     self.num_heads = config.num_heads
@@ -101,15 +146,26 @@ class Attention(nnx.Module):
   def _heads(self, x: jax.Array) -> jax.Array:
     return x.reshape(*x.shape[:-1], self.num_heads, -1)  # B L (N K) -> B L N K
 
-  def __call__(self, x: jax.Array, *, context: jax.Array | None = None, rope: RopeTables | None = None,
-               image_context: jax.Array | None = None) -> jax.Array:
-    """x `[B, L, D]`; context `[B, Lc, D]`; image_context `[B, Li, D]` -> `[B, L, D]`."""
-    source = x if context is None else context
-    q = self._heads(self.norm_q(self.q(x)))
+  def keys_values(self, source: jax.Array, *, rope: RopeTables | None = None) -> KeysValues:
+    """Keys (RMSNorm, then RoPE when given) and values of `source` `[B, L, D]`: each `[B, L, N, K]`."""
     k = self._heads(self.norm_k(self.k(source)))
-    v = self._heads(self.v(source))
     if rope is not None:
-      q, k = apply_rope(q, rope), apply_rope(k, rope)
+      k = apply_rope(k, rope)
+    return k, self._heads(self.v(source))
+
+  def __call__(self, x: jax.Array, *, context: jax.Array | None = None, rope: RopeTables | None = None,
+               image_context: jax.Array | None = None, keys_values: KeysValues | None = None) -> jax.Array:
+    """x `[B, L, D]`; context `[B, Lc, D]`; image_context `[B, Li, D]` -> `[B, L, D]`.
+
+    Keys and values are `keys_values` (`[B, Lk, N, K]` each) when given, else those of `context`,
+    else those of x (with RoPE).
+    """
+    q = self._heads(self.norm_q(self.q(x)))
+    if rope is not None:
+      q = apply_rope(q, rope)
+    if keys_values is None:
+      keys_values = self.keys_values(x if context is None else context, rope=rope)
+    k, v = keys_values
     out = attention(q, k, v, implementation=self.implementation)
     if self.image_branch:
       image_k = self._heads(self.norm_image_k(self.image_k(image_context)))
@@ -123,28 +179,39 @@ class Block(nnx.Module):
 
   def __init__(self, config: DiTConfig, *, rngs: nnx.Rngs):
     pdtype = jnp.dtype(config.param_dtype)
+    adapted = lora_layers(config.lora_targets) if config.lora_rank else frozenset()
+    within = lambda prefix: frozenset(name.removeprefix(prefix) for name in adapted if name.startswith(prefix))
     self.modulation = param(rngs, lambda key, shape, dtype: jax.random.normal(key, shape, dtype) / config.dim**0.5,
                             (6, config.dim), (None, "embed"), pdtype)
     self.norm_self = LayerNorm(config.dim, eps=config.eps, affine=False, param_dtype=pdtype, rngs=rngs)
-    self.self_attn = Attention(config, image_branch=False, rngs=rngs)
+    self.self_attn = Attention(config, image_branch=False, rngs=rngs, adapted=within("self_attn."))
     self.norm_cross = LayerNorm(config.dim, eps=config.eps, affine=True, param_dtype=pdtype, rngs=rngs)
-    self.cross_attn = Attention(config, image_branch=config.image_dim is not None, rngs=rngs)
+    self.cross_attn = Attention(config, image_branch=config.image_dim is not None, rngs=rngs,
+                                adapted=within("cross_attn."))
     self.norm_ffn = LayerNorm(config.dim, eps=config.eps, affine=False, param_dtype=pdtype, rngs=rngs)
     self.ffn = MLP(config.dim, config.ffn_dim, config.dim, activation=gelu_tanh, names=("embed", "mlp", "embed"),
-                   dtype=jnp.dtype(config.dtype), param_dtype=pdtype, rngs=rngs)
+                   dtype=jnp.dtype(config.dtype), param_dtype=pdtype, rngs=rngs,
+                   lora=config.lora if "ffn.up" in adapted else None)
     self.dtype = jnp.dtype(config.dtype)
 
   def __call__(self, x: jax.Array, *, time_mod: jax.Array, context: jax.Array, rope: RopeTables,
-               image_context: jax.Array | None) -> jax.Array:
-    """x `[B, L, D]` fp32 residual stream; time_mod `[B, 6, D]` fp32 -> `[B, L, D]` fp32."""
+               image_context: jax.Array | None, cached: KeysValues | None = None) -> tuple[jax.Array, KeysValues]:
+    """x `[B, L, D]` fp32 residual stream; time_mod `[B, 6, D]` fp32; rope for x's tokens.
+
+    `cached` keys and values (`[B, Lc, N, K]` each, e.g. the motion cache) are attended to by x's
+    queries beside x's own. Returns the new x `[B, L, D]` fp32 and x's own self-attention keys and
+    values `[B, L, N, K]` (what `encode_motion` caches).
+    """
     shift, scale, gate, ffn_shift, ffn_scale, ffn_gate = jnp.split(
         self.modulation[...].astype(jnp.float32)[None] + time_mod, 6, axis=1)
     h = (self.norm_self(x) * (1 + scale) + shift).astype(self.dtype)
-    x = x + self.self_attn(h, rope=rope).astype(jnp.float32) * gate
+    own = self.self_attn.keys_values(h, rope=rope)
+    keys_values = own if cached is None else tuple(jnp.concatenate(pair, axis=1) for pair in zip(own, cached))
+    x = x + self.self_attn(h, rope=rope, keys_values=keys_values).astype(jnp.float32) * gate
     h = self.norm_cross(x).astype(self.dtype)
     x = x + self.cross_attn(h, context=context, image_context=image_context).astype(jnp.float32)
     h = (self.norm_ffn(x) * (1 + ffn_scale) + ffn_shift).astype(self.dtype)
-    return x + self.ffn(h).astype(jnp.float32) * ffn_gate
+    return x + self.ffn(h).astype(jnp.float32) * ffn_gate, own
 
 
 class ImageEmbedder(nnx.Module):
@@ -163,8 +230,36 @@ class ImageEmbedder(nnx.Module):
     return self.norm_out(self.mlp(self.norm_in(image_tokens).astype(self.dtype))).astype(self.dtype)
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class MotionCache:
+  """Self-attention keys and values of the motion (right) half of the canvas, per layer.
+
+  k, v: `[layers, B, Lm, N, K]` (logical axes layers, batch, tokens, act_heads, kv), after the
+  key RMSNorm and RoPE at the motion half's canvas positions; `grid`: its token grid `(F, H, W)`.
+  """
+
+  k: jax.Array
+  v: jax.Array
+  grid: tuple[int, int, int] = dataclasses.field(metadata=dict(static=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Conditioning:
+  """Per-call inputs every block reads."""
+
+  temb: jax.Array  # B D fp32, for the head
+  time_mod: jax.Array  # B 6 D fp32
+  context: jax.Array  # B Lt D text tokens
+  image_tokens: jax.Array | None  # B Li D CLIP tokens (I2V)
+
+
 class WanDiT(nnx.Module):
-  """Wan2.1 DiT: `model(latents, timestep, text, image_context=None) -> velocity`."""
+  """Wan2.1 DiT: `model(latents, timestep, text, image_context=None) -> velocity`.
+
+  With the `motion_cache` layout: `cache = model.encode_motion(motion_latents, text)` once per
+  sample, then `model(left_latents, timestep, text, motion=cache)` per step (module docstring).
+  """
 
   def __init__(self, config: DiTConfig, *, rngs: nnx.Rngs):
     if config.dim % config.num_heads:
@@ -197,15 +292,55 @@ class WanDiT(nnx.Module):
                       dtype=dtype, param_dtype=pdtype, rngs=rngs)
 
   def __call__(self, latents: jax.Array, timestep: jax.Array, text: jax.Array, *,
-               image_context: jax.Array | None = None) -> jax.Array:
+               image_context: jax.Array | None = None, motion: MotionCache | None = None) -> jax.Array:
     """Predicts the flow velocity.
 
     latents `[B, F, H, W, C_in]`; timestep `[B]` in 0..1000; text `[B, Lt, text_dim]` (UMT5
     states, zero-padded); image_context `[B, Li, image_dim]` CLIP tokens for I2V models.
+    With `motion` (from `encode_motion`), latents are the canvas's left half only; its queries
+    attend to the cached motion keys too, and its RoPE positions are the canvas's left columns.
     Returns `[B, F, H, W, C_out]` fp32.
     """
+    grid = self._check_inputs(latents, image_context)
+    if motion is not None:
+      expected = (self.config.num_layers, latents.shape[0])
+      if motion.grid != grid or motion.k.shape[:2] != expected:
+        raise ValueError(f"latents {latents.shape} (token grid {grid}) do not fit the motion cache of grid "
+                         f"{motion.grid}, shape {motion.k.shape}: the canvas halves must be equally large and the "
+                         f"cache must hold [num_layers={expected[0]}, B={expected[1]}, ...]")
+    conditioning = self._conditioning(timestep, text, image_context)
+    rope = rope_tables(grid, self.config.head_dim, theta=self.config.rope_theta)
+    cached = None if motion is None else (motion.k, motion.v)
+    x, _ = self._run_blocks(self._patchify(latents), conditioning, rope, cached=cached, collect=False)
+
+    shift, scale = jnp.split(self.head_modulation[...].astype(jnp.float32)[None] + conditioning.temb[:, None], 2,
+                             axis=1)
+    x = (self.norm_out(x) * (1 + scale) + shift).astype(jnp.dtype(self.config.dtype))
+    return self._unpatchify(self.head(x).astype(jnp.float32), grid)
+
+  def encode_motion(self, motion_latents: jax.Array, text: jax.Array, *, timestep: jax.Array | None = None,
+                    image_context: jax.Array | None = None) -> MotionCache:
+    """Runs the canvas's motion (right) half alone and caches every layer's self-attention keys/values.
+
+    motion_latents `[B, F, H, W, C_in]`: the right half of the DiT input, by default the clean
+    driving latents as the noisy channels (mask 1, condition = driving latents); timestep `[B]`
+    (default `model.motion_timestep` for all); text and image_context as in `__call__` (batch the
+    unconditional prompt in too when sampling with guidance). Its RoPE positions are the canvas's
+    right columns, W/2 tokens on. Returns the `MotionCache` for `__call__(left_latents, ...,
+    motion=cache)`; the motion half's own output is never computed.
+    """
+    grid = self._check_inputs(motion_latents, image_context)
+    if timestep is None:
+      timestep = jnp.full((motion_latents.shape[0],), self.config.motion_timestep, jnp.float32)
+    conditioning = self._conditioning(timestep, text, image_context)
+    rope = rope_tables(grid, self.config.head_dim, theta=self.config.rope_theta, offset=(0, 0, grid[2]))
+    _, (k, v) = self._run_blocks(self._patchify(motion_latents), conditioning, rope, cached=None, collect=True)
+    return MotionCache(k, v, grid)
+
+  def _check_inputs(self, latents: jax.Array, image_context: jax.Array | None) -> tuple[int, int, int]:
+    """Validates latents `[B, F, H, W, C_in]` and the image branch; returns the token grid (F, H, W)."""
     config = self.config
-    batch, frames, height, width, channels = latents.shape
+    _, frames, height, width, channels = latents.shape
     pt, ph, pw = config.patch_size
     if channels != config.in_channels or frames % pt or height % ph or width % pw:
       raise ValueError(f"latents {latents.shape} must be [B, F, H, W, {config.in_channels}] with F, H, W "
@@ -213,26 +348,36 @@ class WanDiT(nnx.Module):
     if (self.image_embed is None) != (image_context is None):
       raise ValueError(f"image_context (CLIP tokens [B, Li, image_dim]) is needed exactly when model.image_dim "
                        f"is set; image_dim={config.image_dim}, got {None if image_context is None else image_context.shape}")
-    grid = (frames // pt, height // ph, width // pw)
-    tokens = self._patchify(latents)
+    return frames // pt, height // ph, width // pw
 
+  def _conditioning(self, timestep: jax.Array, text: jax.Array, image_context: jax.Array | None) -> _Conditioning:
+    config = self.config
     temb = self.time_embed(timestep_sinusoid(timestep, config.freq_dim))  # B D fp32
-    time_mod = self.time_proj(jax.nn.silu(temb)).reshape(batch, 6, config.dim)
-    context = self.text_embed(text)
+    time_mod = self.time_proj(jax.nn.silu(temb)).reshape(timestep.shape[0], 6, config.dim)
     image_tokens = self.image_embed(image_context) if self.image_embed is not None else None
-    rope = rope_tables(grid, config.head_dim, theta=config.rope_theta)
+    return _Conditioning(temb, time_mod, self.text_embed(text), image_tokens)
 
-    def apply_block(block: Block, x: jax.Array) -> jax.Array:
-      return block(x, time_mod=time_mod, context=context, rope=rope, image_context=image_tokens)
+  def _run_blocks(self, tokens: jax.Array, conditioning: _Conditioning, rope: RopeTables, *,
+                  cached: KeysValues | None, collect: bool) -> tuple[jax.Array, KeysValues | None]:
+    """Scans the blocks over tokens `[B, L, D]` fp32.
 
-    if config.remat != "none":
-      policy = None if config.remat == "full" else getattr(jax.checkpoint_policies, config.remat)
-      apply_block = nnx.remat(apply_block, policy=policy, prevent_cse=False)
-    x = nnx.scan(apply_block, in_axes=(0, nnx.Carry), out_axes=nnx.Carry)(self.blocks, tokens)
+    `cached`: per-layer keys/values `[layers, B, Lc, N, K]` the queries also attend to. Returns the
+    tokens and, when `collect`, every layer's own keys/values `[layers, B, L, N, K]` (else None).
+    """
+    # A plain jax.lax.scan over the split stack (not nnx.scan): it accepts parameters of any trace
+    # level, e.g. `jax.grad` of the adapters alone with the frozen base closed over.
+    graphdef, stacked = nnx.split(self.blocks)
 
-    shift, scale = jnp.split(self.head_modulation[...].astype(jnp.float32)[None] + temb[:, None], 2, axis=1)
-    x = (self.norm_out(x) * (1 + scale) + shift).astype(jnp.dtype(config.dtype))
-    return self._unpatchify(self.head(x).astype(jnp.float32), grid)
+    def apply_block(x: jax.Array, layer) -> tuple[jax.Array, KeysValues | None]:
+      params, layer_cached = layer
+      x, own = nnx.merge(graphdef, params)(x, time_mod=conditioning.time_mod, context=conditioning.context,
+                                           rope=rope, image_context=conditioning.image_tokens, cached=layer_cached)
+      return x, (own if collect else None)
+
+    if self.config.remat != "none":
+      policy = None if self.config.remat == "full" else getattr(jax.checkpoint_policies, self.config.remat)
+      apply_block = jax.checkpoint(apply_block, policy=policy, prevent_cse=False)
+    return jax.lax.scan(apply_block, tokens, (stacked, cached))
 
   def _patchify(self, latents: jax.Array) -> jax.Array:
     """`[B, F, H, W, C] -> [B, L, D]` fp32: the stride-equals-kernel Conv3d as one matmul."""

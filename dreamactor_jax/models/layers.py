@@ -8,6 +8,7 @@ Sharding is applied by the caller (jit with out_shardings), never eagerly at cre
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -17,31 +18,62 @@ from flax import nnx
 AxisNames = tuple[str | None, ...]
 
 
-def param(rngs: nnx.Rngs, init, shape: Sequence[int], names: AxisNames, dtype) -> nnx.Param:
-  """A parameter initialised by `init(key, shape, dtype)` and tagged with logical axis names."""
+def param(rngs: nnx.Rngs, init, shape: Sequence[int], names: AxisNames, dtype,
+          variable_type: type[nnx.Param] = nnx.Param) -> nnx.Param:
+  """A parameter initialised by `init(key, shape, dtype)` and tagged with logical axis names.
+
+  `variable_type` is `nnx.Param` or a subclass (`nnx.LoRAParam` for the low-rank adapters, so
+  filters can tell trainable adapters from the frozen base).
+  """
   if len(names) != len(shape):
     raise ValueError(f"axis names {names} do not match shape {tuple(shape)}")
-  return nnx.Param(init(rngs.params(), tuple(shape), dtype), out_sharding=names, eager_sharding=False)
+  return variable_type(init(rngs.params(), tuple(shape), dtype), out_sharding=names, eager_sharding=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoRA:
+  """A low-rank adapter's shape: `y += (x @ a) @ b * alpha / rank`, `a [in, rank]`, `b [rank, out]`."""
+
+  rank: int
+  alpha: float
+  param_dtype: str = "float32"
+
+  @property
+  def scale(self) -> float:
+    return self.alpha / self.rank
 
 
 class Dense(nnx.Module):
-  """`y = x @ kernel + bias` with kernel `[in, out]` (PyTorch Linear transposed).
+  """`y = x @ kernel + bias` with kernel `[in, out]` (PyTorch Linear transposed), optionally plus a LoRA.
 
-  Computes in `dtype` (the compute dtype) whatever the parameter dtype is.
+  Computes in `dtype` (the compute dtype) whatever the parameter dtype is. With `lora`, the adapter
+  `lora_a [in, rank]`, `lora_b [rank, out]` (both `nnx.LoRAParam`) adds `(x @ a) @ b * alpha / rank`;
+  `b` starts at zero, so a fresh adapter leaves the layer unchanged.
   """
 
   def __init__(self, in_features: int, out_features: int, *, names: AxisNames, dtype, param_dtype,
-               rngs: nnx.Rngs, use_bias: bool = True):
+               rngs: nnx.Rngs, use_bias: bool = True, lora: LoRA | None = None):
     scale = 1.0 / in_features
     self.kernel = param(rngs, nnx.initializers.variance_scaling(scale, "fan_in", "uniform", in_axis=0),
                         (in_features, out_features), names, param_dtype)
     self.bias = param(rngs, nnx.initializers.zeros, (out_features,), names[-1:], param_dtype) if use_bias else None
+    # a: uniform with bound 1/sqrt(in), as PEFT's kaiming_uniform(a=sqrt(5)); b: zero.
+    lora_init = nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform", in_axis=0)
+    self.lora_a = param(rngs, lora_init, (in_features, lora.rank), (names[0], "lora"), jnp.dtype(lora.param_dtype),
+                        nnx.LoRAParam) if lora else None
+    self.lora_b = param(rngs, nnx.initializers.zeros, (lora.rank, out_features), ("lora", names[1]),
+                        jnp.dtype(lora.param_dtype), nnx.LoRAParam) if lora else None
+    self.lora_scale = lora.scale if lora else 0.0
     self.dtype = dtype
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    x = x.astype(self.dtype)
+    y = jnp.dot(x, self.kernel[...].astype(self.dtype))
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
+    if self.lora_a is not None:
+      down = jnp.dot(x, self.lora_a[...].astype(self.dtype))
+      y = y + jnp.dot(down, self.lora_b[...].astype(self.dtype)) * jnp.asarray(self.lora_scale, self.dtype)
     return y
 
 
