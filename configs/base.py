@@ -31,6 +31,17 @@ def get_config(arg: str = "wan2.1-t2v-1.3b") -> ml_collections.ConfigDict:
       dtype="float32",  # compute dtype: "bfloat16" on accelerators
       remat="none",  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
       attention="auto",  # auto | xla | cudnn | blockwise
+      # --- LoRA (models/lora.py; PAPER.md section 3: rank 256 on the feed-forward layers, base frozen) ---
+      lora_rank=0,  # 0: no adapters; the paper trains rank 256
+      lora_alpha=ml_collections.FieldReference(None, field_type=float),  # scale alpha / rank; None: alpha = rank
+      lora_targets=("ffn",),  # groups: ffn, self_attn, cross_attn_q, cross_attn_out; the text branch never
+      lora_dtype="float32",  # adapter parameter dtype: fp32 also under a bf16 base, for the optimizer
+      # --- Attention layout over the canvas (models/dit.py) ---
+      # full: the paper's attention over the whole [F, H, 2W] canvas. motion_cache: the motion (right)
+      # half attends only to itself and runs once per sample (WanDiT.encode_motion), its keys/values
+      # cached per layer; each step runs only the left half: about half the FLOPs of full per step.
+      layout="full",
+      motion_timestep=0.0,  # timestep of that motion pass (0: the clean driving latents as "noisy" input)
   ))
   config.model.update(MODELS[arg])
 

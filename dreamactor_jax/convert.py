@@ -3,6 +3,7 @@
   python -m dreamactor_jax.convert dit --src Wan2.1-T2V-1.3B-Diffusers/transformer --out ckpt/t2v-1.3b
   python -m dreamactor_jax.convert dit --src Wan2.1-T2V-14B --out ckpt/t2v-14b --dtype bf16
   python -m dreamactor_jax.convert export-dit --src ckpt/t2v-1.3b --out exported --layout original
+  python -m dreamactor_jax.convert export-dit --src ckpt/t2v-1.3b --lora runs/stage1/lora --out stage1-merged
   python -m dreamactor_jax.convert vae --src Wan2.1-T2V-1.3B/Wan2.1_VAE.pth --out ckpt/vae
   python -m dreamactor_jax.convert t5 --src Wan2.1-T2V-1.3B/models_t5_umt5-xxl-enc-bf16.pth --out ckpt/umt5 --dtype bf16
   python -m dreamactor_jax.convert clip --src Wan2.1-I2V-14B-480P/models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth --out ckpt/clip
@@ -27,6 +28,7 @@ from dreamactor_jax.checkpoints.orbax_model import load_dit
 from dreamactor_jax.checkpoints.tensor_files import CheckpointError
 from dreamactor_jax.models.dit import DiTConfig, WanDiT, expand_input_channels
 from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
+from dreamactor_jax.models.lora import merge_lora
 from dreamactor_jax.models.text_encoder import UMT5Config, UMT5Encoder
 from dreamactor_jax.models.vae import VAEConfig, WanVAE
 
@@ -90,10 +92,14 @@ def convert_dit(src: str | os.PathLike, out: str | os.PathLike, *, dtype: str = 
 
 
 def export_dit(src: str | os.PathLike, out: str | os.PathLike, *, layout: str = "diffusers",
-               dtype: str = "float32") -> Path:
-  """Writes an Orbax DiT folder (from `convert dit` or training) as a PyTorch checkpoint folder."""
-  model, config = load_dit(src)
-  return dit_torch.export_torch_dit(model_params(model), config, out, layout=layout, dtype=DTYPES[dtype],
+               dtype: str = "float32", lora: str | os.PathLike | None = None) -> Path:
+  """Writes an Orbax DiT folder (from `convert dit` or training) as a PyTorch checkpoint folder.
+
+  LoRA adapters (held by `src`, or a `save_lora` folder `lora` over the base `src`) are merged into
+  the kernels first, so the export is a plain Wan2.1 DiT computing the adapted function.
+  """
+  model = merge_lora(load_dit(src, lora=lora)[0])
+  return dit_torch.export_torch_dit(model_params(model), model.config, out, layout=layout, dtype=DTYPES[dtype],
                                     progress=True)
 
 
@@ -123,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     family.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="parameter dtype to store")
   export = commands.add_parser("export-dit", help="Orbax DiT folder -> PyTorch safetensors + config.json")
   export.add_argument("--src", required=True, help="folder written by `convert dit` or by training")
+  export.add_argument("--lora", default=None,
+                      help="folder of LoRA adapters alone (training's save_lora) to merge over --src; adapters "
+                           "saved inside --src are merged anyway")
   export.add_argument("--out", required=True, help="output folder")
   export.add_argument("--layout", choices=["diffusers", "original"], default="diffusers",
                       help="tensor names of diffusers' WanTransformer3DModel or of the original Wan code")
@@ -134,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                            in_channels=args.in_channels)
       print(f"wrote {args.out}: {config}")
     elif args.command == "export-dit":
-      print(f"wrote {export_dit(args.src, args.out, layout=args.layout, dtype=args.dtype)}")
+      print(f"wrote {export_dit(args.src, args.out, layout=args.layout, dtype=args.dtype, lora=args.lora)}")
     else:
       print(f"wrote {args.out}: {convert_to_orbax(args.command, args.src, args.out, dtype=args.dtype)}")
   except CheckpointError as e:

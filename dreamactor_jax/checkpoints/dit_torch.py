@@ -60,7 +60,13 @@ def export_config(config: DiTConfig, layout: Layout) -> dict:
 
 def export_torch_dit(params: Mapping[str, np.ndarray | jax.Array], config: DiTConfig, out: str | os.PathLike, *,
                      layout: Layout = "diffusers", dtype: str = "float32", progress: bool = False) -> Path:
-  """Writes our parameters as a PyTorch checkpoint folder: one safetensors file plus config.json."""
+  """Writes our parameters as a PyTorch checkpoint folder: one safetensors file plus config.json.
+
+  A model with LoRA adapters is exported merged: `merge_lora(model)` first (`convert export-dit` does).
+  """
+  if config.lora_rank:
+    raise ValueError(f"export_torch_dit takes a plain model; this config has lora_rank={config.lora_rank}: "
+                     "export model_params(merge_lora(model)) and its config")
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   specs = dit_keys.tensor_specs(config, layout, list(params))

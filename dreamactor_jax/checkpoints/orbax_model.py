@@ -1,7 +1,9 @@
 """Our own model checkpoints: an Orbax parameter tree plus config.json, in one folder.
 
 Works for every model whose class is built as `Model(config, rngs=...)` from a config dataclass
-with `from_mapping`/`to_dict` (the DiT, the VAE, UMT5, CLIP).
+with `from_mapping`/`to_dict` (the DiT, the VAE, UMT5, CLIP). LoRA-aware: a folder may hold a
+model with its adapters, a base model to which fresh adapters are added on load, or (`save_lora`)
+adapters alone, restored on top of a base folder.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from flax import nnx
 from dreamactor_jax.checkpoints.model_state import abstract_params, flatten, merge_params, unflatten
 from dreamactor_jax.checkpoints.tensor_files import CheckpointError
 from dreamactor_jax.models.dit import DiTConfig, WanDiT
+from dreamactor_jax.models.lora import init_lora_params, lora_params
 
 
 def save_model(out: str | os.PathLike, params: Mapping[str, np.ndarray | jax.Array], config) -> Path:
@@ -44,25 +47,72 @@ def load_config(ckpt: str | os.PathLike, config_class):
     raise CheckpointError(f"{path}: not a {config_class.__name__} ({e})") from None
 
 
-def load_model(ckpt: str | os.PathLike, model_class, config_class, *, dtype: str | None = None, **overrides):
-  """Restores `(model, config)` from `save_model`'s folder; `dtype` recasts the parameters,
-  `overrides` set runtime fields of the config (compute dtype, remat, attention, ...)."""
-  config = load_config(ckpt, config_class)
-  config = config_class.from_mapping({**config.to_dict(), **overrides, **({"param_dtype": dtype} if dtype else {})})
-  graphdef, state, shapes = abstract_params(lambda: model_class(config, rngs=nnx.Rngs(0)))
+def _stored_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+  with ocp.StandardCheckpointer() as checkpointer:
+    stored = checkpointer.metadata(folder.absolute() / "params")
+  return {k: tuple(v.shape) for k, v in flatten(dict(stored.item_metadata.tree)).items()}
+
+
+def _restore(folder: Path, shapes: Mapping[str, jax.ShapeDtypeStruct], what: str) -> dict[str, jax.Array]:
+  """The flat parameters of `folder/params`, which must be exactly `shapes` (cast to their dtypes)."""
+  stored = _stored_shapes(folder)
+  expected = {k: tuple(v.shape) for k, v in shapes.items()}
+  if stored != expected:
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(stored) if expected[k] != stored[k])
+    raise CheckpointError(f"{folder}: params do not match {what}: missing {missing}, unexpected {unexpected}, "
+                          f"wrong shape {wrong}")
   target = unflatten({k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in shapes.items()})
   with ocp.StandardCheckpointer() as checkpointer:
-    stored = checkpointer.metadata(Path(ckpt).absolute() / "params")
-    stored_shapes = {k: tuple(v.shape) for k, v in flatten(dict(stored.item_metadata.tree)).items()}
-    expected = {k: tuple(v.shape) for k, v in shapes.items()}
-    if stored_shapes != expected:
-      missing = sorted(set(expected) - set(stored_shapes))
-      unexpected = sorted(set(stored_shapes) - set(expected))
-      wrong = sorted(k for k in set(expected) & set(stored_shapes) if expected[k] != stored_shapes[k])
-      raise CheckpointError(f"{ckpt}: params do not match config.json: missing {missing}, unexpected "
-                            f"{unexpected}, wrong shape {wrong}")
-    params = checkpointer.restore(Path(ckpt).absolute() / "params", target)
-  return merge_params(graphdef, state, flatten(params)), config
+    return flatten(checkpointer.restore(folder.absolute() / "params", target))
+
+
+def load_model(ckpt: str | os.PathLike, model_class, config_class, *, dtype: str | None = None,
+               lora: str | os.PathLike | None = None, lora_seed: int = 0, **overrides):
+  """Restores `(model, config)` from `save_model`'s folder; `dtype` recasts the parameters,
+  `overrides` set runtime fields of the config (compute dtype, remat, attention, ...).
+
+  LoRA (models with `nnx.LoRAParam` adapters: the DiT): a folder saved with adapters restores
+  them; `lora_rank=r` (and `lora_alpha`, `lora_targets`, `lora_dtype`) on a folder without adapters
+  adds fresh ones (B zero, A drawn from `lora_seed`: the function is unchanged); `lora=folder`
+  takes the adapters and their `lora_*` config from a `save_lora` folder, the base from `ckpt`.
+  """
+  ckpt = Path(ckpt)
+  config = load_config(ckpt, config_class)
+  stored = _stored_shapes(ckpt)
+  if stored and all(k.endswith((".lora_a", ".lora_b")) for k in stored):
+    raise CheckpointError(f"{ckpt} holds only LoRA adapters (save_lora); load it as load_dit(base_folder, lora=...)")
+  stored_rank = getattr(config, "lora_rank", 0)
+  lora_overrides = sorted(k for k in overrides if k.startswith("lora_"))
+  if stored_rank and (lora_overrides or lora is not None):
+    raise CheckpointError(f"{ckpt} holds LoRA adapters (lora_rank={stored_rank} in its config.json); load it without "
+                          f"{'lora=' if lora is not None else ', '.join(lora_overrides)}, then merge_lora() for a "
+                          "plain model")
+  values = config.to_dict()
+  if lora is not None:
+    lora = Path(lora)
+    values.update({k: v for k, v in load_config(lora, config_class).to_dict().items() if k.startswith("lora_")})
+  config = config_class.from_mapping({**values, **overrides, **({"param_dtype": dtype} if dtype else {})})
+  graphdef, state, shapes = abstract_params(lambda: model_class(config, rngs=nnx.Rngs(0)))
+  adapters = set(flatten(nnx.to_pure_dict(nnx.filter_state(state, nnx.LoRAParam))))
+  base_shapes = {k: v for k, v in shapes.items() if k not in adapters}
+  if lora is not None:
+    params = {**_restore(ckpt, base_shapes, "the base model"),
+              **_restore(lora, {k: shapes[k] for k in adapters}, f"the adapters of {config_class.__name__}")}
+  elif adapters and not adapters & set(stored):
+    params = {**_restore(ckpt, base_shapes, "config.json"), **init_lora_params(model_class, config, seed=lora_seed)}
+  else:
+    params = _restore(ckpt, shapes, "config.json")
+  return merge_params(graphdef, state, params), config
+
+
+def save_lora(out: str | os.PathLike, model) -> Path:
+  """Writes only the adapters of a LoRA model (and its config.json): `load_dit(base, lora=out)` reads them."""
+  adapters = lora_params(model)
+  if not adapters:
+    raise ValueError("save_lora: the model has no LoRA adapters (lora_rank=0)")
+  return save_model(out, adapters, model.config)
 
 
 load_dit = functools.partial(load_model, model_class=WanDiT, config_class=DiTConfig)

@@ -59,9 +59,9 @@ def masked_full_forward(model: WanDiT, canvas, timestep, text, image_context, mo
   return out[:, :, :, :HALF]
 
 
-@pytest.mark.parametrize("variant", ["t2v", "i2v"])
-def test_matches_masked_full_canvas_under_jit(variant, monkeypatch):
-  model = make_model(variant)
+@pytest.mark.parametrize("variant, implementation", [("t2v", "blockwise"), ("i2v", "auto")])
+def test_matches_masked_full_canvas_under_jit(variant, implementation, monkeypatch):
+  model = make_model(variant, attention=implementation)  # blockwise: query and key lengths differ
   inputs = make_inputs(model.config)
   graphdef, state = nnx.split(model)
   jitted = jax.jit(lambda state, inputs: motion_cache_forward(nnx.merge(graphdef, state), **inputs))
