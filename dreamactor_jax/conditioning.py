@@ -3,6 +3,13 @@
 The canvas (`animation.build_canvas`) goes through the frozen VAE into condition latents, its pixel
 mask is packed to Wan I2V's 4 latent channels, and for I2V-shaped models (an image branch) the
 reference image goes through CLIP. `animation.dit_input` then stacks them with the noisy latents.
+
+Given positions. With the loss on the generated region (the default), the noisy latents the DiT
+reads hold the clean condition latents wherever the canvas is given (the reference frame, the
+motion half), in training and at every sampling step alike (`model_latents`): the model never has
+to denoise what it is given, nothing unsupervised drifts during sampling, and the motion half is
+treated as in the motion_cache layout (clean). With the loss on the whole canvas, every position is
+noised and denoised, as in Wan I2V.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from dreamactor_jax.animation import Canvas, pack_mask
+from dreamactor_jax.animation import Canvas, LossRegion, dit_input, generated_region, pack_mask, split_halves
 from dreamactor_jax.models.image_encoder import CLIPVisionEncoder, preprocess
 from dreamactor_jax.models.vae import WanVAE
 
@@ -39,6 +46,26 @@ def decode_latents(vae: WanVAE, latents: jax.Array) -> jax.Array:
 def encode_canvas(vae: WanVAE, canvas: Canvas) -> CanvasLatents:
   """The canvas video and mask at latent resolution."""
   return CanvasLatents(condition=encode_video(vae, canvas.video), mask=pack_mask(canvas.mask).astype(jnp.float32))
+
+
+def model_latents(noisy: jax.Array, latents: CanvasLatents, region: LossRegion) -> jax.Array:
+  """The noisy latents `[B, F, h, w, z]` as the DiT reads them: given positions clean when `region`
+  is "generated" (module docstring), unchanged when it is "canvas"."""
+  if region == "canvas":
+    return noisy
+  given = generated_region(latents.mask) == 0
+  return jnp.where(given[..., None], latents.condition.astype(noisy.dtype), noisy)
+
+
+def split_for_motion_cache(latents: CanvasLatents) -> tuple[CanvasLatents, jax.Array]:
+  """The motion_cache layout's two inputs: the left half's condition and mask (`[B, F, h, w, .]`,
+  stacked with the noisy latents at every step) and the motion half's DiT input `[B, F, h, w, 36]`
+  for `WanDiT.encode_motion`: the clean driving latents as the "noisy" channels, mask 1, condition =
+  the driving latents (computed once per sample, at `model.motion_timestep`)."""
+  left_condition, motion_condition = split_halves(latents.condition)
+  left_mask, motion_mask = split_halves(latents.mask)
+  return (CanvasLatents(condition=left_condition, mask=left_mask),
+          dit_input(motion_condition, motion_mask, motion_condition))
 
 
 def reference_tokens(clip: CLIPVisionEncoder | None, reference: jax.Array) -> jax.Array | None:

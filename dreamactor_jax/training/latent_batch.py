@@ -24,13 +24,12 @@ from dreamactor_jax.models.vae import WanVAE
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class LatentBatch:
-  """target, condition `[B, F, h, 2w, z]`; mask `[B, F, h, 2w, 4]`; weight `[B, F, h, 2w]` (loss
-  region); text `[B, Lt, text_dim]`; image `[B, 257, 1280]` CLIP tokens or None."""
+  """target, condition `[B, F, h, 2w, z]`; mask `[B, F, h, 2w, 4]`; text `[B, Lt, text_dim]`;
+  image `[B, 257, 1280]` CLIP tokens or None."""
 
   target: jax.Array
   condition: jax.Array
   mask: jax.Array
-  weight: jax.Array
   text: jax.Array
   image: jax.Array | None
 
@@ -42,8 +41,7 @@ def to_unit(frames: jax.Array) -> jax.Array:
 
 def prepare_batch(vae: WanVAE, clip: CLIPVisionEncoder | None, batch: Mapping[str, jax.Array], key: jax.Array, *,
                   null_text: jax.Array, given_frames: int = 1, start_seconds: float = 1.0,
-                  blank: float = animation.BLANK, loss_region: animation.LossRegion = "generated",
-                  text_dropout: float = 0.0) -> LatentBatch:
+                  blank: float = animation.BLANK, text_dropout: float = 0.0) -> LatentBatch:
   """Encodes a data batch: video, driving `[B, T, H, W, 3]` uint8, reference `[B, H, W, 3]` uint8,
   text `[B, Lt, D]`, fps `[B]`. `null_text` `[Lt, D]` is the embedding of the unconditional prompt.
   `given_frames` (static) left frames are given: the reference, then the clip's frames 1..k-1."""
@@ -57,6 +55,4 @@ def prepare_batch(vae: WanVAE, clip: CLIPVisionEncoder | None, batch: Mapping[st
   mask = animation.pack_mask(canvas.mask).astype(jnp.float32)
   drop = jax.random.bernoulli(key, text_dropout, (video.shape[0],))
   text = jnp.where(drop[:, None, None], null_text[None].astype(batch["text"].dtype), batch["text"])
-  return LatentBatch(target=target, condition=condition, mask=mask,
-                     weight=animation.loss_weight(mask, loss_region), text=text,
-                     image=reference_tokens(clip, reference))
+  return LatentBatch(target=target, condition=condition, mask=mask, text=text, image=reference_tokens(clip, reference))

@@ -20,7 +20,7 @@ def vae():
   return numpy_random_model(lambda: WanVAE(TINY_VAE, rngs=nnx.Rngs(0)))
 
 
-@nnx.jit(static_argnames=("given_frames", "start_seconds", "loss_region", "text_dropout"))
+@nnx.jit(static_argnames=("given_frames", "start_seconds", "text_dropout"))
 def prepare(vae, batch, key, null_text, **options):
   return prepare_batch(vae, None, batch, key, null_text=null_text, **options)
 
@@ -50,10 +50,10 @@ def test_latents_are_the_canvas_and_target_encoded(vae):
   np.testing.assert_allclose(out.condition, expected_condition, atol=2e-5)
   np.testing.assert_allclose(out.target, expected_target, atol=2e-5)
   assert out.condition.shape == (2, 2, 2, 8, 16) and out.mask.shape == (2, 2, 2, 8, 4)
-  # generated = left half of latent frame 1 only
-  np.testing.assert_array_equal(out.weight[:, 0], 0.0)
-  np.testing.assert_array_equal(out.weight[:, 1, :, :4], 1.0)
-  np.testing.assert_array_equal(out.weight[:, 1, :, 4:], 0.0)
+  # given: latent frame 0 and the motion half
+  np.testing.assert_array_equal(out.mask[:, 0], 1.0)
+  np.testing.assert_array_equal(out.mask[:, 1, :, :4], 0.0)
+  np.testing.assert_array_equal(out.mask[:, 1, :, 4:], 1.0)
   np.testing.assert_array_equal(out.text, batch["text"])
   assert out.image is None
 
@@ -62,9 +62,7 @@ def test_given_frames_and_text_dropout(vae):
   # All 5 frames given and no start transition: the condition canvas is the target canvas.
   batch = data_batch(1)
   null = jnp.full((7, 6), -3.0)
-  out = prepare(vae, batch, jax.random.key(0), null, given_frames=5, text_dropout=1.0, start_seconds=0.0,
-                loss_region="canvas")
+  out = prepare(vae, batch, jax.random.key(0), null, given_frames=5, text_dropout=1.0, start_seconds=0.0)
   np.testing.assert_array_equal(out.text, np.broadcast_to(null, (2, 7, 6)))
-  np.testing.assert_array_equal(out.weight, 1.0)
   np.testing.assert_array_equal(out.mask, 1.0)
   np.testing.assert_allclose(out.condition, out.target, atol=1e-6)

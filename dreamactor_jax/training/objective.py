@@ -1,0 +1,55 @@
+"""The training objective of both stages: flow matching on the in-context canvas (PAPER.md 2-5).
+
+Noise levels are drawn per sample (`diffusion.sample_training_sigmas`), the DiT reads
+`[noisy, mask, condition]` (`animation.dit_input`, given positions clean: `conditioning.model_latents`)
+and the loss is the weighted MSE of the velocity over the loss region (the generated left half by
+default, or the whole canvas). In the `motion_cache` layout the motion half is encoded once
+(`WanDiT.encode_motion`) and only the left half is noised and predicted, as at sampling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import jax
+
+from dreamactor_jax import animation, diffusion
+from dreamactor_jax.conditioning import CanvasLatents, model_latents, split_for_motion_cache
+from dreamactor_jax.models.dit import WanDiT
+from dreamactor_jax.training.latent_batch import LatentBatch
+
+Layout = Literal["full", "motion_cache"]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LossAux:
+  """Per-sample loss `[B]` and noise level `[B]`, for loss-by-noise-level metrics."""
+
+  per_sample: jax.Array
+  sigma: jax.Array
+
+
+def animation_loss(model: WanDiT, batch: LatentBatch, key: jax.Array, *, sigmas: Mapping[str, Any],
+                   region: animation.LossRegion = "generated", layout: Layout = "full") -> tuple[jax.Array, LossAux]:
+  """Flow-matching loss of `model` on a `LatentBatch`; `sigmas` are `sample_training_sigmas` options."""
+  sigma_key, noise_key = jax.random.split(key)
+  sigma = diffusion.sample_training_sigmas(sigma_key, batch.target.shape[0], **sigmas)
+  latents = CanvasLatents(condition=batch.condition, mask=batch.mask)
+  target, weight, motion = batch.target, animation.loss_weight(batch.mask, region), None
+  if layout == "motion_cache":
+    latents, motion_input = split_for_motion_cache(latents)
+    target, weight = animation.left_half(target), animation.left_half(weight)
+    motion = model.encode_motion(motion_input, batch.text, image_context=batch.image)
+  elif layout != "full":
+    raise ValueError(f"model.layout={layout!r}; expected 'full' or 'motion_cache'")
+
+  def predict_velocity(noisy: jax.Array, timestep: jax.Array) -> jax.Array:
+    return model(animation.dit_input(model_latents(noisy, latents, region), latents.mask, latents.condition),
+                 timestep, batch.text, image_context=batch.image, motion=motion)
+
+  noise = jax.random.normal(noise_key, target.shape, target.dtype)
+  loss = diffusion.flow_matching_loss(predict_velocity, target, noise, sigma, weight)
+  return loss.loss, LossAux(per_sample=loss.per_sample, sigma=sigma)
