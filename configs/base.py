@@ -52,7 +52,6 @@ def get_config(arg: str = "wan2.1-t2v-1.3b") -> ml_collections.ConfigDict:
       start_seconds=1.0,
       fit_frames="pad",  # pad | error: lead-in + driving frames must be 1 + 4k; pad lengthens the lead-in (<= 3)
       blank=0.0,  # pixel value (-1..1) of the empty left half, blank motion frames and reference padding
-      given_frames=1,  # left frames given in training: 1 = the reference image (paper); 1 + 4m also trains continuation
       segment_frames=81,  # long videos: frames per segment (1 + 4k)
       overlap_frames=5,  # frames each later segment continues from (given); 1 + 4m fills whole latent frames
       loss_region="generated",  # generated | canvas: where the flow-matching loss is taken
@@ -103,4 +102,45 @@ def get_config(arg: str = "wan2.1-t2v-1.3b") -> ml_collections.ConfigDict:
   ))
   if arg == "tiny":
     config.data.update(num_frames=9, frame_stride=1, buckets=((64, 64), (48, 80), (80, 48)))
+
+  # ---- Training (train.py, dreamactor_jax/training; PAPER.md sections 3-6) ----
+  config.stage = 1  # 1: pose-driven (stage-1 data, rendered skeletons) | 2: RGB-driven (bootstrap triplets)
+  config.init = ml_collections.ConfigDict(dict(
+      dit="",  # Orbax DiT folder (`convert dit`; `--in-channels 36` from T2V); "": random init (tiny models)
+      lora="",  # adapters to continue from (`save_lora` folder, e.g. stage 1's for stage 2); "": fresh ones
+      vae="",  # Orbax VAE folder (`convert vae`, or a codec trained with the demo recipe)
+      clip="",  # Orbax CLIP folder, needed when the DiT has an image branch (I2V)
+      prompt_cache="",  # PromptCache file holding every caption and the negative prompt; "": no text (zeros)
+  ))
+  config.optimizer = ml_collections.ConfigDict(dict(
+      learning_rate=5e-5,  # PAPER.md 6
+      weight_decay=0.01,  # PAPER.md 6
+      b1=0.9, b2=0.999, eps=1e-8,  # AdamW moments
+      warmup_steps=500,  # linear warmup from 0
+      schedule="constant",  # constant | cosine (after warmup)
+      decay_steps=50_000,  # cosine: the step where the rate reaches final_lr_fraction * learning_rate
+      final_lr_fraction=0.1,
+      grad_clip_norm=1.0,  # global-norm clipping; 0: off
+  ))
+  config.train = ml_collections.ConfigDict(dict(
+      steps=50_000,  # optimizer steps per stage (PAPER.md 6)
+      seed=0,  # parameter init, noise, noise levels and dropout draws (data has config.data.seed)
+      grad_accum=1,  # micro-batches per optimizer step: the per-process batch is split this many ways
+      ema_decay=0.0,  # EMA of the trained parameters (0: none); sampling can use it
+      text_dropout=0.1,  # share of samples trained with the negative prompt, for classifier-free guidance
+      continuation_prob=0.0,  # share of steps whose first `animation.overlap_frames` left frames are given,
+                              # teaching segment continuation (the rest give the reference only)
+      max_nonfinite=10,  # steps in a row with a NaN/inf loss (skipped) before training stops with an error
+      log_every=50,  # steps between metric writes
+      sample_every=2_000,  # steps between validation videos (0: never)
+      num_samples=2,  # validation videos per sampling (the first clips of the first batch)
+      sample_steps=20,  # denoising steps of validation videos
+      peak_flops_per_device=0.0,  # for the MFU estimate; 0: look the device kind up (unknown: no MFU)
+  ))
+  config.checkpoint = ml_collections.ConfigDict(dict(
+      every=1_000,  # steps between saves (also on SIGTERM and at the end)
+      keep_last=3,  # newest checkpoints kept
+      keep_every=10_000,  # also keep every step divisible by this (0: none)
+      async_save=True,  # write in the background while training continues
+  ))
   return config

@@ -1,0 +1,32 @@
+"""Stage 1 (PAPER.md section 3): pose-driven animation, LoRA on the feed-forward layers of Wan.
+
+  python train.py --config=configs/stage1.py:1.3b --workdir=runs/stage1 \\
+      --config.init.dit=ckpt/t2v-1.3b-wide --config.init.vae=ckpt/vae --config.init.prompt_cache=prompts.safetensors \\
+      --config.data.stage1_dir=data/
+  python train.py --config=configs/stage1.py:tiny --workdir=runs/tiny1   # random tiny model, CPU
+
+`arg`: tiny | 1.3b (Wan2.1-T2V-1.3B widened to 36 input channels) | 14b (Wan2.1-I2V-14B).
+"""
+
+from configs import base
+
+SIZES = {"tiny": "tiny", "1.3b": "wan2.1-t2v-1.3b", "14b": "wan2.1-i2v-14b"}
+
+
+def get_config(arg: str = "1.3b"):
+  if arg not in SIZES:
+    raise ValueError(f"unknown size {arg!r}; choose one of {sorted(SIZES)}")
+  config = base.get_config(SIZES[arg])
+  config.stage = 1
+  config.model.in_channels = 36  # 16 noisy + 4 mask + 16 canvas latents (Wan I2V's input)
+  config.model.lora_rank = 256  # PAPER.md 3: LoRA rank 256 on the feed-forward layers, base frozen
+  if arg == "tiny":
+    config.model.lora_rank = 0  # a random tiny model has nothing to preserve: train it whole
+    config.train.update(steps=200, log_every=10, sample_every=0, text_dropout=0.0)
+    config.optimizer.update(learning_rate=1e-3, warmup_steps=10)
+    config.checkpoint.update(every=50, keep_every=0)
+    config.data.update(batch_size=2, num_workers=0)
+    config.animation.start_seconds = 0.25
+  else:
+    config.model.update(param_dtype="bfloat16", dtype="bfloat16", remat="full")
+  return config
