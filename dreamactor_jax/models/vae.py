@@ -113,24 +113,57 @@ def _conv3d(x: jax.Array, kernel: jax.Array, *, time_stride: int) -> jax.Array:
   convolution per time tap, summed. Accelerators get the plain 3D convolution.
   """
   taps, kh, kw, in_dim, out_dim = kernel.shape
-  padding = ((kh - 1) // 2,) * 2, ((kw - 1) // 2,) * 2
   if jax.default_backend() != "cpu" or time_stride != 1 or taps * kh * kw == 1 or in_dim >= 384:
-    return jax.lax.conv_general_dilated(x, kernel, window_strides=(time_stride, 1, 1), padding=((0, 0), *padding),
-                                        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
-  batch, frames, height, width = x.shape[0], x.shape[1] - taps + 1, x.shape[2], x.shape[3]
-  offsets = [(t, i, j) for t in range(taps) for i in range(kh) for j in range(kw)]
+    return _plain_conv3d(x, kernel, time_stride=time_stride)
   if min(in_dim, out_dim) <= 4:
-    padded = jnp.pad(x, ((0, 0), (0, 0), *padding, (0, 0)))
-    if in_dim <= 4:
-      patches = jnp.concatenate([padded[:, t:t + frames, i:i + height, j:j + width] for t, i, j in offsets], axis=-1)
-      return patches @ kernel.reshape(-1, out_dim)
-    per_tap = padded @ kernel.transpose(3, 0, 1, 2, 4).reshape(in_dim, -1)  # B T H W (taps O)
-    per_tap = per_tap.reshape(*per_tap.shape[:4], len(offsets), out_dim)
-    return sum(per_tap[:, t:t + frames, i:i + height, j:j + width, n] for n, (t, i, j) in enumerate(offsets))
+    return _few_channels_conv3d(x, kernel)
+  batch, frames, height, width = x.shape[0], x.shape[1] - taps + 1, x.shape[2], x.shape[3]
   y = sum(jax.lax.conv_general_dilated(
       x[:, t:t + frames].reshape(batch * frames, height, width, in_dim), kernel[t], window_strides=(1, 1),
-      padding=padding, dimension_numbers=("NHWC", "HWIO", "NHWC")) for t in range(taps))
+      padding=_same_padding(kernel), dimension_numbers=("NHWC", "HWIO", "NHWC")) for t in range(taps))
   return y.reshape(batch, frames, height, width, out_dim)
+
+
+def _same_padding(kernel: jax.Array) -> tuple[tuple[int, int], tuple[int, int]]:
+  kh, kw = kernel.shape[1:3]
+  return ((kh - 1) // 2,) * 2, ((kw - 1) // 2,) * 2
+
+
+def _plain_conv3d(x: jax.Array, kernel: jax.Array, *, time_stride: int = 1) -> jax.Array:
+  return jax.lax.conv_general_dilated(x, kernel, window_strides=(time_stride, 1, 1),
+                                      padding=((0, 0), *_same_padding(kernel)),
+                                      dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+
+
+@jax.custom_vjp
+def _few_channels_conv3d(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """The CPU forward of a convolution with <= 4 input or output channels, as matmuls over taps.
+
+  Its gradient is the plain convolution's (`_few_channels_backward`): differentiating the shifted
+  slices would pad every tap's cotangent to the whole per-tap array, 27 full-size temporaries.
+  """
+  taps, kh, kw, in_dim, out_dim = kernel.shape
+  frames, height, width = x.shape[1] - taps + 1, x.shape[2], x.shape[3]
+  offsets = [(t, i, j) for t in range(taps) for i in range(kh) for j in range(kw)]
+  padded = jnp.pad(x, ((0, 0), (0, 0), *_same_padding(kernel), (0, 0)))
+  if in_dim <= 4:
+    patches = jnp.concatenate([padded[:, t:t + frames, i:i + height, j:j + width] for t, i, j in offsets], axis=-1)
+    return patches @ kernel.reshape(-1, out_dim)
+  per_tap = padded @ kernel.transpose(3, 0, 1, 2, 4).reshape(in_dim, -1)  # B T H W (taps O)
+  per_tap = per_tap.reshape(*per_tap.shape[:4], len(offsets), out_dim)
+  return sum(per_tap[:, t:t + frames, i:i + height, j:j + width, n] for n, (t, i, j) in enumerate(offsets))
+
+
+def _few_channels_forward(x, kernel):
+  return _few_channels_conv3d(x, kernel), (x, kernel)
+
+
+def _few_channels_backward(residuals, cotangent):
+  _, vjp = jax.vjp(_plain_conv3d, *residuals)
+  return vjp(cotangent)
+
+
+_few_channels_conv3d.defvjp(_few_channels_forward, _few_channels_backward)
 
 
 class Conv2d(nnx.Module):

@@ -11,6 +11,7 @@ from flax import nnx
 
 from conftest import assert_close, make_torch_vae
 from dreamactor_jax.convert import load_torch_vae
+from dreamactor_jax.models import vae as vae_module
 from dreamactor_jax.models.vae import VAEConfig, WanVAE, check_frame_count
 
 # Non-square frames (24 x 40 pixels -> 3 x 5 latents) and a 4-stage tiny net with unequal widths.
@@ -134,3 +135,17 @@ def test_full_size_matches_diffusers_param_count():
   assert ours == expected
   video = nnx.eval_shape(lambda: WanVAE(VAEConfig(), rngs=nnx.Rngs(0)).decode(jnp.zeros((1, 21, 60, 104, 16))))
   assert video.shape == (1, 81, 480, 832, 3)
+
+
+@pytest.mark.parametrize("in_dim, out_dim", [(3, 6), (6, 3)])
+def test_few_channel_convolution_matches_the_plain_one_with_gradients(in_dim, out_dim):
+  # The CPU layout for RGB inputs/outputs has its own forward and borrows the plain conv's gradient.
+  keys = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(keys[0], (2, 5, 6, 7, in_dim))
+  kernel = jax.random.normal(keys[1], (3, 3, 3, in_dim, out_dim))
+  cotangent = jax.random.normal(keys[2], (2, 3, 6, 7, out_dim))
+  ours, ours_vjp = jax.vjp(vae_module._few_channels_conv3d, x, kernel)
+  plain, plain_vjp = jax.vjp(vae_module._plain_conv3d, x, kernel)
+  np.testing.assert_allclose(ours, plain, rtol=1e-5, atol=1e-5)
+  for got, expected in zip(ours_vjp(cotangent), plain_vjp(cotangent)):
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
