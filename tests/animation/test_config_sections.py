@@ -14,7 +14,7 @@ def test_sections_drive_the_functions():
   lead = lead_in_frames(100, fps=24.0, seconds=animation.start_seconds, fit=animation.fit_frames)
   plan = plan_segments(lead + 100, animation.segment_frames, animation.overlap_frames)
   assert plan[0].given == 1 and plan[-1].stop == lead + 100
-  canvas = build_canvas(jnp.zeros((1, 5, 16, 16, 3)), jnp.zeros((1, animation.given_frames, 16, 16, 3)),
+  canvas = build_canvas(jnp.zeros((1, 5, 16, 16, 3)), jnp.zeros((1, 1, 16, 16, 3)),
                         blank=animation.blank)
   assert loss_weight(pack_mask(canvas.mask), animation.loss_region).shape == (1, 2, 2, 4)
   table = solver_table(sampling_schedule(sampling.steps, sampling.shift, sampling.grid), sampling.sampler)
