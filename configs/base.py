@@ -30,7 +30,7 @@ def get_config(arg: str = "wan2.1-t2v-1.3b") -> ml_collections.ConfigDict:
       param_dtype="float32",  # "bfloat16" halves memory; optimizer moments stay fp32 in training
       dtype="float32",  # compute dtype: "bfloat16" on accelerators
       remat="none",  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
-      attention="auto",  # auto | xla | cudnn | blockwise
+      attention="auto",  # auto | xla | cudnn | splash | blockwise (auto: cuDNN on GPU, splash on TPU)
       # --- LoRA (models/lora.py; PAPER.md section 3: rank 256 on the feed-forward layers, base frozen) ---
       lora_rank=0,  # 0: no adapters; the paper trains rank 256
       lora_alpha=ml_collections.FieldReference(None, field_type=float),  # scale alpha / rank; None: alpha = rank
@@ -142,5 +142,35 @@ def get_config(arg: str = "wan2.1-t2v-1.3b") -> ml_collections.ConfigDict:
       keep_last=3,  # newest checkpoints kept
       keep_every=10_000,  # also keep every step divisible by this (0: none)
       async_save=True,  # write in the background while training continues
+  ))
+
+  # ---- Parallelism (dreamactor_jax/parallel): the device mesh and the logical-axis rules -------
+  # Mesh axis sizes; exactly one may be -1 (the devices left over). Outermost axis first.
+  config.mesh = ml_collections.ConfigDict(dict(
+      data=1,  # replicas: pure data parallel (weights replicated)
+      fsdp=-1,  # data parallel with weights, grads and optimizer state sharded (ZeRO-3)
+      context=1,  # sequence parallel: the tokens of one sample split over devices
+      tensor=1,  # heads and FFN width split (Megatron); keep within a host / NVLink domain
+  ))
+  config.parallel = ml_collections.ConfigDict(dict(
+      # How attention sees every token when tokens are split: "ulysses" (all-to-all to a head
+      # split; heads / tensor must divide by context) or "ring" (k/v blocks passed round).
+      sequence_parallel="ulysses",
+      # Logical axis -> mesh axes (MaxText's logical_axis_rules). Size-1 axes are ignored.
+      rules=ml_collections.ConfigDict(dict(
+          batch=("data", "fsdp"),  # activations' batch axis
+          tokens=("context",),  # video tokens (queries, and keys of self-attention)
+          act_embed=(),  # activations' width, between blocks
+          act_heads=("tensor",),  # activations' heads, in attention
+          kv=(),  # cross-attention keys/values (text, CLIP tokens): whole on every device
+          layers=(),  # the stacked-blocks axis of weights
+          embed=("fsdp", "context"),  # weights' model width: ZeRO-3 over every non-replica axis
+          heads=("tensor",),  # weights' heads x head_dim axis
+          mlp=("tensor",),  # FFN hidden axis
+          modulation=(),  # the 6 x dim timestep projection output
+          norm=(),  # norm scales
+          text=(),  # text encoder width (4096) at the text embedding's input
+          image=(),  # CLIP width (1280) at the image embedding's input
+      )),
   ))
   return config

@@ -2,9 +2,15 @@
 
 Inputs are `[B, L, N, K]` (batch, tokens, heads, head dim), unmasked, scaled by 1/sqrt(K)
 (WAN.md: "Attention"). The score matrix of full attention at 480p is tens of GB, so every backend
-gets a memory-bounded path: cuDNN flash attention on GPU, and elsewhere a blockwise kernel with an
-online softmax whose working set is one `[B, N, block_q, block_kv]` tile. The UMT5 text encoder
-(unscaled scores plus a position bias and key mask, at 512 tokens) uses the XLA kernel with `bias`.
+gets a memory-bounded core: cuDNN flash attention on GPU, Pallas splash attention on TPU, and
+elsewhere a blockwise kernel with an online softmax whose working set is one `[B, N, block_q,
+block_kv]` tile, forward and backward (its gradient recomputes tiles from the saved log-sum-exp,
+as flash attention does). The UMT5 text encoder (unscaled scores plus a position bias and key
+mask, at 512 tokens) uses the XLA kernel with `bias`.
+
+Under a sharding plan (`parallel.ShardingPlan.activate`), the core runs inside `shard_map` with
+tokens split over the context axis (Ulysses or ring, `parallel/attention.py`); model code calls
+`attention()` the same way either way.
 """
 
 from __future__ import annotations
@@ -16,75 +22,168 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-Implementation = Literal["auto", "xla", "cudnn", "blockwise"]
+from dreamactor_jax.parallel.attention import sharded_attention
+from dreamactor_jax.parallel.rules import current_plan
+
+Implementation = Literal["auto", "xla", "cudnn", "splash", "blockwise"]
+# Logical name of the key/value token axis: `tokens` when keys come from the sequence itself
+# (split like the queries under context parallelism), `kv` for cross-attention context.
+KVTokens = Literal["tokens", "kv"]
 
 # Below this many score-matrix bytes the plain XLA kernel is used by "auto".
 _FULL_SCORES_LIMIT = 1 << 28
+# Score given to masked (padding) keys: finite, so a block with no real key yields a finite
+# log-sum-exp (weight 0 once merged with real blocks) instead of NaN.
+_MASKED = -1e30
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: Implementation = "auto",
               block_q: int = 1024, block_kv: int = 2048, bias: jax.Array | None = None,
-              scale: float | None = None) -> jax.Array:
+              scale: float | None = None, kv_tokens: KVTokens = "tokens") -> jax.Array:
   """Softmax attention. q `[B, Lq, N, K]`, k and v `[B, Lk, N, K]` -> `[B, Lq, N, K]` in q's dtype.
 
   `bias` (broadcastable to `[B, N, Lq, Lk]`, added to the fp32 scores) carries position biases and
   key masks, as UMT5 needs; `scale` multiplies q.k (default 1/sqrt(K); UMT5 uses 1). A bias means
-  the full score matrix exists anyway, so "auto" then picks the XLA kernel.
+  the full score matrix exists anyway, so "auto" then picks the XLA kernel (and a sharding plan
+  leaves its partitioning to XLA). `kv_tokens` names the key token axis for the sharding plan.
   """
+  plan = current_plan()
+  if bias is not None:
+    if implementation not in ("auto", "xla", "cudnn"):
+      raise ValueError(f"attention(implementation={implementation!r}) takes no bias; use 'xla' or 'auto'")
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale,
+                                        implementation="xla" if implementation == "auto" else implementation
+                                        ).astype(q.dtype)
+  platform = plan.platform if plan is not None else jax.default_backend()
+  options = dict(implementation=implementation, platform=platform, block_q=block_q, block_kv=block_kv, scale=scale)
+  if plan is not None and plan.mesh.size > 1:
+    return sharded_attention(q, k, v, plan=plan, kv_tokens=kv_tokens,
+                             core=functools.partial(_core, **options),
+                             core_with_lse=functools.partial(_core_with_lse, block_q=block_q, block_kv=block_kv,
+                                                             scale=scale))
+  return _core(q, k, v, None, **options)
+
+
+def _core(q, k, v, kv_len, *, implementation: Implementation, platform: str, block_q: int, block_kv: int,
+          scale: float | None) -> jax.Array:
+  """Unsharded attention; keys at positions >= kv_len (int32 scalar or None: all real) are masked."""
   if implementation == "auto":
-    implementation = "xla" if bias is not None else _pick_implementation(q, k)
+    implementation = _pick_implementation(q, k, platform)
   if implementation == "blockwise":
-    if bias is not None:
-      raise ValueError("attention(implementation='blockwise') takes no bias; use 'xla' or 'auto'")
-    return _blockwise_attention(q, k, v, block_q=min(block_q, q.shape[1]), block_kv=min(block_kv, k.shape[1]),
-                                scale=scale)
-  return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale,
+    return _core_with_lse(q, k, v, kv_len, block_q=block_q, block_kv=block_kv, scale=scale)[0]
+  if implementation == "splash":
+    return _splash_attention(q, k, v, kv_len, scale=scale, interpret=platform != "tpu")
+  lengths = None if kv_len is None else jnp.full((q.shape[0],), kv_len, jnp.int32)
+  return jax.nn.dot_product_attention(q, k, v, scale=scale, key_value_seq_lengths=lengths,
                                       implementation=implementation).astype(q.dtype)
 
 
-def _pick_implementation(q: jax.Array, k: jax.Array) -> str:
-  backend = jax.default_backend()
-  if backend == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16) and q.shape[-1] <= 128:
+def _pick_implementation(q: jax.Array, k: jax.Array, platform: str | None = None) -> str:
+  platform = platform or jax.default_backend()
+  if platform == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16) and q.shape[-1] <= 128:
     return "cudnn"
+  if platform == "tpu":
+    return "splash"
   batch, q_len, heads, _ = q.shape
   if batch * heads * q_len * k.shape[1] * 4 <= _FULL_SCORES_LIMIT:
     return "xla"
   return "blockwise"
 
 
+def _round_up(length: int, multiple: int) -> int:
+  return -(-length // multiple) * multiple
+
+
+def _splash_attention(q, k, v, kv_len, *, scale: float | None, interpret: bool) -> jax.Array:
+  """Pallas splash attention (TPU; `interpret` runs it anywhere, slowly). Pads tokens to its tiles
+  and masks padded keys with segment ids (queries segment 0, padded keys segment 1)."""
+  from jax.experimental.pallas.ops.tpu import splash_attention as splash  # noqa: PLC0415 (TPU only)
+
+  batch, q_len, heads, head_dim = q.shape
+  key_len = k.shape[1]
+  # Tiles of up to 512 tokens, multiples of the 128-lane width.
+  block_q, block_kv = min(512, _round_up(q_len, 128)), min(512, _round_up(key_len, 128))
+  q_pad, kv_pad = _round_up(q_len, block_q), _round_up(key_len, block_kv)
+  scale = 1 / math.sqrt(head_dim) if scale is None else scale
+  heads_first = lambda x, length: _pad(x, length).transpose(0, 2, 1, 3)  # B L N K -> B N L K
+  limit = key_len if kv_len is None else kv_len
+  segment_ids = None
+  if kv_len is not None or kv_pad != key_len:
+    segment_ids = splash.SegmentIds(q=jnp.zeros((q_pad,), jnp.int32),
+                                    kv=(jnp.arange(kv_pad) >= limit).astype(jnp.int32))
+  sizes = splash.BlockSizes(block_q=block_q, block_kv=block_kv, block_kv_compute=block_kv, block_q_dkv=block_q,
+                            block_kv_dkv=block_kv, block_kv_dkv_compute=block_kv, block_q_dq=block_q,
+                            block_kv_dq=block_kv)
+  mask = splash.MultiHeadMask([splash.FullMask((q_pad, kv_pad))] * heads)
+  kernel = splash.make_splash_mha_single_device(mask, block_sizes=sizes, interpret=interpret)
+  out = jax.vmap(kernel, in_axes=(0, 0, 0, None))(heads_first(q * scale, q_pad).astype(q.dtype),
+                                                  heads_first(k, kv_pad), heads_first(v, kv_pad), segment_ids)
+  return out.transpose(0, 2, 1, 3)[:, :q_len].astype(q.dtype)
+
+
 def _fitting_block(length: int, block: int) -> int:
   """A block size near `block` dividing `length` (so no padding or key mask), else `block`."""
+  block = min(block, length)
   for size in range(block, block // 2, -1):
     if length % size == 0:
       return size
   return block
 
 
-@functools.partial(jax.jit, static_argnames=("block_q", "block_kv", "scale"))
-def _blockwise_attention(q, k, v, *, block_q: int, block_kv: int, scale: float | None = None):
-  """Flash-style attention: scan over key blocks with a running max and sum, per query block."""
-  batch, q_len, heads, head_dim = q.shape
-  kv_len = k.shape[1]
-  dtype = q.dtype
-  block_q, block_kv = _fitting_block(q_len, block_q), _fitting_block(kv_len, block_kv)
-  num_q, num_kv = -(-q_len // block_q), -(-kv_len // block_kv)
-  # exp2 with log2(e) folded into the query scale saves a multiply per score.
+def _core_with_lse(q, k, v, kv_len, *, block_q: int, block_kv: int, scale: float | None
+                   ) -> tuple[jax.Array, jax.Array]:
+  """Blockwise attention returning (out `[B, Lq, N, K]`, log-sum-exp `[B, Lq, N]` fp32)."""
+  head_dim = q.shape[-1]
   scale = 1 / math.sqrt(head_dim) if scale is None else scale
-  q = _pad(q * (math.log2(math.e) * scale), num_q * block_q)
-  q_blocks = q.reshape(batch, num_q, block_q, heads, head_dim).transpose(1, 0, 3, 2, 4)  # nq B N bq K
-  # Keys as B N K S so each score tile is a plain [bq, K] x [K, bkv] matmul.
-  k_blocks = _pad(k, num_kv * block_kv).reshape(batch, num_kv, block_kv, heads, head_dim).transpose(1, 0, 3, 4, 2)
-  v_blocks = _pad(v, num_kv * block_kv).reshape(batch, num_kv, block_kv, heads, head_dim).transpose(1, 0, 3, 2, 4)
-  padded_keys = num_kv * block_kv != kv_len
-  key_valid = (jnp.arange(num_kv * block_kv) < kv_len).reshape(num_kv, block_kv)
+  return _flash(q, k, v, kv_len, scale, _fitting_block(q.shape[1], block_q), _fitting_block(k.shape[1], block_kv))
+
+
+def _blocks(x: jax.Array, block: int) -> jax.Array:
+  """`[B, L, N, K]` (or `[B, L, N]`) -> `[num_blocks, B, N, block, K]` (or `[..., block, 1]`), zero-padded."""
+  if x.ndim == 3:
+    x = x[..., None]
+  batch, length, heads, depth = x.shape
+  num = -(-length // block)
+  x = _pad(x, num * block).reshape(batch, num, block, heads, depth)
+  return x.transpose(1, 0, 3, 2, 4)
+
+
+def _unblocks(x: jax.Array, length: int) -> jax.Array:
+  """Inverse of `_blocks`: `[num, B, N, block, K]` -> `[B, length, N, K]`."""
+  num, batch, heads, block, depth = x.shape
+  return x.transpose(1, 0, 3, 2, 4).reshape(batch, num * block, heads, depth)[:, :length]
+
+
+def _key_mask(num_kv: int, block_kv: int, key_len: int, kv_len) -> tuple[jax.Array | None, jax.Array]:
+  """Per key block, which keys are real `[num_kv, block_kv]`, or None when all are."""
+  limit = key_len if kv_len is None else jnp.minimum(kv_len, key_len)
+  if kv_len is None and num_kv * block_kv == key_len:
+    return None, jnp.zeros((num_kv, 1), bool)
+  valid = jnp.arange(num_kv * block_kv).reshape(num_kv, block_kv) < limit
+  return valid, valid
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _flash(q, k, v, kv_len, scale: float, block_q: int, block_kv: int):
+  return _flash_forward(q, k, v, kv_len, scale, block_q, block_kv)
+
+
+def _flash_forward(q, k, v, kv_len, scale, block_q, block_kv):
+  """Scan over key blocks with a running max and sum, per query block; base-2 exponentials."""
+  q_len, key_len, dtype = q.shape[1], k.shape[1], q.dtype
+  # exp2 with log2(e) folded into the query scale saves a multiply per score.
+  q_blocks = _blocks(q * (math.log2(math.e) * scale), block_q)  # nq B N bq K
+  k_blocks = _blocks(k, block_kv).swapaxes(-1, -2)  # nk B N K bkv: each tile is a plain matmul
+  v_blocks = _blocks(v, block_kv)
+  valid, valid_xs = _key_mask(k_blocks.shape[0], block_kv, key_len, kv_len)
 
   def one_query_block(q_block):  # B N bq K
     def step(carry, kv):
       running_max, running_sum, acc = carry
-      k_block, v_block, valid = kv
+      k_block, v_block, key_valid = kv
       scores = jnp.einsum("bnqk,bnks->bnqs", q_block, k_block, preferred_element_type=jnp.float32)
-      if padded_keys:
-        scores = jnp.where(valid, scores, -jnp.inf)
+      if valid is not None:
+        scores = jnp.where(key_valid, scores, _MASKED)
       new_max = jnp.maximum(running_max, scores.max(-1, keepdims=True))
       probs = jnp.exp2(scores - new_max)
       correction = jnp.exp2(running_max - new_max)
@@ -93,14 +192,66 @@ def _blockwise_attention(q, k, v, *, block_q: int, block_kv: int, scale: float |
                                           preferred_element_type=jnp.float32)
       return (new_max, running_sum, acc), None
 
-    stats_shape = (*q_block.shape[:-1], 1)
-    init = (jnp.full(stats_shape, -jnp.inf, jnp.float32), jnp.zeros(stats_shape, jnp.float32),
-            jnp.zeros(q_block.shape, jnp.float32))
-    (_, running_sum, acc), _ = jax.lax.scan(step, init, (k_blocks, v_blocks, key_valid))
-    return (acc / running_sum).astype(dtype)
+    # *_like keeps q's varying mesh axes inside shard_map, as scan carries must.
+    stats = jnp.zeros_like(q_block[..., :1], jnp.float32)
+    init = (stats - jnp.inf, stats, jnp.zeros_like(q_block, jnp.float32))
+    (running_max, running_sum, acc), _ = jax.lax.scan(step, init, (k_blocks, v_blocks, valid_xs))
+    return (acc / running_sum).astype(dtype), (running_max + jnp.log2(running_sum)) * math.log(2)
 
-  out = jax.lax.map(one_query_block, q_blocks)  # nq B N bq K
-  return out.transpose(1, 0, 3, 2, 4).reshape(batch, num_q * block_q, heads, head_dim)[:, :q_len]
+  out, lse = jax.lax.map(one_query_block, q_blocks)  # nq B N bq K, nq B N bq 1
+  return _unblocks(out, q_len), _unblocks(lse, q_len)[..., 0]
+
+
+def _flash_fwd(q, k, v, kv_len, scale, block_q, block_kv):
+  out, lse = _flash_forward(q, k, v, kv_len, scale, block_q, block_kv)
+  return (out, lse), (q, k, v, kv_len, out, lse)
+
+
+def _flash_bwd(scale, block_q, block_kv, residuals, cotangents):
+  """Flash-attention backward: per key block, per query block, recompute p = exp(s - lse).
+
+  With delta = rowsum(dout * out) - dlse: ds = p (dout v^T - delta), dq = scale ds k,
+  dk = scale ds^T q, dv = p^T dout (the dlse term carries gradients of the returned lse).
+  """
+  q, k, v, kv_len, out, lse = residuals
+  d_out, d_lse = cotangents
+  q_len, key_len, dtype = q.shape[1], k.shape[1], q.dtype
+  delta = jnp.einsum("blnk,blnk->bln", d_out.astype(jnp.float32), out.astype(jnp.float32)) - d_lse
+  q_blocks = _blocks(q * scale, block_q)  # nq B N bq K
+  do_blocks = _blocks(d_out.astype(dtype), block_q)
+  lse_blocks, delta_blocks = _blocks(lse, block_q), _blocks(delta, block_q)  # nq B N bq 1
+  k_blocks, v_blocks = _blocks(k, block_kv), _blocks(v, block_kv)  # nk B N bkv K
+  valid, valid_xs = _key_mask(k_blocks.shape[0], block_kv, key_len, kv_len)
+
+  def one_key_block(dq, kv):
+    k_block, v_block, key_valid = kv
+
+    def step(carry, xs):
+      dk, dv = carry
+      q_block, do_block, lse_block, delta_block, dq_block = xs
+      scores = jnp.einsum("bnqk,bnsk->bnqs", q_block, k_block, preferred_element_type=jnp.float32)
+      if valid is not None:
+        scores = jnp.where(key_valid, scores, _MASKED)
+      probs = jnp.exp(scores - lse_block)
+      dv = dv + jnp.einsum("bnqs,bnqk->bnsk", probs.astype(dtype), do_block, preferred_element_type=jnp.float32)
+      d_probs = jnp.einsum("bnqk,bnsk->bnqs", do_block, v_block, preferred_element_type=jnp.float32)
+      d_scores = (probs * (d_probs - delta_block)).astype(dtype)
+      dq_block = dq_block + scale * jnp.einsum("bnqs,bnsk->bnqk", d_scores, k_block,
+                                               preferred_element_type=jnp.float32)
+      dk = dk + jnp.einsum("bnqs,bnqk->bnsk", d_scores, q_block, preferred_element_type=jnp.float32)
+      return (dk, dv), dq_block
+
+    zeros = jnp.zeros_like(k_block, jnp.float32)
+    (dk, dv), dq = jax.lax.scan(step, (zeros, zeros), (q_blocks, do_blocks, lse_blocks, delta_blocks, dq))
+    return dq, (dk, dv)
+
+  dq = jnp.zeros_like(q_blocks, jnp.float32)
+  dq, (dk, dv) = jax.lax.scan(one_key_block, dq, (k_blocks, v_blocks, valid_xs))
+  return (_unblocks(dq, q_len).astype(dtype), _unblocks(dk, key_len).astype(k.dtype),
+          _unblocks(dv, key_len).astype(v.dtype), None)
+
+
+_flash.defvjp(_flash_fwd, _flash_bwd)
 
 
 def _pad(x: jax.Array, length: int) -> jax.Array:

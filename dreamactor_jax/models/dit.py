@@ -32,6 +32,7 @@ from dreamactor_jax.models.config import ModelConfig
 from dreamactor_jax.models.layers import Dense, LayerNorm, LoRA, RMSNorm, gelu_exact, gelu_tanh, param
 from dreamactor_jax.models.lora import lora_layers
 from dreamactor_jax.models.rope import RopeTables, apply_rope, rope_tables
+from dreamactor_jax.parallel.rules import constrain
 
 RematPolicy = Literal["none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"]
 # full: the paper's attention over the whole canvas; motion_cache: see the module docstring.
@@ -166,11 +167,11 @@ class Attention(nnx.Module):
     if keys_values is None:
       keys_values = self.keys_values(x if context is None else context, rope=rope)
     k, v = keys_values
-    out = attention(q, k, v, implementation=self.implementation)
+    out = attention(q, k, v, implementation=self.implementation, kv_tokens="tokens" if context is None else "kv")
     if self.image_branch:
       image_k = self._heads(self.norm_image_k(self.image_k(image_context)))
       image_v = self._heads(self.image_v(image_context))
-      out = out + attention(q, image_k, image_v, implementation=self.implementation)
+      out = out + attention(q, image_k, image_v, implementation=self.implementation, kv_tokens="kv")
     return self.out(out.reshape(*out.shape[:-2], -1))
 
 
@@ -355,7 +356,7 @@ class WanDiT(nnx.Module):
     temb = self.time_embed(timestep_sinusoid(timestep, config.freq_dim))  # B D fp32
     time_mod = self.time_proj(jax.nn.silu(temb)).reshape(timestep.shape[0], 6, config.dim)
     image_tokens = self.image_embed(image_context) if self.image_embed is not None else None
-    return _Conditioning(temb, time_mod, self.text_embed(text), image_tokens)
+    return _Conditioning(temb, time_mod, constrain(self.text_embed(text), ("batch", "kv", "act_embed")), image_tokens)
 
   def _run_blocks(self, tokens: jax.Array, conditioning: _Conditioning, rope: RopeTables, *,
                   cached: KeysValues | None, collect: bool) -> tuple[jax.Array, KeysValues | None]:
@@ -367,12 +368,14 @@ class WanDiT(nnx.Module):
     # A plain jax.lax.scan over the split stack (not nnx.scan): it accepts parameters of any trace
     # level, e.g. `jax.grad` of the adapters alone with the frozen base closed over.
     graphdef, stacked = nnx.split(self.blocks)
+    # Tokens and the RoPE tables of the whole grid are split over devices alike (parallel/).
+    tokens, rope = constrain(tokens, ("batch", "tokens", "act_embed")), constrain(rope, ("tokens", None))
 
     def apply_block(x: jax.Array, layer) -> tuple[jax.Array, KeysValues | None]:
       params, layer_cached = layer
       x, own = nnx.merge(graphdef, params)(x, time_mod=conditioning.time_mod, context=conditioning.context,
                                            rope=rope, image_context=conditioning.image_tokens, cached=layer_cached)
-      return x, (own if collect else None)
+      return constrain(x, ("batch", "tokens", "act_embed")), (own if collect else None)
 
     if self.config.remat != "none":
       policy = None if self.config.remat == "full" else getattr(jax.checkpoint_policies, self.config.remat)

@@ -1,0 +1,49 @@
+"""Sharding tests run on 8 simulated CPU devices in one worker process, so the device count never
+leaks into the rest of the suite: `on_8_devices(check, *args)` runs module-level `check` there and
+re-raises its failure here."""
+
+import inspect
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# 8 fake devices; fast, unoptimised CPU code (tiny shapes: compile time dominates); generous
+# collective timeouts, since 8 device threads share 2 busy cores.
+WORKER_FLAGS = ("--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 "
+                "--xla_llvm_disable_expensive_passes=true --xla_cpu_collective_timeout_seconds=900 "
+                "--xla_cpu_collective_call_terminate_timeout_seconds=900")
+
+
+class Worker:
+  def __init__(self):
+    env = {**os.environ, "XLA_FLAGS": WORKER_FLAGS, "JAX_PLATFORMS": "cpu"}
+    self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("worker.py"))],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+
+  def __call__(self, check, *args):
+    data = pickle.dumps((inspect.getsourcefile(check), check.__name__, args))
+    self.process.stdin.write(struct.pack("<Q", len(data)) + data)
+    self.process.stdin.flush()
+    header = self.process.stdout.read(8)
+    if len(header) < 8:
+      pytest.fail(f"the 8-device worker died (exit code {self.process.wait()}); see its stderr above")
+    status, value = pickle.loads(self.process.stdout.read(struct.unpack("<Q", header)[0]))
+    if status == "error":
+      pytest.fail(f"{check.__name__}{args} failed on 8 devices:\n{value}", pytrace=False)
+    return value
+
+  def close(self):
+    self.process.stdin.close()
+    self.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def on_8_devices():
+  worker = Worker()
+  yield worker
+  worker.close()

@@ -1,0 +1,43 @@
+"""Runs check functions on 8 simulated CPU devices for tests/parallel (started by conftest.py).
+
+Protocol: length-prefixed pickles on stdin/stdout. A request is (file, function name, args); the
+reply is ("ok", value) or ("error", traceback text). Anything the checks print goes to stderr.
+"""
+
+import importlib.util
+import os
+import pickle
+import struct
+import sys
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def main() -> None:
+  replies = os.fdopen(os.dup(1), "wb")
+  os.dup2(2, 1)  # stray prints must not corrupt the protocol
+  requests = sys.stdin.buffer
+  sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
+  import jax  # noqa: PLC0415 (after the environment is set)
+
+  assert jax.device_count() == 8, f"worker expected 8 simulated devices, got {jax.devices()}"
+  modules = {}
+  while header := requests.read(8):
+    file, name, args = pickle.loads(requests.read(struct.unpack("<Q", header)[0]))
+    try:
+      if file not in modules:
+        spec = importlib.util.spec_from_file_location(f"_worker_{Path(file).stem}", file)
+        modules[file] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(modules[file])
+      reply = ("ok", getattr(modules[file], name)(*args))
+    except BaseException:  # noqa: BLE001 (reported to the test, which fails with it)
+      reply = ("error", traceback.format_exc())
+    data = pickle.dumps(reply)
+    replies.write(struct.pack("<Q", len(data)) + data)
+    replies.flush()
+
+
+if __name__ == "__main__":
+  main()
