@@ -130,6 +130,7 @@ def _fitting_block(length: int, block: int) -> int:
   return block
 
 
+@functools.partial(jax.jit, static_argnames=("block_q", "block_kv", "scale"))
 def _core_with_lse(q, k, v, kv_len, *, block_q: int, block_kv: int, scale: float | None
                    ) -> tuple[jax.Array, jax.Array]:
   """Blockwise attention returning (out `[B, Lq, N, K]`, log-sum-exp `[B, Lq, N]` fp32)."""

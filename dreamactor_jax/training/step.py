@@ -97,7 +97,10 @@ def train_step(graphdef: nnx.GraphDef, state: TrainState, batch: Batch, key: jax
   key = jax.random.fold_in(key, state.step)
 
   def loss_of(params):
-    return loss_fn(nnx.merge(graphdef, params, state.frozen), batch, key)
+    # Fresh Variables for the frozen weights: nnx only lets transforms (scan) see Variables made
+    # at the current trace level, and these were made outside the gradient's trace.
+    frozen = jax.tree.map(lambda x: x, state.frozen)
+    return loss_fn(nnx.merge(graphdef, params, frozen), batch, key)
 
   if plan is None:
     loss, grads = jax.value_and_grad(loss_of)(state.params)

@@ -1,0 +1,319 @@
+"""Scaling planner: which TPU slice (or GPU) fits a training or sampling configuration, before renting it.
+
+Compiles the real sharded training step (`training/step.py`: DiT forward, backward and AdamW
+update, with the mesh, rules and sequence-parallel attention of `parallel/`) ahead of time for a
+TPU topology, using only abstract shapes (no arrays, no TPU: libtpu's compiler runs on any Linux
+machine), and reports the compiler's per-chip peak memory against the chip's HBM, the mesh and
+sharding it chose, the FLOPs of one step and the MFU a given step time would imply.
+
+  pip install -e '.[tpu]'    # libtpu, the TPU compiler; one libtpu process at a time
+  python benchmarks/scaling.py train --model wan2.1-i2v-14b --chips v5p-8,v5p-64,v5p-256 --resolution 480p
+  python benchmarks/scaling.py train --model wan2.1-i2v-14b --chips v5e-64 --resolution 720p --trainable ffn
+  python benchmarks/scaling.py sample --model wan2.1-t2v-1.3b,wan2.1-i2v-14b --resolution 480p
+
+Training: fp32 master weights and AdamW moments, bf16 compute, full rematerialisation per block,
+one sample per data x fsdp group (global batch = chips / context), the in-context canvas (video
+width doubled), 36 input channels and the CLIP branch (the in-context model is I2V-shaped).
+`--trainable ffn` freezes everything but the FFN weights (gradients and AdamW state only for them;
+a stand-in for the paper's LoRA-on-FFN recipe until LoRA lands). Sampling: bf16 weights, one DiT
+evaluation of the CFG batch (cond + uncond = 2), compiled for one TPU v5p chip (95 GB, the nearest
+compiler we can run here to one 80 GB GPU) and, labelled as a fallback, for XLA:CPU, whose memory
+analysis overstates (bf16 widened to f32, no rematerialisation).
+
+FLOPs: "model" FLOPs are the analytic matmul FLOPs of the step without recomputation (the MFU
+convention: forward, plus backward for activations and trainable weights); "traced" FLOPs count
+every matmul of the compiled program, rematerialisation and attention kernels included, from its
+jaxpr (XLA's own cost analysis counts a loop body once and skips Pallas kernels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from configs import base  # noqa: E402
+from dreamactor_jax.models import DiTConfig, WanDiT  # noqa: E402
+from dreamactor_jax.models.dit import TEXT_LEN  # noqa: E402
+from dreamactor_jax.parallel import make_plan  # noqa: E402
+from dreamactor_jax.training.step import (abstract_train_state, batch_shardings, jit_train_step,  # noqa: E402
+                                          make_optimizer)
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+  """A TPU generation: how to name its topologies, its HBM and its peak dense bf16 FLOP/s (Cloud TPU docs)."""
+
+  topology: str
+  chip_config: str
+  hbm_bytes: float
+  peak_flops: float
+  shapes: dict[int, str]
+
+
+CHIPS = {
+    "v5p": Chip("v5:{}", "megacore", 95e9, 459e12, {1: "1x1x1", 4: "2x2x1", 8: "2x2x2", 64: "4x4x4", 256: "4x8x8"}),
+    "v5e": Chip("v5e:{}", "default", 16e9, 197e12, {1: "1x1", 4: "2x2", 8: "2x4", 64: "8x8", 256: "16x16"}),
+    "v6e": Chip("v6e:{}", "default", 32e9, 918e12, {1: "1x1", 4: "2x2", 8: "2x4", 64: "8x8", 256: "16x16"}),
+}
+RESOLUTIONS = {"480p": (480, 832), "720p": (720, 1280)}  # video height, width of the driving video
+CLIP_TOKENS = 257
+GPU_HBM_BYTES = 80e9
+
+
+def topology_devices(chip: str, count: int):
+  """Compile-only devices of a `chip` slice with `count` chips (needs libtpu)."""
+  from jax.experimental import topologies  # noqa: PLC0415
+
+  spec = CHIPS[chip]
+  if count not in spec.shapes:
+    raise ValueError(f"--chips {chip}-{count}: known {chip} slice sizes are {sorted(spec.shapes)}")
+  shape = spec.shapes[count]
+  dims = len(shape.split("x"))
+  bounds = tuple(min(int(d), b) for d, b in zip(shape.split("x"), (2, 2, 1)))
+  topology = topologies.get_topology_desc(
+      topology_name=spec.topology.format(shape), platform="tpu", chip_config_name=spec.chip_config,
+      chips_per_host_bounds=bounds + (1,) * (3 - dims), num_slices=1, wrap=(dims == 3 and count >= 64,) * dims)
+  return topology.devices
+
+
+def choose_mesh(chips: int, heads: int, context: int | None) -> dict[str, int]:
+  """Context parallel over the largest divisor of the heads and the chips up to 8 (Ulysses needs
+  it to divide the heads; 8 chips is a host or a torus ring), fsdp over the rest."""
+  if context is None:
+    context = max(c for c in range(1, 9) if heads % c == 0 and chips % c == 0)
+  return {"data": 1, "fsdp": chips // context, "context": context, "tensor": 1}
+
+
+def canvas_latents(resolution: str, frames: int) -> tuple[int, int, int]:
+  """Latent (F, H, W) of the in-context canvas: the video's width doubled (CONTRACTS "Canvas")."""
+  height, width = RESOLUTIONS[resolution]
+  return (frames - 1) // 4 + 1, height // 8, 2 * width // 8
+
+
+def model_config(name: str, *, param_dtype: str, remat: str) -> DiTConfig:
+  # The in-context model reads 36 channels and CLIP tokens whatever checkpoint it starts from.
+  return DiTConfig.from_mapping({**base.get_config(name).model, "in_channels": 36, "image_dim": 1280,
+                                 "param_dtype": param_dtype, "dtype": "bfloat16", "remat": remat})
+
+
+def model_flops(config: DiTConfig, grid: tuple[int, int, int], batch: int, trainable: str) -> float:
+  """Analytic matmul FLOPs of one training step, no recomputation (forward + backward)."""
+  dim, ffn, layers = config.dim, config.ffn_dim, config.num_layers
+  tokens = math.prod(grid) // math.prod(config.patch_size)
+  text, image = TEXT_LEN, CLIP_TOKENS
+  weights_per_layer = (4 * tokens * dim * dim + 2 * tokens * dim * dim + 4 * (text + image) * dim * dim
+                       + 2 * tokens * dim * ffn)  # multiply-adds: self q k v o, cross q o, cross k v, FFN
+  scores_per_layer = 2 * tokens * tokens * dim + 2 * tokens * (text + image) * dim  # q.k and p.v
+  outside = (tokens * math.prod(config.patch_size) * (config.in_channels + config.out_channels) * dim
+             + text * (config.text_dim + dim) * dim + image * (config.image_dim + dim) * config.image_dim)
+  forward = 2 * (layers * (weights_per_layer + scores_per_layer) + outside)
+  if trainable == "full":
+    return 3 * batch * forward
+  ffn_weights = 2 * layers * 2 * tokens * dim * ffn
+  return batch * (2 * forward + ffn_weights)  # activation gradients everywhere, weight gradients for FFNs
+
+
+def traced_flops(jaxpr, devices_per_shard: int = 1) -> float:
+  """Matmul FLOPs of a (closed) jaxpr over the whole mesh: dot_general, scan bodies times their
+  length, shard_map bodies times their shard count, splash attention kernels by their shapes."""
+  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == "dot_general":
+      (contract, _), _ = eqn.params["dimension_numbers"]
+      lhs = eqn.invars[0].aval.shape
+      total += 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in contract)
+    elif name == "pallas_call":
+      total += _pallas_flops(eqn)
+    elif name == "scan":
+      total += eqn.params["length"] * traced_flops(eqn.params["jaxpr"])
+    elif name == "shard_map":
+      mesh = eqn.params["mesh"]
+      shards = math.prod(mesh.shape[axis] for axis in eqn.params["newly_manual_axes"])
+      total += shards * traced_flops(eqn.params["jaxpr"])
+    else:
+      for sub in _sub_jaxprs(eqn.params):
+        total += traced_flops(sub)
+  return total
+
+
+def _sub_jaxprs(params):
+  for value in params.values():
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    for item in values:
+      if isinstance(item, (jax.extend.core.Jaxpr, jax.extend.core.ClosedJaxpr)):
+        yield item
+
+
+def _pallas_flops(eqn) -> float:
+  """Splash attention kernels: fwd 2 matmuls, dq 3, dkv 4, each 2 B N Lq Lk K."""
+  label = str(eqn.params.get("name_and_src_info", eqn.params.get("name", "")))
+  floats = [v.aval.shape for v in eqn.invars if jnp.issubdtype(v.aval.dtype, jnp.floating) and v.aval.ndim >= 3]
+  if "splash" not in label or len(floats) < 2:
+    return 0.0
+  q, k = floats[0], floats[1]
+  matmuls = 3 if "_dq" in label else 4 if "_dkv" in label else 2
+  return matmuls * 2 * math.prod(q[:-1]) * k[-2] * q[-1]
+
+
+def _hbm_used(message: str) -> float | None:
+  """Bytes the TPU compiler needed, from its out-of-memory message."""
+  match = re.search(r"Used ([\d.]+)([KMGT])? of ([\d.]+)([KMGT])? hbm", message)
+  if not match:
+    return None
+  units = {None: 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+  return float(match.group(1)) * units[match.group(2)]
+
+
+def plan_training(args, model: str, target: str, resolution: str) -> dict:
+  chip, count = target.split("-")
+  devices = topology_devices(chip, int(count))
+  config = model_config(model, param_dtype=args.param_dtype, remat=args.remat)
+  mesh = choose_mesh(len(devices), config.num_heads, args.context)
+  parallel = {**base.get_config(model).parallel, "sequence_parallel": args.sequence_parallel}
+  plan = make_plan(mesh, parallel, devices=devices)
+  make_model = lambda: WanDiT(config, rngs=nnx.Rngs(0))
+  optimizer = make_optimizer()
+  trainable = nnx.Param if args.trainable == "full" else nnx.All(nnx.Param, nnx.PathContains("ffn"))
+  graphdef, abstract = abstract_train_state(make_model, optimizer, trainable)
+  shardings = plan.param_shardings(abstract)
+  state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+  grid = canvas_latents(resolution, args.frames)
+  batch_size = plan.axis_size("batch")
+  batch = {"latents": jax.ShapeDtypeStruct((batch_size, *grid, 16), jnp.bfloat16),
+           "condition": jax.ShapeDtypeStruct((batch_size, *grid, 20), jnp.bfloat16),
+           "text": jax.ShapeDtypeStruct((batch_size, TEXT_LEN, config.text_dim), jnp.bfloat16),
+           "image": jax.ShapeDtypeStruct((batch_size, CLIP_TOKENS, config.image_dim), jnp.bfloat16)}
+  batch_sharding = batch_shardings(batch, plan)
+  batch = {name: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=batch_sharding[name]) for name, x in batch.items()}
+  key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=plan.sharding(()))
+  step = jit_train_step(graphdef, optimizer, plan, shardings, batch_sharding)
+  start = time.perf_counter()
+  traced = step.trace(state, batch, key)
+  row = {"kind": "train", "model": model, "target": target, "resolution": resolution, "frames": args.frames,
+         "tokens": math.prod(grid) // 4, "trainable": args.trainable, "mesh": mesh,
+         "sequence_parallel": args.sequence_parallel, "global_batch": batch_size,
+         "hbm_gb": CHIPS[chip].hbm_bytes / 1e9, "traced_flops": traced_flops(traced.jaxpr),
+         "model_flops": model_flops(config, grid, batch_size, args.trainable),
+         "peak_flops": CHIPS[chip].peak_flops * len(devices),
+         "param_sharding": {"/".join(map(str, path)): str(s.spec) for path, s in
+                            nnx.to_flat_state(shardings.params) if "blocks" in path and "ffn" in path}}
+  row["trace_s"] = time.perf_counter() - start
+  try:
+    compiled = traced.lower().compile()
+    memory = compiled.memory_analysis()
+    row.update(fits=True, peak_bytes=memory.peak_memory_in_bytes, argument_bytes=memory.argument_size_in_bytes,
+               xla_cost_flops_per_chip=compiled.cost_analysis().get("flops"))
+  except Exception as error:  # noqa: BLE001 (the compiler's refusal is a result)
+    message = str(error)
+    if "RESOURCE_EXHAUSTED" not in message and "hbm" not in message.lower():
+      raise
+    row.update(fits=False, peak_bytes=_hbm_used(message), error=message.splitlines()[0][:300])
+  row["compile_s"] = time.perf_counter() - start
+  return row
+
+
+def plan_sampling(args, model: str, resolution: str, platform: str) -> dict:
+  """One DiT evaluation of the CFG batch on one device: a TPU v5p chip or XLA:CPU (fallback)."""
+  devices = topology_devices("v5p", 1) if platform == "tpu" else jax.devices("cpu")[:1]
+  config = model_config(model, param_dtype="bfloat16", remat="none")
+  plan = make_plan({"fsdp": 1}, base.get_config(model).parallel, devices=devices)
+  graphdef, params = nnx.split(nnx.eval_shape(lambda: WanDiT(config, rngs=nnx.Rngs(0))))
+  param_sharding = plan.param_shardings(params)
+  params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), params, param_sharding)
+  grid = canvas_latents(resolution, args.frames)
+  replicated = plan.sharding(())
+  inputs = (jax.ShapeDtypeStruct((2, *grid, config.in_channels), jnp.bfloat16, sharding=replicated),
+            jax.ShapeDtypeStruct((2,), jnp.float32, sharding=replicated),
+            jax.ShapeDtypeStruct((2, TEXT_LEN, config.text_dim), jnp.bfloat16, sharding=replicated),
+            jax.ShapeDtypeStruct((2, CLIP_TOKENS, config.image_dim), jnp.bfloat16, sharding=replicated))
+
+  def velocity(params, latents, timestep, text, image):
+    with plan.activate():
+      return nnx.merge(graphdef, params)(latents, timestep, text, image_context=image)
+
+  start = time.perf_counter()
+  compiled = jax.jit(velocity).lower(params, *inputs).compile()
+  memory = compiled.memory_analysis()
+  if platform == "tpu":
+    peak = memory.peak_memory_in_bytes
+  else:  # XLA:CPU reports no meaningful peak; its buffers' total is an upper bound
+    peak = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+  return {"kind": "sample", "model": model, "resolution": resolution, "frames": args.frames,
+          "tokens": math.prod(grid) // 4, "compiler": "TPU v5p (1 chip)" if platform == "tpu" else "XLA:CPU (fallback)",
+          "peak_bytes": peak, "argument_bytes": memory.argument_size_in_bytes, "fits_80gb": peak <= GPU_HBM_BYTES,
+          "compile_s": time.perf_counter() - start}
+
+
+def train_table(rows: list[dict], step_time: float) -> str:
+  lines = [f"| model | slice | res | tokens | trainable | mesh (fsdp x context) | batch | peak GB/chip (HBM) | fits "
+           f"| model PFLOP/step | traced PFLOP/step | MFU at {step_time:g} s/step | s/step at 40% MFU |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for row in rows:
+    peak = "?" if row.get("peak_bytes") is None else f"{row['peak_bytes'] / 1e9:.1f}"
+    mfu = row["model_flops"] / (step_time * row["peak_flops"])
+    lines.append(f"| {row['model']} | {row['target']} | {row['resolution']} x {row['frames']} | {row['tokens']:,} | "
+                 f"{row['trainable']} | {row['mesh']['fsdp']} x {row['mesh']['context']} | {row['global_batch']} | "
+                 f"{peak} ({row['hbm_gb']:.0f}) | {'yes' if row['fits'] else 'no'} | "
+                 f"{row['model_flops'] / 1e15:.1f} | {row['traced_flops'] / 1e15:.1f} | {100 * mfu:.0f}% | "
+                 f"{row['model_flops'] / (0.4 * row['peak_flops']):.1f} |")
+  return "\n".join(lines)
+
+
+def sample_table(rows: list[dict]) -> str:
+  lines = ["| model | res | tokens | compiler | peak GB (one DiT call, CFG batch 2, bf16) | fits 80 GB |",
+           "|---|---|---|---|---|---|"]
+  for row in rows:
+    lines.append(f"| {row['model']} | {row['resolution']} x {row['frames']} | {row['tokens']:,} | {row['compiler']} | "
+                 f"{row['peak_bytes'] / 1e9:.1f} | {'yes' if row['fits_80gb'] else 'no'} |")
+  return "\n".join(lines)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("kind", choices=["train", "sample"])
+  parser.add_argument("--model", default="wan2.1-i2v-14b", help="comma-separated names from configs/base.py MODELS")
+  parser.add_argument("--chips", default="v5p-8,v5p-64,v5p-256", help="TPU slices, e.g. v5p-64,v5e-256,v6e-8")
+  parser.add_argument("--resolution", default="480p", help="comma-separated: " + ", ".join(RESOLUTIONS))
+  parser.add_argument("--frames", type=int, default=81, help="video frames (1 + 4k)")
+  parser.add_argument("--trainable", choices=["full", "ffn"], default="full", help="all weights, or FFN only")
+  parser.add_argument("--context", type=int, default=None, help="context-parallel size (default: see choose_mesh)")
+  parser.add_argument("--sequence-parallel", choices=["ulysses", "ring"], default="ulysses")
+  parser.add_argument("--param-dtype", choices=["float32", "bfloat16"], default="float32")
+  parser.add_argument("--remat", default="full", help="model.remat policy")
+  parser.add_argument("--step-time", type=float, default=30.0, help="seconds per step for the MFU column")
+  parser.add_argument("--platform", choices=["tpu", "cpu"], default="tpu", help="sample: compiler to ask")
+  parser.add_argument("--json", type=Path, help="append every result as a JSON line to this file")
+  args = parser.parse_args()
+  rows = []
+  for model in args.model.split(","):
+    for resolution in args.resolution.split(","):
+      targets = args.chips.split(",") if args.kind == "train" else [args.platform]
+      for target in targets:
+        if args.kind == "train":
+          row = plan_training(args, model, target, resolution)
+        else:
+          row = plan_sampling(args, model, resolution, target)
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "param_sharding"}), file=sys.stderr, flush=True)
+        if args.json:
+          with args.json.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+  print(train_table(rows, args.step_time) if args.kind == "train" else sample_table(rows))
+  print(f"\ncommand: python benchmarks/scaling.py {' '.join(sys.argv[1:])}")
+
+
+if __name__ == "__main__":
+  main()
