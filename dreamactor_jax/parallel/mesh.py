@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 import jax
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh
 
 MESH_AXES = ("data", "fsdp", "context", "tensor")
@@ -51,11 +52,16 @@ def make_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = N
   """A `Mesh` over `devices` (default: all) with axes `MESH_AXES`, every axis `AxisType.Auto`.
 
   `sizes` is `config.mesh`, e.g. `{"data": 1, "fsdp": -1, "context": 4, "tensor": 1}`. Devices are
-  ordered by `jax.make_mesh`, which follows the physical topology on TPU and GPU.
+  ordered by `mesh_utils.create_device_mesh`, which follows the physical topology on TPU and GPU
+  (mesh axes map to whole torus axes where they can, else split them: context 8 on a 4x4x4 slice).
   """
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(sizes, len(devices))
-  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
+  try:
+    grid = mesh_utils.create_device_mesh(shape, devices)
+  except NotImplementedError:  # no mesh axis product matches the physical axes
+    grid = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
+  return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
 # Environment variables that say how many processes a launcher started, by cluster kind.

@@ -53,6 +53,9 @@ class ShardingPlan:
     if self.sequence_parallel not in ("ulysses", "ring"):
       raise ValueError(f"parallel.sequence_parallel={self.sequence_parallel!r}: expected 'ulysses' or 'ring'")
 
+  def __hash__(self) -> int:  # hashable, so a plan can be a static argument of jit
+    return hash((self.mesh, tuple(sorted(self.rules.items())), self.sequence_parallel))
+
   @property
   def platform(self) -> str:
     """'cpu', 'gpu' or 'tpu': the backend the mesh's devices belong to (compile-only ones too)."""

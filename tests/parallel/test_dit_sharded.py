@@ -77,6 +77,31 @@ def test_dit_matches_one_device(on_8_devices, mesh, strategy):
   assert on_8_devices(_check_dit_matches_one_device, MESHES[mesh], strategy)
 
 
+def _check_sampling_layout():
+  # The sampler's layout: every device on context (8 > 4 heads: ring), the CFG batch of 2 whole on
+  # each device, bf16 weights replicated across nothing (ZeRO-3 over context), forward only.
+  graphdef, params = nnx.split(_make_model())
+  batch = _batch()
+  inputs = (jnp.concatenate([batch["latents"], batch["condition"]], -1), jnp.array([500.0, 500.0]), batch["text"])
+  plan = make_plan({"context": 8}, {**base.get_config("tiny").parallel, "sequence_parallel": "ring"})
+
+  def velocity(params, latents, timestep, text, image, plan):
+    if plan is None:
+      return nnx.merge(graphdef, params)(latents, timestep, text, image_context=image)
+    with plan.activate():
+      return nnx.merge(graphdef, params)(latents, timestep, text, image_context=image)
+
+  ref = jax.jit(velocity, static_argnums=5)(params, *inputs, batch["image"], None)
+  out = jax.jit(velocity, static_argnums=5, in_shardings=(plan.param_shardings(params),) + (None,) * 4)(
+      params, *inputs, batch["image"], plan)
+  np.testing.assert_allclose(out, ref, atol=1e-5 * float(np.abs(ref).max()), rtol=0)
+  return True
+
+
+def test_sampling_layout_matches_one_device(on_8_devices):
+  assert on_8_devices(_check_sampling_layout)
+
+
 def _check_train_step():
   plan = make_plan(MESHES["data2_tensor2_context2"], {**base.get_config("tiny").parallel, "sequence_parallel": "ring"})
   batch, key = _batch(), jax.random.key(7)
