@@ -10,6 +10,7 @@ sharding it chose, the FLOPs of one step and the MFU a given step time would imp
   python benchmarks/scaling.py train --model wan2.1-i2v-14b --chips v5p-8,v5p-64,v5p-256 --resolution 480p
   python benchmarks/scaling.py train --model wan2.1-i2v-14b --chips v5e-64 --resolution 720p --trainable ffn
   python benchmarks/scaling.py sample --model wan2.1-t2v-1.3b,wan2.1-i2v-14b --resolution 480p
+  python benchmarks/scaling.py report --json results.jsonl   # tables of every row the runs appended
 
 Training: fp32 master weights and AdamW moments, bf16 compute, full rematerialisation per block,
 one sample per data x fsdp group (global batch = chips / context), the in-context canvas (video
@@ -32,14 +33,19 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import re
 import sys
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-from flax import nnx
+# Compile-only use never touches a TPU, so libtpu's one-process lock (taken by any JAX process of
+# an environment with libtpu installed) need not stop the planner.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from flax import nnx  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from configs import base  # noqa: E402
@@ -79,11 +85,12 @@ def topology_devices(chip: str, count: int):
   if count not in spec.shapes:
     raise ValueError(f"--chips {chip}-{count}: known {chip} slice sizes are {sorted(spec.shapes)}")
   shape = spec.shapes[count]
-  dims = len(shape.split("x"))
-  bounds = tuple(min(int(d), b) for d, b in zip(shape.split("x"), (2, 2, 1)))
+  sizes = [int(size) for size in shape.split("x")] + [1] * (4 - len(shape.split("x")))
+  # Hosts of 2x2 chips; wrap-around links on the axes that span a whole pod (v5p from 4, 2D pods at 16).
+  wrap = tuple(size >= (4 if chip == "v5p" else 16) for size in sizes[:3])
   topology = topologies.get_topology_desc(
       topology_name=spec.topology.format(shape), platform="tpu", chip_config_name=spec.chip_config,
-      chips_per_host_bounds=bounds + (1,) * (3 - dims), num_slices=1, wrap=(dims == 3 and count >= 64,) * dims)
+      chips_per_host_bounds=tuple(min(size, bound) for size, bound in zip(sizes, (2, 2, 1))), num_slices=1, wrap=wrap)
   return topology.devices
 
 
@@ -102,21 +109,22 @@ def canvas_latents(resolution: str, frames: int) -> tuple[int, int, int]:
 
 
 def model_config(name: str, *, param_dtype: str, remat: str) -> DiTConfig:
-  # The in-context model reads 36 channels and CLIP tokens whatever checkpoint it starts from.
-  return DiTConfig.from_mapping({**base.get_config(name).model, "in_channels": 36, "image_dim": 1280,
-                                 "param_dtype": param_dtype, "dtype": "bfloat16", "remat": remat})
+  # The in-context model reads 36 channels (a T2V checkpoint is widened: expand_input_channels); it
+  # has the CLIP branch when its checkpoint does (I2V).
+  return DiTConfig.from_mapping({**base.get_config(name).model, "in_channels": 36, "param_dtype": param_dtype,
+                                 "dtype": "bfloat16", "remat": remat})
 
 
 def model_flops(config: DiTConfig, grid: tuple[int, int, int], batch: int, trainable: str) -> float:
   """Analytic matmul FLOPs of one training step, no recomputation (forward + backward)."""
   dim, ffn, layers = config.dim, config.ffn_dim, config.num_layers
   tokens = math.prod(grid) // math.prod(config.patch_size)
-  text, image = TEXT_LEN, CLIP_TOKENS
+  text, image = TEXT_LEN, CLIP_TOKENS if config.image_dim else 0
   weights_per_layer = (4 * tokens * dim * dim + 2 * tokens * dim * dim + 4 * (text + image) * dim * dim
                        + 2 * tokens * dim * ffn)  # multiply-adds: self q k v o, cross q o, cross k v, FFN
   scores_per_layer = 2 * tokens * tokens * dim + 2 * tokens * (text + image) * dim  # q.k and p.v
   outside = (tokens * math.prod(config.patch_size) * (config.in_channels + config.out_channels) * dim
-             + text * (config.text_dim + dim) * dim + image * (config.image_dim + dim) * config.image_dim)
+             + text * (config.text_dim + dim) * dim + image * ((config.image_dim or 0) + dim) * (config.image_dim or 0))
   forward = 2 * (layers * (weights_per_layer + scores_per_layer) + outside)
   if trainable == "full":
     return 3 * batch * forward
@@ -194,8 +202,9 @@ def plan_training(args, model: str, target: str, resolution: str) -> dict:
   batch_size = plan.axis_size("batch")
   batch = {"latents": jax.ShapeDtypeStruct((batch_size, *grid, 16), jnp.bfloat16),
            "condition": jax.ShapeDtypeStruct((batch_size, *grid, 20), jnp.bfloat16),
-           "text": jax.ShapeDtypeStruct((batch_size, TEXT_LEN, config.text_dim), jnp.bfloat16),
-           "image": jax.ShapeDtypeStruct((batch_size, CLIP_TOKENS, config.image_dim), jnp.bfloat16)}
+           "text": jax.ShapeDtypeStruct((batch_size, TEXT_LEN, config.text_dim), jnp.bfloat16)}
+  if config.image_dim:
+    batch["image"] = jax.ShapeDtypeStruct((batch_size, CLIP_TOKENS, config.image_dim), jnp.bfloat16)
   batch_sharding = batch_shardings(batch, plan)
   batch = {name: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=batch_sharding[name]) for name, x in batch.items()}
   key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=plan.sharding(()))
@@ -238,7 +247,8 @@ def plan_sampling(args, model: str, resolution: str, platform: str) -> dict:
   inputs = (jax.ShapeDtypeStruct((2, *grid, config.in_channels), jnp.bfloat16, sharding=replicated),
             jax.ShapeDtypeStruct((2,), jnp.float32, sharding=replicated),
             jax.ShapeDtypeStruct((2, TEXT_LEN, config.text_dim), jnp.bfloat16, sharding=replicated),
-            jax.ShapeDtypeStruct((2, CLIP_TOKENS, config.image_dim), jnp.bfloat16, sharding=replicated))
+            jax.ShapeDtypeStruct((2, CLIP_TOKENS, config.image_dim), jnp.bfloat16, sharding=replicated)
+            if config.image_dim else None)
 
   def velocity(params, latents, timestep, text, image):
     with plan.activate():
@@ -283,7 +293,7 @@ def sample_table(rows: list[dict]) -> str:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("kind", choices=["train", "sample"])
+  parser.add_argument("kind", choices=["train", "sample", "report"], help="report: tables of the rows in --json")
   parser.add_argument("--model", default="wan2.1-i2v-14b", help="comma-separated names from configs/base.py MODELS")
   parser.add_argument("--chips", default="v5p-8,v5p-64,v5p-256", help="TPU slices, e.g. v5p-64,v5e-256,v6e-8")
   parser.add_argument("--resolution", default="480p", help="comma-separated: " + ", ".join(RESOLUTIONS))
@@ -297,6 +307,12 @@ def main() -> None:
   parser.add_argument("--platform", choices=["tpu", "cpu"], default="tpu", help="sample: compiler to ask")
   parser.add_argument("--json", type=Path, help="append every result as a JSON line to this file")
   args = parser.parse_args()
+  if args.kind == "report":
+    rows = [json.loads(line) for line in args.json.read_text().splitlines() if line.strip()]
+    print(train_table([row for row in rows if row["kind"] == "train"], args.step_time))
+    print()
+    print(sample_table([row for row in rows if row["kind"] == "sample"]))
+    return
   rows = []
   for model in args.model.split(","):
     for resolution in args.resolution.split(","):
