@@ -1,25 +1,26 @@
 """Scaling planner: which TPU slice (or GPU) fits a training or sampling configuration, before renting it.
 
-Compiles the real sharded training step (`training/step.py`: DiT forward, backward and AdamW
-update, with the mesh, rules and sequence-parallel attention of `parallel/`) ahead of time for a
-TPU topology, using only abstract shapes (no arrays, no TPU: libtpu's compiler runs on any Linux
+Compiles the real sharded training step of a stage config (`configs/stage1.py`: the in-context
+objective of `training/objective.py`, the optimizer of `training/optimizer.py`, through
+`training/step.py` with the mesh, rules and sequence-parallel attention of `parallel/`) ahead of
+time for a TPU topology, using only abstract shapes (no arrays, no TPU: libtpu's compiler runs on any Linux
 machine), and reports the compiler's per-chip peak memory against the chip's HBM, the mesh and
 sharding it chose, the FLOPs of one step and the MFU a given step time would imply.
 
   pip install -e '.[tpu]'    # libtpu, the TPU compiler; one libtpu process at a time
-  python benchmarks/scaling.py train --model wan2.1-i2v-14b --chips v5p-8,v5p-64,v5p-256 --resolution 480p
-  python benchmarks/scaling.py train --model wan2.1-i2v-14b --chips v5e-64 --resolution 720p --trainable ffn
-  python benchmarks/scaling.py sample --model wan2.1-t2v-1.3b,wan2.1-i2v-14b --resolution 480p
+  python benchmarks/scaling.py train --model 14b --chips v5p-8,v5p-64,v5p-256 --resolution 480p --trainable full
+  python benchmarks/scaling.py train --model 14b --chips v5e-64 --resolution 720p --trainable lora
+  python benchmarks/scaling.py sample --model 1.3b,14b --resolution 480p
   python benchmarks/scaling.py report --json results.jsonl   # tables of every row the runs appended
 
-Training: fp32 master weights and AdamW moments, bf16 compute, full rematerialisation per block,
-one sample per data x fsdp group (global batch = chips / context), the in-context canvas (video
-width doubled), 36 input channels and the CLIP branch (the in-context model is I2V-shaped).
-`--trainable ffn` freezes everything but the FFN weights (gradients and AdamW state only for them;
-a stand-in for the paper's LoRA-on-FFN recipe until LoRA lands). Sampling: bf16 weights, one DiT
-evaluation of the CFG batch (cond + uncond = 2), compiled for one TPU v5p chip (95 GB, the nearest
-compiler we can run here to one 80 GB GPU) and, labelled as a fallback, for XLA:CPU, whose memory
-analysis overstates (bf16 widened to f32, no rematerialisation).
+Training (`configs/stage1.py:<model>`: bf16 compute, full rematerialisation per block, the in-context
+canvas with the video width doubled, 36 input channels, the CLIP branch for 14B): `--trainable lora`
+is the paper's recipe as configured (bf16 base frozen, rank-256 fp32 LoRA on the FFNs, AdamW state
+for the adapters only); `--trainable full` trains every weight (fp32 master weights and AdamW
+moments). One sample per data x fsdp group (global batch = chips / context). Sampling: bf16
+weights (adapters merged), one DiT evaluation of the CFG batch (cond + uncond = 2), compiled for
+one TPU v5p chip (95 GB, the nearest compiler we can run here to one 80 GB GPU) and, labelled as a
+fallback, for XLA:CPU, whose memory analysis overstates (bf16 widened to f32, no rematerialisation).
 
 FLOPs: "model" FLOPs are the analytic matmul FLOPs of the step without recomputation (the MFU
 convention: forward, plus backward for activations and trainable weights); "traced" FLOPs count
@@ -44,16 +45,20 @@ from pathlib import Path
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 import jax  # noqa: E402
+import functools  # noqa: E402
+
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from configs import base  # noqa: E402
+from configs import stage1  # noqa: E402
 from dreamactor_jax.models import DiTConfig, WanDiT  # noqa: E402
 from dreamactor_jax.models.dit import TEXT_LEN  # noqa: E402
 from dreamactor_jax.parallel import make_plan  # noqa: E402
-from dreamactor_jax.training.step import (abstract_train_state, batch_shardings, jit_train_step,  # noqa: E402
-                                          make_optimizer)
+from dreamactor_jax.training.latent_batch import LatentBatch  # noqa: E402
+from dreamactor_jax.training.objective import animation_loss  # noqa: E402
+from dreamactor_jax.training.optimizer import make_optimizer  # noqa: E402
+from dreamactor_jax.training.step import abstract_train_state, batch_shardings, jit_train_step  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,15 +113,22 @@ def canvas_latents(resolution: str, frames: int) -> tuple[int, int, int]:
   return (frames - 1) // 4 + 1, height // 8, 2 * width // 8
 
 
-def model_config(name: str, *, param_dtype: str, remat: str) -> DiTConfig:
-  # The in-context model reads 36 channels (a T2V checkpoint is widened: expand_input_channels); it
-  # has the CLIP branch when its checkpoint does (I2V).
-  return DiTConfig.from_mapping({**base.get_config(name).model, "in_channels": 36, "param_dtype": param_dtype,
-                                 "dtype": "bfloat16", "remat": remat})
+def stage_config(size: str, trainable: str, *, layout: str | None = None):
+  """`configs/stage1.py:<size>` for `trainable` "lora" (as configured) or "full" (no adapters, fp32 weights)."""
+  config = stage1.get_config(size)
+  if trainable == "full":
+    config.model.update(lora_rank=0, param_dtype="float32")
+  elif not config.model.lora_rank:
+    raise ValueError(f"--trainable lora: configs/stage1.py:{size} has no LoRA (model.lora_rank=0)")
+  if layout:
+    config.model.layout = layout
+  return config
 
 
 def model_flops(config: DiTConfig, grid: tuple[int, int, int], batch: int, trainable: str) -> float:
-  """Analytic matmul FLOPs of one training step, no recomputation (forward + backward)."""
+  """Analytic matmul FLOPs of one training step on the full canvas, no recomputation: forward, plus
+  backward for activations (x1) and, when training every weight, for weights (x1); LoRA adapters'
+  own FLOPs (rank << width) are left out."""
   dim, ffn, layers = config.dim, config.ffn_dim, config.num_layers
   tokens = math.prod(grid) // math.prod(config.patch_size)
   text, image = TEXT_LEN, CLIP_TOKENS if config.image_dim else 0
@@ -126,10 +138,7 @@ def model_flops(config: DiTConfig, grid: tuple[int, int, int], batch: int, train
   outside = (tokens * math.prod(config.patch_size) * (config.in_channels + config.out_channels) * dim
              + text * (config.text_dim + dim) * dim + image * ((config.image_dim or 0) + dim) * (config.image_dim or 0))
   forward = 2 * (layers * (weights_per_layer + scores_per_layer) + outside)
-  if trainable == "full":
-    return 3 * batch * forward
-  ffn_weights = 2 * layers * 2 * tokens * dim * ffn
-  return batch * (2 * forward + ffn_weights)  # activation gradients everywhere, weight gradients for FFNs
+  return (3 if trainable == "full" else 2) * batch * forward
 
 
 def traced_flops(jaxpr, devices_per_shard: int = 1) -> float:
@@ -185,40 +194,44 @@ def _hbm_used(message: str) -> float | None:
   return float(match.group(1)) * units[match.group(2)]
 
 
-def plan_training(args, model: str, target: str, resolution: str) -> dict:
+def plan_training(args, size: str, target: str, resolution: str) -> dict:
   chip, count = target.split("-")
   devices = topology_devices(chip, int(count))
-  config = model_config(model, param_dtype=args.param_dtype, remat=args.remat)
-  mesh = choose_mesh(len(devices), config.num_heads, args.context)
-  parallel = {**base.get_config(model).parallel, "sequence_parallel": args.sequence_parallel}
-  plan = make_plan(mesh, parallel, devices=devices)
-  make_model = lambda: WanDiT(config, rngs=nnx.Rngs(0))
-  optimizer = make_optimizer()
-  trainable = nnx.Param if args.trainable == "full" else nnx.All(nnx.Param, nnx.PathContains("ffn"))
+  config = stage_config(size, args.trainable, layout=args.layout)
+  model_cfg = DiTConfig.from_mapping(config.model)
+  mesh = choose_mesh(len(devices), model_cfg.num_heads, args.context)
+  plan = make_plan(mesh, {**config.parallel, "sequence_parallel": args.sequence_parallel}, devices=devices)
+  make_model = lambda: WanDiT(model_cfg, rngs=nnx.Rngs(0))
+  optimizer = make_optimizer(config.optimizer)
+  trainable = nnx.LoRAParam if args.trainable == "lora" else nnx.Param
   graphdef, abstract = abstract_train_state(make_model, optimizer, trainable)
   shardings = plan.param_shardings(abstract)
   state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
   grid = canvas_latents(resolution, args.frames)
   batch_size = plan.axis_size("batch")
-  batch = {"latents": jax.ShapeDtypeStruct((batch_size, *grid, 16), jnp.bfloat16),
-           "condition": jax.ShapeDtypeStruct((batch_size, *grid, 20), jnp.bfloat16),
-           "text": jax.ShapeDtypeStruct((batch_size, TEXT_LEN, config.text_dim), jnp.bfloat16)}
-  if config.image_dim:
-    batch["image"] = jax.ShapeDtypeStruct((batch_size, CLIP_TOKENS, config.image_dim), jnp.bfloat16)
+  latents = lambda channels: jax.ShapeDtypeStruct((batch_size, *grid, channels), jnp.bfloat16)
+  batch = LatentBatch(target=latents(16), condition=latents(16), mask=latents(4),
+                      text=jax.ShapeDtypeStruct((batch_size, TEXT_LEN, model_cfg.text_dim), jnp.bfloat16),
+                      image=jax.ShapeDtypeStruct((batch_size, CLIP_TOKENS, model_cfg.image_dim), jnp.bfloat16)
+                      if model_cfg.image_dim else None)
   batch_sharding = batch_shardings(batch, plan)
-  batch = {name: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=batch_sharding[name]) for name, x in batch.items()}
+  batch = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), batch, batch_sharding)
   key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=plan.sharding(()))
-  step = jit_train_step(graphdef, optimizer, plan, shardings, batch_sharding)
+  loss_fn = functools.partial(animation_loss, sigmas=dict(config.sampling.train), region=config.animation.loss_region,
+                              layout=model_cfg.layout)
+  step = jit_train_step(graphdef, optimizer, plan, shardings, batch_sharding, loss_fn=loss_fn)
   start = time.perf_counter()
   traced = step.trace(state, batch, key)
-  row = {"kind": "train", "model": model, "target": target, "resolution": resolution, "frames": args.frames,
-         "tokens": math.prod(grid) // 4, "trainable": args.trainable, "mesh": mesh,
+  row = {"kind": "train", "model": size, "target": target, "resolution": resolution, "frames": args.frames,
+         "tokens": math.prod(grid) // 4, "trainable": args.trainable, "layout": model_cfg.layout, "mesh": mesh,
          "sequence_parallel": args.sequence_parallel, "global_batch": batch_size,
+         "params": sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params) + jax.tree.leaves(abstract.frozen)),
+         "trained_params": sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params)),
          "hbm_gb": CHIPS[chip].hbm_bytes / 1e9, "traced_flops": traced_flops(traced.jaxpr),
-         "model_flops": model_flops(config, grid, batch_size, args.trainable),
+         "model_flops": model_flops(model_cfg, grid, batch_size, args.trainable),
          "peak_flops": CHIPS[chip].peak_flops * len(devices),
-         "param_sharding": {"/".join(map(str, path)): str(s.spec) for path, s in
-                            nnx.to_flat_state(shardings.params) if "blocks" in path and "ffn" in path}}
+         "ffn_sharding": {"/".join(map(str, path)): str(s.get_value().spec) for part in (shardings.params, shardings.frozen)
+                          for path, s in nnx.to_flat_state(part) if "ffn" in path}}
   row["trace_s"] = time.perf_counter() - start
   try:
     compiled = traced.lower().compile()
@@ -234,11 +247,13 @@ def plan_training(args, model: str, target: str, resolution: str) -> dict:
   return row
 
 
-def plan_sampling(args, model: str, resolution: str, platform: str) -> dict:
+def plan_sampling(args, size: str, resolution: str, platform: str) -> dict:
   """One DiT evaluation of the CFG batch on one device: a TPU v5p chip or XLA:CPU (fallback)."""
   devices = topology_devices("v5p", 1) if platform == "tpu" else jax.devices("cpu")[:1]
-  config = model_config(model, param_dtype="bfloat16", remat="none")
-  plan = make_plan({"fsdp": 1}, base.get_config(model).parallel, devices=devices)
+  stage = stage_config(size, "full", layout=args.layout)
+  stage.model.update(param_dtype="bfloat16", remat="none")  # adapters merged into bf16 weights
+  config = DiTConfig.from_mapping(stage.model)
+  plan = make_plan({"fsdp": 1}, stage.parallel, devices=devices)
   graphdef, params = nnx.split(nnx.eval_shape(lambda: WanDiT(config, rngs=nnx.Rngs(0))))
   param_sharding = plan.param_shardings(params)
   params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), params, param_sharding)
@@ -261,21 +276,22 @@ def plan_sampling(args, model: str, resolution: str, platform: str) -> dict:
     peak = memory.peak_memory_in_bytes
   else:  # XLA:CPU reports no meaningful peak; its buffers' total is an upper bound
     peak = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
-  return {"kind": "sample", "model": model, "resolution": resolution, "frames": args.frames,
+  return {"kind": "sample", "model": size, "resolution": resolution, "frames": args.frames,
           "tokens": math.prod(grid) // 4, "compiler": "TPU v5p (1 chip)" if platform == "tpu" else "XLA:CPU (fallback)",
           "peak_bytes": peak, "argument_bytes": memory.argument_size_in_bytes, "fits_80gb": peak <= GPU_HBM_BYTES,
           "compile_s": time.perf_counter() - start}
 
 
 def train_table(rows: list[dict], step_time: float) -> str:
-  lines = [f"| model | slice | res | tokens | trainable | mesh (fsdp x context) | batch | peak GB/chip (HBM) | fits "
+  lines = [f"| model | slice | video | tokens | trains | mesh (fsdp x context) | batch | peak GB/chip (HBM) | fits "
            f"| model PFLOP/step | traced PFLOP/step | MFU at {step_time:g} s/step | s/step at 40% MFU |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for row in rows:
     peak = "?" if row.get("peak_bytes") is None else f"{row['peak_bytes'] / 1e9:.1f}"
     mfu = row["model_flops"] / (step_time * row["peak_flops"])
+    trains = f"{row['trainable']} ({row['trained_params'] / 1e9:.2f}B)"
     lines.append(f"| {row['model']} | {row['target']} | {row['resolution']} x {row['frames']} | {row['tokens']:,} | "
-                 f"{row['trainable']} | {row['mesh']['fsdp']} x {row['mesh']['context']} | {row['global_batch']} | "
+                 f"{trains} | {row['mesh']['fsdp']} x {row['mesh']['context']} | {row['global_batch']} | "
                  f"{peak} ({row['hbm_gb']:.0f}) | {'yes' if row['fits'] else 'no'} | "
                  f"{row['model_flops'] / 1e15:.1f} | {row['traced_flops'] / 1e15:.1f} | {100 * mfu:.0f}% | "
                  f"{row['model_flops'] / (0.4 * row['peak_flops']):.1f} |")
@@ -294,15 +310,14 @@ def sample_table(rows: list[dict]) -> str:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("kind", choices=["train", "sample", "report"], help="report: tables of the rows in --json")
-  parser.add_argument("--model", default="wan2.1-i2v-14b", help="comma-separated names from configs/base.py MODELS")
+  parser.add_argument("--model", default="14b", help="comma-separated sizes of configs/stage1.py: " + ", ".join(stage1.SIZES))
   parser.add_argument("--chips", default="v5p-8,v5p-64,v5p-256", help="TPU slices, e.g. v5p-64,v5e-256,v6e-8")
   parser.add_argument("--resolution", default="480p", help="comma-separated: " + ", ".join(RESOLUTIONS))
   parser.add_argument("--frames", type=int, default=81, help="video frames (1 + 4k)")
-  parser.add_argument("--trainable", choices=["full", "ffn"], default="full", help="all weights, or FFN only")
+  parser.add_argument("--trainable", choices=["lora", "full"], default="lora", help="the config's LoRA, or all weights")
+  parser.add_argument("--layout", choices=["full", "motion_cache"], default=None, help="model.layout (default: config's)")
   parser.add_argument("--context", type=int, default=None, help="context-parallel size (default: see choose_mesh)")
   parser.add_argument("--sequence-parallel", choices=["ulysses", "ring"], default="ulysses")
-  parser.add_argument("--param-dtype", choices=["float32", "bfloat16"], default="float32")
-  parser.add_argument("--remat", default="full", help="model.remat policy")
   parser.add_argument("--step-time", type=float, default=30.0, help="seconds per step for the MFU column")
   parser.add_argument("--platform", choices=["tpu", "cpu"], default="tpu", help="sample: compiler to ask")
   parser.add_argument("--json", type=Path, help="append every result as a JSON line to this file")
@@ -323,7 +338,7 @@ def main() -> None:
         else:
           row = plan_sampling(args, model, resolution, target)
         rows.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k != "param_sharding"}), file=sys.stderr, flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k != "ffn_sharding"}), file=sys.stderr, flush=True)
         if args.json:
           with args.json.open("a") as f:
             f.write(json.dumps(row) + "\n")

@@ -171,6 +171,7 @@ def get_config(arg: str = "wan2.1-t2v-1.3b") -> ml_collections.ConfigDict:
           norm=(),  # norm scales
           text=(),  # text encoder width (4096) at the text embedding's input
           image=(),  # CLIP width (1280) at the image embedding's input
+          lora=(),  # LoRA rank (256): small, whole on every device
       )),
   ))
   return config

@@ -30,7 +30,7 @@ AxisNames = Sequence[str | None]
 
 # The logical names models use. Weights carry them as `out_sharding` metadata (models/layers.py);
 # activations get them from `constrain` and the attention function.
-WEIGHT_AXES = ("layers", "embed", "heads", "mlp", "norm", "text", "image", "modulation")
+WEIGHT_AXES = ("layers", "embed", "heads", "mlp", "norm", "text", "image", "modulation", "lora")
 ACTIVATION_AXES = ("batch", "tokens", "act_embed", "act_heads", "kv")
 
 _current: contextvars.ContextVar[ShardingPlan | None] = contextvars.ContextVar("sharding_plan", default=None)

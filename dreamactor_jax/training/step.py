@@ -1,25 +1,28 @@
-"""The sharded DiT training step: a flow-matching MSE and an optax update, jitted with named shardings.
+"""The sharded DiT training step: a loss (by default the in-context objective, `objective.py`) and an
+optax update, jitted with the named shardings of a `parallel.ShardingPlan`.
 
-STUB FOR THE TRAINER: this is the place `training/` extends. The trainer replaces
-`flow_matching_loss` with the in-context one (canvas and mask from `animation/`, timestep sampling
-and loss region from `diffusion/`) and passes its LoRA filter as `trainable`; the state layout,
-the shardings and the jit below stay as they are. WAN.md "Flow matching": x_s = (1-s) x0 + s eps,
-the model predicts v = eps - x0 at timestep 1000 s.
+STUB FOR THE TRAINER: this is the place the training loop extends (EMA, gradient accumulation,
+non-finite step counting, metrics); the state layout, the shardings and the jit below are what it
+keeps. `trainable` is an nnx filter: `nnx.Param` (everything), `nnx.LoRAParam` (the paper's LoRA,
+base frozen), or any path filter.
 
     plan = parallel.make_plan(config.mesh, config.parallel)
-    make_model = lambda: WanDiT(DiTConfig.from_mapping(config.model), rngs=nnx.Rngs(0))
-    graphdef, abstract = abstract_train_state(make_model, optimizer, trainable=nnx.Param)
+    make_model = lambda: WanDiT(DiTConfig.from_mapping(config.model), rngs=nnx.Rngs(config.train.seed))
+    optimizer = make_optimizer(config.optimizer)                         # training/optimizer.py
+    graphdef, abstract = abstract_train_state(make_model, optimizer, trainable=nnx.LoRAParam)
     shardings = plan.param_shardings(abstract)          # the whole TrainState, from logical names
-    state = jax.jit(lambda: create_train_state(make_model, optimizer, nnx.Param),
+    state = jax.jit(lambda: create_train_state(make_model, optimizer, nnx.LoRAParam),
                     out_shardings=shardings)()          # born sharded, never whole on one device
-    step = jit_train_step(graphdef, optimizer, plan, shardings, batch_shardings(batch, plan))
-    state, metrics = step(state, parallel.global_batch(host_batch, plan), key)
+    loss_fn = functools.partial(animation_loss, sigmas=dict(config.sampling.train),
+                                region=config.animation.loss_region, layout=config.model.layout)
+    step = jit_train_step(graphdef, optimizer, plan, shardings, batch_shardings(batch, plan), loss_fn=loss_fn)
+    state, metrics = step(state, batch, key)            # batch: a LatentBatch of global arrays
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -29,7 +32,8 @@ from flax import nnx
 
 from dreamactor_jax.parallel.rules import ShardingPlan
 
-Batch = Mapping[str, jax.Array]
+# loss_fn(model, batch, key) -> (scalar loss, aux pytree for metrics), e.g. objective.animation_loss.
+LossFn = Callable[[nnx.Module, Any, jax.Array], tuple[jax.Array, Any]]
 
 
 @jax.tree_util.register_dataclass
@@ -48,12 +52,7 @@ class TrainState:
 class Metrics:
   loss: jax.Array
   grad_norm: jax.Array
-
-
-def make_optimizer(learning_rate: float = 1e-5, *, weight_decay: float = 0.01, clip_norm: float = 1.0
-                   ) -> optax.GradientTransformation:
-  """AdamW after global-norm clipping; moments in the parameters' dtype (fp32 master weights)."""
-  return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adamw(learning_rate, weight_decay=weight_decay))
+  aux: Any  # the loss function's aux output
 
 
 def create_train_state(make_model: Callable[[], nnx.Module], optimizer: optax.GradientTransformation,
@@ -70,57 +69,34 @@ def abstract_train_state(make_model: Callable[[], nnx.Module], optimizer: optax.
   return graphdef, jax.eval_shape(lambda: create_train_state(make_model, optimizer, trainable))
 
 
-def flow_matching_loss(model: nnx.Module, batch: Batch, key: jax.Array) -> jax.Array:
-  """Mean squared error of the predicted velocity, fp32.
-
-  batch: `latents` `[B, F, H, W, C_out]` (x0), `text` `[B, Lt, text_dim]`, optional `condition`
-  `[B, F, H, W, C_in - C_out]` (concatenated after the noisy latents, e.g. mask + condition
-  latents) and `image` `[B, Li, image_dim]` (CLIP tokens).
-  """
-  latents = batch["latents"].astype(jnp.float32)
-  sigma_key, noise_key = jax.random.split(key)
-  sigma = jax.random.uniform(sigma_key, (latents.shape[0],))
-  noise = jax.random.normal(noise_key, latents.shape)
-  s = sigma[:, None, None, None, None]
-  noisy = (1 - s) * latents + s * noise
-  if "condition" in batch:
-    noisy = jnp.concatenate([noisy, batch["condition"].astype(jnp.float32)], axis=-1)
-  velocity = model(noisy, 1000.0 * sigma, batch["text"], image_context=batch.get("image"))
-  return jnp.mean(jnp.square(velocity - (noise - latents)))
-
-
-def train_step(graphdef: nnx.GraphDef, state: TrainState, batch: Batch, key: jax.Array, *,
-               optimizer: optax.GradientTransformation, plan: ShardingPlan | None,
-               loss_fn: Callable[[nnx.Module, Batch, jax.Array], jax.Array] = flow_matching_loss
+def train_step(graphdef: nnx.GraphDef, state: TrainState, batch: Any, key: jax.Array, *,
+               optimizer: optax.GradientTransformation, plan: ShardingPlan | None, loss_fn: LossFn
                ) -> tuple[TrainState, Metrics]:
   """One optimizer step; gradients only for `state.params`. Pure: jit it (`jit_train_step`)."""
   key = jax.random.fold_in(key, state.step)
 
   def loss_of(params):
-    # Fresh Variables for the frozen weights: nnx only lets transforms (scan) see Variables made
-    # at the current trace level, and these were made outside the gradient's trace.
-    frozen = jax.tree.map(lambda x: x, state.frozen)
-    return loss_fn(nnx.merge(graphdef, params, frozen), batch, key)
+    return loss_fn(nnx.merge(graphdef, params, state.frozen), batch, key)
 
+  grad_fn = jax.value_and_grad(loss_of, has_aux=True)
   if plan is None:
-    loss, grads = jax.value_and_grad(loss_of)(state.params)
+    (loss, aux), grads = grad_fn(state.params)
   else:
     with plan.activate():
-      loss, grads = jax.value_and_grad(loss_of)(state.params)
+      (loss, aux), grads = grad_fn(state.params)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   new_state = TrainState(params=params, frozen=state.frozen, opt_state=opt_state, step=state.step + 1)
-  return new_state, Metrics(loss=loss, grad_norm=optax.global_norm(grads))
+  return new_state, Metrics(loss=loss, grad_norm=optax.global_norm(grads), aux=aux)
 
 
-def batch_shardings(batch: Batch, plan: ShardingPlan) -> dict[str, jax.sharding.NamedSharding]:
-  """Each batch entry split on its leading (batch) axis over the `batch` mesh axes."""
-  return {name: plan.sharding(("batch",) + (None,) * (len(value.shape) - 1)) for name, value in batch.items()}
+def batch_shardings(batch: Any, plan: ShardingPlan) -> Any:
+  """Every array of the batch (a dict or a LatentBatch) split on its leading axis over `batch`."""
+  return jax.tree.map(lambda x: plan.sharding(("batch",) + (None,) * (len(x.shape) - 1)), batch)
 
 
 def jit_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, plan: ShardingPlan,
-                   state_shardings: Any, batch_sharding: Any, *,
-                   loss_fn: Callable[[nnx.Module, Batch, jax.Array], jax.Array] = flow_matching_loss):
+                   state_shardings: Any, batch_sharding: Any, *, loss_fn: LossFn):
   """`step(state, batch, key) -> (state, metrics)` jitted with named in/out shardings; the old state
   is donated, so its buffers are reused for the new one."""
   replicated = plan.sharding(())

@@ -1,6 +1,9 @@
 """The tiny in-context DiT on 8 simulated devices: forward output and parameter gradients equal
 one device's for every strategy and mesh shape, and the sharded train step equals the one-device
-step (full fine-tuning) or updates only the FFN weights (frozen base)."""
+step (full fine-tuning, the in-context objective) or trains only the LoRA adapters (frozen base)."""
+
+import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +15,11 @@ from flax import nnx
 from configs import base
 from dreamactor_jax.models import DiTConfig, WanDiT
 from dreamactor_jax.parallel import make_plan
+from dreamactor_jax.training.latent_batch import LatentBatch
+from dreamactor_jax.training.objective import animation_loss
+from dreamactor_jax.training.optimizer import make_optimizer
 from dreamactor_jax.training.step import (abstract_train_state, batch_shardings, create_train_state, jit_train_step,
-                                          make_optimizer, train_step)
+                                          train_step)
 
 MESHES = {"fsdp2_context4": {"fsdp": 2, "context": 4}, "data2_tensor2_context2": {"data": 2, "tensor": 2, "context": 2}}
 # I2V-shaped (36 input channels, CLIP branch) with 4 heads of 12 so that tensor x context = 4
@@ -102,38 +108,51 @@ def test_sampling_layout_matches_one_device(on_8_devices):
   assert on_8_devices(_check_sampling_layout)
 
 
+def _latent_batch():
+  """A LatentBatch of the tiny canvas: reference given at frame 0 on the left, motion half given."""
+  batch = _batch()
+  mask = jnp.zeros((2, 3, 6, 10, 4)).at[:, :, :, 5:].set(1.0).at[:, 0, :, :5].set(1.0)
+  return LatentBatch(target=batch["latents"], condition=batch["condition"][..., :16], mask=mask, text=batch["text"],
+                     image=batch["image"])
+
+
 def _check_train_step():
   plan = make_plan(MESHES["data2_tensor2_context2"], {**base.get_config("tiny").parallel, "sequence_parallel": "ring"})
-  batch, key = _batch(), jax.random.key(7)
+  batch, key = _latent_batch(), jax.random.key(7)
+  loss_fn = functools.partial(animation_loss, sigmas={})  # the in-context objective, generated region
   # Plain SGD so the comparison with one device is exact up to float rounding.
   sgd = optax.sgd(0.1)
   graphdef, abstract = abstract_train_state(_make_model, sgd)
   shardings = plan.param_shardings(abstract)
   one_device_state = create_train_state(_make_model, sgd)
   initial = jax.device_get(one_device_state.params)  # numpy: the sharded step donates its input
-  ref_state, ref_metrics = jax.jit(lambda s, b, k: train_step(graphdef, s, b, k, optimizer=sgd, plan=None))(
-      one_device_state, batch, key)
+  ref_state, ref_metrics = jax.jit(lambda s, b, k: train_step(graphdef, s, b, k, optimizer=sgd, plan=None,
+                                                              loss_fn=loss_fn))(one_device_state, batch, key)
   state = jax.device_put(one_device_state, shardings)
-  step = jit_train_step(graphdef, sgd, plan, shardings, batch_shardings(batch, plan))
+  step = jit_train_step(graphdef, sgd, plan, shardings, batch_shardings(batch, plan), loss_fn=loss_fn)
   state, metrics = step(state, batch, key)
   np.testing.assert_allclose(metrics.loss, ref_metrics.loss, rtol=1e-5)
   np.testing.assert_allclose(metrics.grad_norm, ref_metrics.grad_norm, rtol=1e-5)
+  np.testing.assert_allclose(metrics.aux.per_sample, ref_metrics.aux.per_sample, rtol=1e-5)
   assert int(state.step) == 1
   for (path, new), (_, ref), (_, old) in zip(nnx.to_flat_state(state.params), nnx.to_flat_state(ref_state.params),
                                              nnx.to_flat_state(initial)):
     assert new[...].sharding.is_equivalent_to(plan.sharding(new.get_metadata()["out_sharding"]), new[...].ndim)
     np.testing.assert_allclose(new[...] - old[...], ref[...] - old[...], atol=1e-6, err_msg="/".join(map(str, path)))
 
-  # Frozen base, AdamW on the FFN weights only (the planner's stand-in for LoRA on the FFNs).
-  adamw = make_optimizer(1e-3)
-  ffn_only = nnx.All(nnx.Param, nnx.PathContains("ffn"))
-  graphdef, abstract = abstract_train_state(_make_model, adamw, ffn_only)
+  # The paper's recipe: LoRA on the FFNs, base frozen, the trainer's AdamW; state born sharded.
+  optimizer_config = base.get_config("tiny").optimizer
+  optimizer_config.warmup_steps = 0
+  adamw = make_optimizer(optimizer_config)
+  make_lora_model = lambda: WanDiT(dataclasses.replace(CONFIG, lora_rank=4), rngs=nnx.Rngs(0))
+  graphdef, abstract = abstract_train_state(make_lora_model, adamw, nnx.LoRAParam)
   assert {path[:2] for path, _ in nnx.to_flat_state(abstract.params)} == {("blocks", "ffn")}
   shardings = plan.param_shardings(abstract)
-  state = jax.jit(lambda: create_train_state(_make_model, adamw, ffn_only), out_shardings=shardings)()
+  state = jax.jit(lambda: create_train_state(make_lora_model, adamw, nnx.LoRAParam), out_shardings=shardings)()
   before = jax.device_get((state.params, state.frozen))
-  step = jit_train_step(graphdef, adamw, plan, shardings, batch_shardings(batch, plan))
-  state, metrics = step(state, batch, key)
+  step = jit_train_step(graphdef, adamw, plan, shardings, batch_shardings(batch, plan), loss_fn=loss_fn)
+  for _ in range(2):  # B starts at 0, so A moves from the second step
+    state, metrics = step(state, batch, key)
   assert np.isfinite(metrics.loss) and metrics.grad_norm > 0
   for (_, new), (_, old) in zip(nnx.to_flat_state(state.frozen), nnx.to_flat_state(before[1])):
     np.testing.assert_array_equal(new[...], old[...])
