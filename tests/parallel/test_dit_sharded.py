@@ -83,6 +83,44 @@ def test_dit_matches_one_device(on_8_devices, mesh, strategy):
   assert on_8_devices(_check_dit_matches_one_device, MESHES[mesh], strategy)
 
 
+def _check_motion_cache_layout(mesh, strategy):
+  # The motion_cache layout: the motion half encoded once (its keys/values cached per layer), the
+  # left half's queries attending to their own keys plus the cached ones (another length). Halves of
+  # 3 x 3 x 3 = 27 tokens, which no context size divides.
+  graphdef, params = nnx.split(_make_model())
+  batch = _batch()
+  canvas = jnp.concatenate([batch["latents"], batch["condition"]], -1)[:, :, :, :6]
+  canvas = jnp.concatenate([canvas, canvas[:, :, ::-1] * 0.5], axis=3)  # [B, F, H, 2 x 6, 36]
+  weights = jnp.cos(jnp.arange(2 * 3 * 6 * 6 * 16)).reshape(2, 3, 6, 6, 16)
+
+  def loss(params, plan):
+    def run():
+      model = nnx.merge(graphdef, params)
+      cache = model.encode_motion(canvas[:, :, :, 6:], batch["text"], image_context=batch["image"])
+      out = model(canvas[:, :, :, :6], jnp.array([100.0, 800.0]), batch["text"], image_context=batch["image"],
+                  motion=cache)
+      return (out * weights).sum(), out
+    if plan is None:
+      return run()
+    with plan.activate():
+      return run()
+
+  grad = jax.value_and_grad(loss, has_aux=True)
+  (_, ref_out), ref_grads = jax.jit(grad, static_argnums=1)(params, None)
+  plan = make_plan(mesh, {**base.get_config("tiny").parallel, "sequence_parallel": strategy})
+  (_, out), grads = jax.jit(grad, static_argnums=1, in_shardings=(plan.param_shardings(params),))(params, plan)
+  np.testing.assert_allclose(out, ref_out, atol=1e-5 * float(np.abs(ref_out).max()), rtol=0)
+  for (path, got), (_, want) in zip(nnx.to_flat_state(grads), nnx.to_flat_state(ref_grads)):
+    np.testing.assert_allclose(got[...], want[...], atol=1e-5 * float(np.abs(want[...]).max()) + 1e-9, rtol=0,
+                               err_msg="/".join(map(str, path)))
+  return True
+
+
+@pytest.mark.parametrize("mesh, strategy", [("fsdp2_context4", "ulysses"), ("data2_tensor2_context2", "ring")])
+def test_motion_cache_layout_matches_one_device(on_8_devices, mesh, strategy):
+  assert on_8_devices(_check_motion_cache_layout, MESHES[mesh], strategy)
+
+
 def _check_sampling_layout():
   # The sampler's layout: every device on context (8 > 4 heads: ring), the CFG batch of 2 whole on
   # each device, bf16 weights replicated across nothing (ZeRO-3 over context), forward only.

@@ -9,7 +9,7 @@ from jax.sharding import AxisType, PartitionSpec as P
 from configs import base
 from dreamactor_jax.parallel import constrain, global_batch, make_mesh, make_plan, mesh_shape
 from dreamactor_jax.parallel.mesh import launched_process_count
-from dreamactor_jax.parallel.rules import rules_from_config
+from dreamactor_jax.parallel.rules import ACTIVATION_AXES, WEIGHT_AXES, rules_from_config
 
 
 def test_mesh_shape_fills_one_axis():
@@ -38,6 +38,15 @@ def test_launched_process_count():
   assert launched_process_count({"SLURM_NTASKS": "16"}) == 16
   assert launched_process_count({"TPU_WORKER_HOSTNAMES": "10.0.0.1,10.0.0.2"}) == 2
   assert launched_process_count({"TPU_WORKER_HOSTNAMES": "localhost"}) == 1
+
+
+def test_config_rules_name_every_logical_axis():
+  # The one table covers exactly the logical names models use, for every config file.
+  from configs import stage1, stage2
+
+  for config in (base.get_config("tiny"), stage1.get_config("14b"), stage2.get_config("14b")):
+    assert sorted(config.parallel.rules) == sorted(WEIGHT_AXES + ACTIVATION_AXES)
+    assert rules_from_config(config.parallel.rules)["embed"] == ("fsdp", "context")
 
 
 def test_rules_name_mesh_axes():
