@@ -73,13 +73,13 @@ class Chip:
 
 
 CHIPS = {
-    "v5p": Chip("v5:{}", "megacore", 95e9, 459e12, {1: "1x1x1", 4: "2x2x1", 8: "2x2x2", 64: "4x4x4", 256: "4x8x8"}),
-    "v5e": Chip("v5e:{}", "default", 16e9, 197e12, {1: "1x1", 4: "2x2", 8: "2x4", 64: "8x8", 256: "16x16"}),
-    "v6e": Chip("v6e:{}", "default", 32e9, 918e12, {1: "1x1", 4: "2x2", 8: "2x4", 64: "8x8", 256: "16x16"}),
+    "v5p": Chip("v5:{}", "megacore", 95 * 2**30, 459e12, {1: "1x1x1", 4: "2x2x1", 8: "2x2x2", 64: "4x4x4", 256: "4x8x8"}),
+    "v5e": Chip("v5e:{}", "default", 16 * 2**30, 197e12, {1: "1x1", 4: "2x2", 8: "2x4", 64: "8x8", 256: "16x16"}),
+    "v6e": Chip("v6e:{}", "default", 32 * 2**30, 918e12, {1: "1x1", 4: "2x2", 8: "2x4", 64: "8x8", 256: "16x16"}),
 }
 RESOLUTIONS = {"480p": (480, 832), "720p": (720, 1280)}  # video height, width of the driving video
 CLIP_TOKENS = 257
-GPU_HBM_BYTES = 80e9
+GPU_HBM_BYTES = 80e9  # an 80 GB H100 or A100: 74.5 GiB, leaving room for the CUDA context
 
 
 def topology_devices(chip: str, count: int):
@@ -186,12 +186,13 @@ def _pallas_flops(eqn) -> float:
 
 
 def _hbm_used(message: str) -> float | None:
-  """Bytes the TPU compiler needed, from its out-of-memory message."""
-  match = re.search(r"Used ([\d.]+)([KMGT])? of ([\d.]+)([KMGT])? hbm", message)
-  if not match:
-    return None
-  units = {None: 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-  return float(match.group(1)) * units[match.group(2)]
+  """Bytes the TPU compiler said it needed (at least), from its out-of-memory message."""
+  units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+  for pattern in (r"Used ([\d.]+)([KMGT]?) of [\d.]+[KMGT]? hbm", r"\(([\d.]+)([KMGT]?)\) exceeds available HBM"):
+    match = re.search(pattern, message)
+    if match:
+      return float(match.group(1)) * units[match.group(2)]
+  return None
 
 
 def plan_training(args, size: str, target: str, resolution: str) -> dict:
@@ -227,7 +228,7 @@ def plan_training(args, size: str, target: str, resolution: str) -> dict:
          "sequence_parallel": args.sequence_parallel, "global_batch": batch_size,
          "params": sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params) + jax.tree.leaves(abstract.frozen)),
          "trained_params": sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params)),
-         "hbm_gb": CHIPS[chip].hbm_bytes / 1e9, "traced_flops": traced_flops(traced.jaxpr),
+         "hbm_gib": CHIPS[chip].hbm_bytes / 2**30, "traced_flops": traced_flops(traced.jaxpr),
          "model_flops": model_flops(model_cfg, grid, batch_size, args.trainable),
          "peak_flops": CHIPS[chip].peak_flops * len(devices),
          "ffn_sharding": {"/".join(map(str, path)): str(s.get_value().spec) for part in (shardings.params, shardings.frozen)
@@ -283,27 +284,27 @@ def plan_sampling(args, size: str, resolution: str, platform: str) -> dict:
 
 
 def train_table(rows: list[dict], step_time: float) -> str:
-  lines = [f"| model | slice | video | tokens | trains | mesh (fsdp x context) | batch | peak GB/chip (HBM) | fits "
+  lines = [f"| model | slice | video | tokens | trains | mesh (fsdp x context) | batch | peak GiB/chip (HBM) | fits "
            f"| model PFLOP/step | traced PFLOP/step | MFU at {step_time:g} s/step | s/step at 40% MFU |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for row in rows:
-    peak = "?" if row.get("peak_bytes") is None else f"{row['peak_bytes'] / 1e9:.1f}"
+    peak = "?" if row.get("peak_bytes") is None else f"{'>' if not row['fits'] else ''}{row['peak_bytes'] / 2**30:.1f}"
     mfu = row["model_flops"] / (step_time * row["peak_flops"])
     trains = f"{row['trainable']} ({row['trained_params'] / 1e9:.2f}B)"
     lines.append(f"| {row['model']} | {row['target']} | {row['resolution']} x {row['frames']} | {row['tokens']:,} | "
                  f"{trains} | {row['mesh']['fsdp']} x {row['mesh']['context']} | {row['global_batch']} | "
-                 f"{peak} ({row['hbm_gb']:.0f}) | {'yes' if row['fits'] else 'no'} | "
+                 f"{peak} ({row['hbm_gib']:.0f}) | {'yes' if row['fits'] else 'no'} | "
                  f"{row['model_flops'] / 1e15:.1f} | {row['traced_flops'] / 1e15:.1f} | {100 * mfu:.0f}% | "
                  f"{row['model_flops'] / (0.4 * row['peak_flops']):.1f} |")
   return "\n".join(lines)
 
 
 def sample_table(rows: list[dict]) -> str:
-  lines = ["| model | res | tokens | compiler | peak GB (one DiT call, CFG batch 2, bf16) | fits 80 GB |",
+  lines = ["| model | video | tokens | compiler | peak GiB (one DiT call, CFG batch 2, bf16) | fits 80 GB (74.5 GiB) |",
            "|---|---|---|---|---|---|"]
   for row in rows:
     lines.append(f"| {row['model']} | {row['resolution']} x {row['frames']} | {row['tokens']:,} | {row['compiler']} | "
-                 f"{row['peak_bytes'] / 1e9:.1f} | {'yes' if row['fits_80gb'] else 'no'} |")
+                 f"{row['peak_bytes'] / 2**30:.1f} | {'yes' if row['fits_80gb'] else 'no'} |")
   return "\n".join(lines)
 
 
