@@ -284,15 +284,17 @@ def plan_sampling(args, size: str, resolution: str, platform: str) -> dict:
 
 
 def train_table(rows: list[dict], step_time: float) -> str:
-  lines = [f"| model | slice | video | tokens | trains | mesh (fsdp x context) | batch | peak GiB/chip (HBM) | fits "
+  lines = [f"| model | slice (chips) | video | tokens | trains | mesh (fsdp x context), attention | batch | peak GiB/chip (HBM) | fits "
            f"| model PFLOP/step | traced PFLOP/step | MFU at {step_time:g} s/step | s/step at 40% MFU |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for row in rows:
     peak = "?" if row.get("peak_bytes") is None else f"{'>' if not row['fits'] else ''}{row['peak_bytes'] / 2**30:.1f}"
     mfu = row["model_flops"] / (step_time * row["peak_flops"])
     trains = f"{row['trainable']} ({row['trained_params'] / 1e9:.2f}B)"
-    lines.append(f"| {row['model']} | {row['target']} | {row['resolution']} x {row['frames']} | {row['tokens']:,} | "
-                 f"{trains} | {row['mesh']['fsdp']} x {row['mesh']['context']} | {row['global_batch']} | "
+    chip, count = row["target"].split("-")
+    lines.append(f"| {row['model']} | {chip} {CHIPS[chip].shapes[int(count)]} ({count}) | {row['resolution']} x {row['frames']} | {row['tokens']:,} | "
+                 f"{trains} | {row['mesh']['fsdp']} x {row['mesh']['context']} {row['sequence_parallel']} | "
+                 f"{row['global_batch']} | "
                  f"{peak} ({row['hbm_gib']:.0f}) | {'yes' if row['fits'] else 'no'} | "
                  f"{row['model_flops'] / 1e15:.1f} | {row['traced_flops'] / 1e15:.1f} | {100 * mfu:.0f}% | "
                  f"{row['model_flops'] / (0.4 * row['peak_flops']):.1f} |")
@@ -312,7 +314,9 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("kind", choices=["train", "sample", "report"], help="report: tables of the rows in --json")
   parser.add_argument("--model", default="14b", help="comma-separated sizes of configs/stage1.py: " + ", ".join(stage1.SIZES))
-  parser.add_argument("--chips", default="v5p-8,v5p-64,v5p-256", help="TPU slices, e.g. v5p-64,v5e-256,v6e-8")
+  parser.add_argument("--chips", default="v5p-8,v5p-64,v5p-256",
+                      help="TPU slices as <generation>-<chips>, e.g. v5p-64,v5e-256,v6e-8 (chips, not GCP's v5p "
+                           "TensorCore count: 8 v5p chips are GCP's v5p-16)")
   parser.add_argument("--resolution", default="480p", help="comma-separated: " + ", ".join(RESOLUTIONS))
   parser.add_argument("--frames", type=int, default=81, help="video frames (1 + 4k)")
   parser.add_argument("--trainable", choices=["lora", "full"], default="lora", help="the config's LoRA, or all weights")
