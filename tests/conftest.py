@@ -12,7 +12,7 @@ sys.path.insert(0, str(ROOT))  # configs/ and benchmarks/ live at the repo root
 
 # Fixtures of sub-folders live in plugin modules, not in more conftest.py files: test modules import
 # helpers with `from conftest import ...`, which must always mean this file.
-pytest_plugins = ["tests.data.fixtures"]
+pytest_plugins = ["tests.data.fixtures", "tests.parallel.devices"]
 
 
 def make_torch_dit(*, heads=3, head_dim=16, layers=2, ffn=40, in_channels=16, out_channels=16, text_dim=20,

@@ -1,6 +1,6 @@
-"""Sharding tests run on 8 simulated CPU devices in one worker process, so the device count never
-leaks into the rest of the suite: `on_8_devices(check, *args)` runs module-level `check` there and
-re-raises its failure here."""
+"""The `on_8_devices` fixture (a plugin of tests/conftest.py): sharding tests run on 8 simulated CPU
+devices in one worker process, so the device count never leaks into the rest of the suite.
+`on_8_devices(check, *args)` runs the module-level function `check` there and fails with its error."""
 
 import inspect
 import os
