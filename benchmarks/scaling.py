@@ -141,7 +141,7 @@ def model_flops(config: DiTConfig, grid: tuple[int, int, int], batch: int, train
   return (3 if trainable == "full" else 2) * batch * forward
 
 
-def traced_flops(jaxpr, devices_per_shard: int = 1) -> float:
+def traced_flops(jaxpr) -> float:
   """Matmul FLOPs of a (closed) jaxpr over the whole mesh: dot_general, scan bodies times their
   length, shard_map bodies times their shard count, splash attention kernels by their shapes."""
   jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
