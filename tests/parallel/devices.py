@@ -3,9 +3,8 @@ devices in one worker process, so the device count never leaks into the rest of 
 `on_8_devices(check, *args)` runs the module-level function `check` there and fails with its error."""
 
 import inspect
+import json
 import os
-import pickle
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -26,13 +25,13 @@ class Worker:
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
 
   def __call__(self, check, *args):
-    data = pickle.dumps((inspect.getsourcefile(check), check.__name__, args))
-    self.process.stdin.write(struct.pack("<Q", len(data)) + data)
+    request = json.dumps([inspect.getsourcefile(check), check.__name__, args])
+    self.process.stdin.write(request.encode() + b"\n")
     self.process.stdin.flush()
-    header = self.process.stdout.read(8)
-    if len(header) < 8:
+    reply = self.process.stdout.readline()
+    if not reply:
       pytest.fail(f"the 8-device worker died (exit code {self.process.wait()}); see its stderr above")
-    status, value = pickle.loads(self.process.stdout.read(struct.unpack("<Q", header)[0]))
+    status, value = json.loads(reply)
     if status == "error":
       pytest.fail(f"{check.__name__}{args} failed on 8 devices:\n{value}", pytrace=False)
     return value

@@ -1,13 +1,13 @@
 """Runs check functions on 8 simulated CPU devices for tests/parallel (started by conftest.py).
 
-Protocol: length-prefixed pickles on stdin/stdout. A request is (file, function name, args); the
-reply is ("ok", value) or ("error", traceback text). Anything the checks print goes to stderr.
+Protocol: one JSON line per message on stdin/stdout (no pickles: nothing executable crosses). A
+request is [file, function name, args]; the reply is ["ok", value] or ["error", traceback text].
+Anything the checks print goes to stderr.
 """
 
 import importlib.util
+import json
 import os
-import pickle
-import struct
 import sys
 import traceback
 from pathlib import Path
@@ -24,8 +24,8 @@ def main() -> None:
 
   assert jax.device_count() == 8, f"worker expected 8 simulated devices, got {jax.devices()}"
   modules = {}
-  while header := requests.read(8):
-    file, name, args = pickle.loads(requests.read(struct.unpack("<Q", header)[0]))
+  while line := requests.readline():
+    file, name, args = json.loads(line)
     try:
       if file not in modules:
         spec = importlib.util.spec_from_file_location(f"_worker_{Path(file).stem}", file)
@@ -34,8 +34,7 @@ def main() -> None:
       reply = ("ok", getattr(modules[file], name)(*args))
     except BaseException:  # noqa: BLE001 (reported to the test, which fails with it)
       reply = ("error", traceback.format_exc())
-    data = pickle.dumps(reply)
-    replies.write(struct.pack("<Q", len(data)) + data)
+    replies.write(json.dumps(reply).encode() + b"\n")
     replies.flush()
 
 
