@@ -52,5 +52,5 @@ def ema_update(ema: Any, params: Any, decay: float) -> Any:
 
 
 def init_ema(params: Any) -> Any:
-  """An fp32 copy of `params` to average into."""
-  return jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)
+  """An fp32 copy of `params` to average into (a copy even for fp32 leaves: the train step donates both)."""
+  return jax.tree.map(lambda p: jnp.array(p, jnp.float32, copy=True), params)

@@ -1,0 +1,298 @@
+"""The training loop of both stages (PAPER.md sections 3-6): data -> frozen encoders -> sharded DiT step.
+
+    python train.py --config=configs/stage1.py:tiny --workdir=runs/tiny1
+
+Each step: a Grain batch (CONTRACTS.md) becomes global arrays on the mesh, the frozen VAE (and CLIP
+for I2V-shaped DiTs) turn it into a `LatentBatch` (`latent_batch.prepare_batch`), and the sharded
+train step (`step.py`) takes one optimizer step on the trainable parameters (the LoRA adapters, or
+all of the DiT). Every random draw derives from `config.train.seed` and the step number, and the
+data iterator's state is checkpointed, so a run resumed from its last checkpoint continues exactly
+as if it had never stopped. SIGTERM (preemption) saves and exits cleanly; NaN/inf steps are
+skipped and counted, and `train.max_nonfinite` of them in a row stop the run with an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from dreamactor_jax import animation, parallel
+from dreamactor_jax.checkpoints.orbax_model import load_dit, load_model
+from dreamactor_jax.data import DataConfig, stage1_dataset, stage2_dataset
+from dreamactor_jax.models.dit import DiTConfig, WanDiT
+from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
+from dreamactor_jax.models.vae import VAEConfig, WanVAE
+from dreamactor_jax.prompt_cache import PromptCache
+from dreamactor_jax.training import metrics as metrics_lib
+from dreamactor_jax.training.checkpointing import Checkpointer, abstract_like
+from dreamactor_jax.training.latent_batch import prepare_batch
+from dreamactor_jax.training.objective import animation_loss
+from dreamactor_jax.training.optimizer import learning_rate_schedule, make_optimizer
+from dreamactor_jax.training.step import batch_shardings, init_train_state, jit_train_step
+
+log = logging.getLogger(__name__)
+
+# Dense bf16 peak FLOP/s per device, for the MFU estimate (vendor figures).
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v5p": 459e12, "TPU v5 lite": 197e12,
+              "TPU v6 lite": 918e12, "TPU v4": 275e12}
+NOISE_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+class TrainingError(RuntimeError):
+  """Training cannot go on (a bad setting, or too many non-finite steps in a row)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Frozen:
+  """The encoders training never updates, split for jit: VAE and (I2V-shaped DiTs) CLIP."""
+
+  vae: tuple[nnx.GraphDef, nnx.State]
+  clip: tuple[nnx.GraphDef, nnx.State] | None
+
+
+def load_frozen(config: ml_collections.ConfigDict, dit_config: DiTConfig) -> Frozen:
+  """The VAE and CLIP folders of `config.init`, refusing what the DiT cannot read."""
+  if not config.init.vae:
+    raise TrainingError("config.init.vae is empty: training encodes every canvas with the VAE; give a "
+                        "`convert vae` folder (or a codec trained by the demo recipe)")
+  vae, vae_config = load_model(config.init.vae, WanVAE, VAEConfig)
+  if 2 * vae_config.z_dim + animation.MASK_CHANNELS != dit_config.in_channels:
+    raise TrainingError(f"config.init.vae has z_dim={vae_config.z_dim}; the DiT reads in_channels="
+                        f"{dit_config.in_channels} = 2 * z_dim + {animation.MASK_CHANNELS} (noisy, mask, canvas)")
+  clip = None
+  if dit_config.image_dim is not None:
+    if not config.init.clip:
+      raise TrainingError("config.init.clip is empty, but the DiT has an image branch (model.image_dim): give a "
+                          "`convert clip` folder")
+    clip = nnx.split(load_model(config.init.clip, CLIPVisionEncoder, CLIPVisionConfig)[0])
+  return Frozen(vae=nnx.split(vae), clip=clip)
+
+
+def build_dit(config: ml_collections.ConfigDict) -> WanDiT:
+  """The DiT to train: `config.init.dit` (plus adapters from `init.lora`, or fresh ones when
+  `model.lora_rank` > 0) with the runtime fields of `config.model`; random when `init.dit` is empty."""
+  model = config.model
+  runtime = {name: model[name] for name in ("dtype", "remat", "attention", "layout", "motion_timestep")}
+  if not config.init.dit:
+    return WanDiT(DiTConfig.from_mapping(model), rngs=nnx.Rngs(config.train.seed))
+  lora = {}
+  if config.init.lora:
+    lora = dict(lora=config.init.lora)
+  elif model.lora_rank:
+    lora = dict(lora_rank=model.lora_rank, lora_alpha=model.lora_alpha, lora_targets=tuple(model.lora_targets),
+                lora_seed=config.train.seed)
+  dit, _ = load_dit(config.init.dit, dtype=model.param_dtype, **lora, **runtime)
+  return dit
+
+
+def text_source(config: ml_collections.ConfigDict) -> tuple[Callable[[list[str]], np.ndarray] | None, np.ndarray]:
+  """(captions -> embeddings for the data pipeline, or None for zeros; the negative prompt's embedding
+  `[text_len, text_dim]`, which text dropout trains with and guidance samples with)."""
+  text_len, text_dim = config.data.text_len, config.model.text_dim
+  if not config.init.prompt_cache:
+    return None, np.zeros((text_len, text_dim), np.float32)
+  cache = PromptCache(config.init.prompt_cache)
+  text_fn = functools.partial(cache.padded, length=text_len)
+  return text_fn, text_fn([config.sampling.negative_prompt])[0]
+
+
+def _given_frames(config: ml_collections.ConfigDict, step: int) -> int:
+  """Left frames given at `step`: the reference (1), or `animation.overlap_frames` on a share
+  `train.continuation_prob` of steps (segment continuation); a pure function of (seed, step)."""
+  draw = np.random.default_rng([config.train.seed, step, 1]).random()
+  return config.animation.overlap_frames if draw < config.train.continuation_prob else 1
+
+
+def _step_key(config: ml_collections.ConfigDict, step: int) -> jax.Array:
+  return jax.random.fold_in(jax.random.key(config.train.seed), step)
+
+
+def _peak_flops(config: ml_collections.ConfigDict) -> float | None:
+  if config.train.peak_flops_per_device:
+    return config.train.peak_flops_per_device
+  kind = jax.devices()[0].device_kind
+  return next((flops for name, flops in PEAK_FLOPS.items() if name in kind), None)
+
+
+class Trainer:
+  """Holds the run: models, data, compiled steps, checkpoints and metrics. `run()` trains to the end."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path):
+    self.config = config
+    self.workdir = Path(workdir)
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    parallel.initialize_distributed()
+    self.plan = parallel.make_plan(config.mesh, config.parallel)
+    dit = build_dit(config)
+    self.dit_config = dit.config
+    animation.check_dit_channels(self.dit_config.in_channels)
+    self.frozen = load_frozen(config, self.dit_config)
+    self.text_fn, self.null_text = text_source(config)
+    self.data_config = DataConfig.from_config(config.data)
+    if config.stage not in (1, 2):
+      raise TrainingError(f"config.stage={config.stage}; expected 1 (pose-driven) or 2 (RGB-driven)")
+    dataset = stage1_dataset if config.stage == 1 else stage2_dataset
+    self.data = iter(dataset(self.data_config, process_index=jax.process_index(),
+                             process_count=jax.process_count(), text_fn=self.text_fn))
+
+    self.optimizer = make_optimizer(config.optimizer)
+    self.schedule = learning_rate_schedule(config.optimizer)
+    self.trainable = nnx.LoRAParam if self.dit_config.lora_rank else nnx.Param
+    self.graphdef, state = init_train_state(dit, self.optimizer, self.trainable, ema=config.train.ema_decay > 0)
+    self.state_shardings = self.plan.param_shardings(state)
+    self.state = jax.device_put(state, self.state_shardings)
+    self.frozen_shardings = jax.tree.map(lambda _: self.plan.sharding(()), (self.frozen.vae[1], self.frozen.clip and
+                                                                              self.frozen.clip[1]))
+    self.checkpointer = Checkpointer(self.workdir / "checkpoints", save_every=config.checkpoint.every,
+                                     keep_last=config.checkpoint.keep_last, keep_every=config.checkpoint.keep_every,
+                                     async_save=config.checkpoint.async_save)
+    self.step = 0
+    latest = self.checkpointer.latest_step()
+    if latest is not None:
+      self._restore(latest)
+    self._prepare: dict[int, Callable] = {}
+    self._train_steps: dict[tuple, tuple[Callable, float | None]] = {}
+    self.flops_per_step = None
+
+  # ---- checkpoints ----
+  def _checkpoint_state(self) -> dict[str, Any]:
+    return {"trainable": self.state.params, "opt_state": self.state.opt_state, "ema": self.state.ema,
+            "rng": jax.random.key(self.config.train.seed)}
+
+  def _restore(self, step: int) -> None:
+    abstract = {name: abstract_like(value, shardings) for name, value, shardings in (
+        ("trainable", self.state.params, self.state_shardings.params),
+        ("opt_state", self.state.opt_state, self.state_shardings.opt_state),
+        ("ema", self.state.ema, self.state_shardings.ema)) if value is not None}
+    restored = self.checkpointer.restore(step, abstract, data_iterator=self.data)
+    if restored["meta"].get("stage") != self.config.stage:
+      raise TrainingError(f"{self.checkpointer.directory}/{step} is a stage-{restored['meta'].get('stage')} "
+                          f"checkpoint; this run is stage {self.config.stage}: use another --workdir")
+    self.state = dataclasses.replace(self.state, params=restored["trainable"], opt_state=restored["opt_state"],
+                                     ema=restored.get("ema"), step=jnp.asarray(step, jnp.int32))
+    self.step = step
+    log.info("resumed from %s at step %d", self.checkpointer.directory, step)
+
+  def save(self, *, force: bool = False) -> None:
+    meta = {"stage": self.config.stage, "config": json.loads(self.config.to_json_best_effort())}
+    self.checkpointer.save(self.step, self._checkpoint_state(), data_iterator=self.data, meta=meta, force=force)
+
+  # ---- compiled functions ----
+  def _prepare_fn(self, given_frames: int) -> Callable:
+    if given_frames not in self._prepare:
+      config = self.config
+      vae_graph, clip_graph = self.frozen.vae[0], self.frozen.clip and self.frozen.clip[0]
+
+      def prepare(vae_state, clip_state, batch, key):
+        vae = nnx.merge(vae_graph, vae_state)
+        clip = None if clip_graph is None else nnx.merge(clip_graph, clip_state)
+        with self.plan.activate():
+          return prepare_batch(vae, clip, batch, key, null_text=jnp.asarray(self.null_text),
+                               given_frames=given_frames, start_seconds=config.animation.start_seconds,
+                               blank=config.animation.blank, text_dropout=config.train.text_dropout)
+
+      self._prepare[given_frames] = jax.jit(prepare)
+    return self._prepare[given_frames]
+
+  def _step_fn(self, latent_batch) -> Callable:
+    """The train step compiled for this batch's shapes (one per aspect bucket), with its FLOP count."""
+    shapes = tuple((x.shape, x.dtype) for x in jax.tree.leaves(latent_batch))
+    if shapes not in self._train_steps:
+      config = self.config
+      loss_fn = functools.partial(animation_loss, sigmas=dict(config.sampling.train),
+                                  region=config.animation.loss_region, layout=self.dit_config.layout)
+      jitted = jit_train_step(self.graphdef, self.optimizer, self.plan, self.state_shardings,
+                              batch_shardings(latent_batch, self.plan), loss_fn=loss_fn,
+                              grad_accum=config.train.grad_accum, ema_decay=config.train.ema_decay)
+      compiled = jitted.lower(self.state, latent_batch, _step_key(config, 0)).compile()
+      cost = compiled.cost_analysis()
+      cost = cost[0] if isinstance(cost, list) else cost
+      self._train_steps[shapes] = compiled, (cost or {}).get("flops")
+    compiled, self.flops_per_step = self._train_steps[shapes]
+    return compiled
+
+  # ---- the loop ----
+  def train_one_step(self) -> tuple[Any, Any]:
+    """One optimizer step on the next batch; returns the step's metrics and its LatentBatch."""
+    host = next(self.data)
+    batch = parallel.global_batch({k: v for k, v in host.items() if k != "video_id"}, self.plan)
+    key = _step_key(self.config, self.step)
+    prepare_key, train_key = jax.random.split(key)
+    latent_batch = self._prepare_fn(_given_frames(self.config, self.step))(
+        self.frozen.vae[1], self.frozen.clip and self.frozen.clip[1], batch, prepare_key)
+    self.state, step_metrics = self._step_fn(latent_batch)(self.state, latent_batch, train_key)
+    self.step += 1
+    return step_metrics, latent_batch
+
+  def run(self) -> dict[str, float]:
+    config = self.config
+    total = config.train.steps
+    writer = metrics_lib.MetricsWriter(self.workdir, total_steps=total, initial_step=self.step,
+                                       enabled=jax.process_index() == 0)
+    self.checkpointer.install_preemption_handler()
+    interval: list[tuple[Any, float]] = []
+    last_logged: dict[str, float] = {}
+    try:
+      while self.step < total:
+        start = time.perf_counter()
+        step_metrics, latent_batch = self.train_one_step()
+        nonfinite = int(step_metrics.nonfinite_in_a_row)
+        seconds = time.perf_counter() - start
+        interval.append((jax.device_get(step_metrics), seconds))
+        writer.advance(loss=float(step_metrics.loss))
+        if nonfinite >= config.train.max_nonfinite:
+          raise TrainingError(f"{nonfinite} steps in a row had a non-finite loss or gradient (train.max_nonfinite="
+                              f"{config.train.max_nonfinite}), the last at step {self.step}; lower "
+                              "optimizer.learning_rate or check the data")
+        if self.step % config.train.log_every == 0 or self.step == total:
+          last_logged = self._log(writer, interval, latent_batch)
+          interval = []
+        self.save(force=self.step == total)
+        if self.checkpointer.should_stop(self.step):
+          self.save(force=True)
+          writer.write(f"stopping at step {self.step} (preemption): checkpoint saved")
+          break
+    finally:
+      self.checkpointer.wait()
+      writer.close()
+    return last_logged
+
+  def _log(self, writer: metrics_lib.MetricsWriter, interval: list[tuple[Any, float]], latent_batch) -> dict:
+    losses = np.array([float(m.loss) for m, _ in interval])
+    finite = np.isfinite(losses)
+    seconds = float(np.mean([s for _, s in interval[1:]] or [interval[0][1]]))
+    per_sample = np.concatenate([np.asarray(m.aux.per_sample) for m, _ in interval])
+    sigmas = np.concatenate([np.asarray(m.aux.sigma) for m, _ in interval])
+    target = latent_batch.target
+    tokens = target.shape[0] * int(np.prod(target.shape[1:4])) // int(np.prod(self.dit_config.patch_size))
+    values = {
+        "loss": float(losses[finite].mean()) if finite.any() else float("nan"),
+        "grad_norm": float(np.mean([float(m.grad_norm) for m, _ in interval])),
+        "learning_rate": float(self.schedule(self.step)),
+        "step_seconds": seconds,
+        "tokens_per_second": tokens / seconds,
+        "nonfinite_steps": float((~finite).sum()),
+        "mfu": metrics_lib.model_flops_utilization(self.flops_per_step or 0.0, seconds, jax.device_count(),
+                                                   _peak_flops(self.config)),
+        **metrics_lib.loss_by_noise_level(sigmas, per_sample, NOISE_BUCKETS),
+        **{f"data/{name}": float(count) for name, count in self.data.stats().items()},
+    }
+    writer.scalars(self.step, values)
+    return values
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
+  """Trains to `config.train.steps` (resuming from `workdir`'s last checkpoint); returns the last metrics."""
+  return Trainer(config, workdir).run()

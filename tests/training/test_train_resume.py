@@ -1,0 +1,75 @@
+"""train.py end to end on a tiny model: N steps straight equal k steps,
+SIGKILL, resume to N, bit for bit (parameters, optimizer, EMA)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from flax import nnx
+
+from conftest import ROOT, numpy_random_model
+from dreamactor_jax.checkpoints import save_model
+from dreamactor_jax.checkpoints.model_state import flatten, model_params
+from dreamactor_jax.models.vae import VAEConfig, WanVAE
+
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def vae_folder(tmp_path_factory) -> Path:
+  config = VAEConfig(base_dim=8, dim_mult=(1, 1, 2, 2), num_res_blocks=1, mode="single")
+  folder = tmp_path_factory.mktemp("vae")
+  save_model(folder, model_params(numpy_random_model(lambda: WanVAE(config, rngs=nnx.Rngs(0)))), config)
+  return folder
+
+
+def train_command(workdir: Path, data: Path, vae: Path) -> list[str]:
+  return [sys.executable, str(ROOT / "train.py"), "--config=configs/stage1.py:tiny", f"--workdir={workdir}",
+          f"--config.init.vae={vae}", f"--config.data.stage1_dir={data}", f"--config.train.steps={STEPS}",
+          "--config.train.log_every=2", "--config.train.ema_decay=0.9", "--config.train.grad_accum=2",
+          "--config.train.continuation_prob=0.5", "--config.checkpoint.every=2", "--config.checkpoint.keep_last=10",
+          "--config.optimizer.learning_rate=1e-2"]
+
+
+def run(command: list[str]) -> None:
+  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 0, result.stderr[-3000:]
+
+
+def final_state(workdir: Path) -> dict[str, np.ndarray]:
+  with ocp.CheckpointManager(workdir / "checkpoints") as manager:
+    assert manager.latest_step() == STEPS
+    restored = manager.restore(STEPS, args=ocp.args.Composite(trainable=ocp.args.StandardRestore(),
+                                                              opt_state=ocp.args.StandardRestore(),
+                                                              ema=ocp.args.StandardRestore()))
+  return {name: np.asarray(leaf) for name, leaf in
+          flatten({k: jax.tree.map(np.asarray, dict(restored[k])) for k in ("trainable", "ema")}).items()}
+
+
+def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder):
+  data, _ = stage1_data
+  straight, killed = tmp_path / "straight", tmp_path / "killed"
+  run(train_command(straight, data, vae_folder))
+
+  process = subprocess.Popen(train_command(killed, data, vae_folder), cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  deadline = time.monotonic() + 600
+  while not (killed / "checkpoints" / "2" / "_CHECKPOINT_METADATA").exists():
+    assert process.poll() is None and time.monotonic() < deadline, "the run ended before its step-2 checkpoint"
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert not (killed / "checkpoints" / str(STEPS)).exists(), "killed too late to test a resume"
+  run(train_command(killed, data, vae_folder))
+
+  expected, resumed = final_state(straight), final_state(killed)
+  assert expected.keys() == resumed.keys() and len(expected) > 4
+  for name, value in expected.items():
+    np.testing.assert_array_equal(resumed[name], value, err_msg=name)
