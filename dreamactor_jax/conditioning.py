@@ -70,4 +70,4 @@ def split_for_motion_cache(latents: CanvasLatents) -> tuple[CanvasLatents, jax.A
 
 def reference_tokens(clip: CLIPVisionEncoder | None, reference: jax.Array) -> jax.Array | None:
   """CLIP tokens `[B, 257, 1280]` of the reference `[B, H, W, 3]` (-1..1) for I2V-shaped DiTs, else None."""
-  return None if clip is None else clip(preprocess(reference))
+  return None if clip is None else clip(preprocess(reference, image_size=clip.config.image_size))

@@ -1,0 +1,213 @@
+"""The sampling checkpoint ("bundle"): one folder holding everything `sample.py --checkpoint` and
+`pipeline.animate` need, written by the trainer (or by hand from converted models with `save_bundle`).
+
+    <bundle>/animation.json        what sampling needs from training (below); written last
+    <bundle>/dit/                  the DiT: a `save_model` folder (config.json + Orbax params), may hold LoRA
+    <bundle>/vae/                  the Wan VAE (`convert vae` or `save_model`)
+    <bundle>/clip/                 the CLIP vision tower: exactly when the DiT has an image branch (image_dim)
+    <bundle>/umt5/, tokenizer/     the UMT5 encoder (`convert t5`) and a transformers tokenizer folder: text "umt5"
+    <bundle>/prompts.safetensors   a `PromptCache`: required for text "cache", optional for "umt5" (read first)
+
+animation.json:
+
+    {"format": 1,
+     "stage": "pose" | "rgb",            stage 1 reads rendered skeleton videos, stage 2 any RGB video
+     "layout": "full" | "motion_cache",  the attention layout it was trained in (sampling's default)
+     "fps": 16.0,                        frame rate of its training clips (after the frame stride)
+     "size": [480, 832],                 the (H, W) it was trained at: sampling's default resolution
+     "text": "umt5" | "cache" | "none",  where text comes from; none: zeros [text_len, text_dim], no prompt
+     "text_len": 512,                    text tokens the DiT reads (zero-padded)
+     "animation": {...}, "sampling": {...}}   the configs/base.py sections it was trained with
+
+Every failure is one line naming the bundle and the missing or wrong part (`BundleError`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from flax import nnx
+
+from dreamactor_jax.checkpoints.model_state import model_params
+from dreamactor_jax.checkpoints.orbax_model import load_config, load_dit, load_model, save_model
+from dreamactor_jax.models.dit import TEXT_LEN, DiTConfig, WanDiT
+from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
+from dreamactor_jax.models.lora import merge_lora, rebuild
+from dreamactor_jax.models.text_encoder import UMT5Config, UMT5Encoder, encode_prompts, load_tokenizer
+from dreamactor_jax.models.vae import VAEConfig, WanVAE
+from dreamactor_jax.pipeline import AnimateOptions, Models, TextEmbedder
+from dreamactor_jax.prompt_cache import PromptCache
+
+FORMAT = 1
+INFO_FILE = "animation.json"
+PROMPTS_FILE = "prompts.safetensors"
+Stage = Literal["pose", "rgb"]
+TextSource = Literal["umt5", "cache", "none"]
+# A part given to save_bundle: a model in memory, or a folder to copy (or link).
+Part = nnx.Module | str | os.PathLike
+
+
+class BundleError(ValueError):
+  """A bundle that is incomplete or inconsistent; the message is one line naming it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BundleInfo:
+  """The contents of animation.json (module docstring)."""
+
+  stage: Stage
+  size: tuple[int, int]
+  fps: float
+  text: TextSource = "umt5"
+  layout: Literal["full", "motion_cache"] = "full"
+  text_len: int = TEXT_LEN
+  animation: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  sampling: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    checks = [("stage", self.stage in ("pose", "rgb"), "'pose' or 'rgb'"),
+              ("text", self.text in ("umt5", "cache", "none"), "'umt5', 'cache' or 'none'"),
+              ("layout", self.layout in ("full", "motion_cache"), "'full' or 'motion_cache'"),
+              ("size", len(self.size) == 2 and all(isinstance(s, int) and s > 0 and s % 16 == 0 for s in self.size),
+               "[H, W], positive multiples of 16"),
+              ("fps", isinstance(self.fps, (int, float)) and self.fps > 0, "a positive number"),
+              ("text_len", isinstance(self.text_len, int) and self.text_len > 0, "a positive integer")]
+    for key, ok, expected in checks:
+      if not ok:
+        raise ValueError(f"{key}={getattr(self, key)!r}; expected {expected}")
+    object.__setattr__(self, "size", tuple(self.size))
+
+  def to_json(self) -> dict[str, Any]:
+    return {"format": FORMAT, **dataclasses.asdict(self), "size": list(self.size),
+            "animation": _plain(self.animation), "sampling": _plain(self.sampling)}
+
+  def options(self, **overrides) -> AnimateOptions:
+    """The sampling defaults it was trained with (`AnimateOptions.from_config`), then `overrides`."""
+    return AnimateOptions.from_config(self.animation, self.sampling, **{"layout": self.layout, **overrides})
+
+
+def _plain(section: Any) -> dict[str, Any]:
+  """A config section (ConfigDict or dict, nested) as JSON-ready dicts and lists."""
+  section = section.to_dict() if hasattr(section, "to_dict") else section
+  return json.loads(json.dumps(dict(section), default=list))
+
+
+def read_info(folder: str | os.PathLike) -> BundleInfo:
+  """animation.json of a bundle; a missing folder, a bare DiT folder or a bad file raise BundleError."""
+  folder = Path(folder)
+  path = folder / INFO_FILE
+  if not folder.is_dir():
+    raise BundleError(f"checkpoint {folder} does not exist; expected a bundle folder (animation.json, dit/, vae/, ...)")
+  if not path.is_file():
+    bare = (folder / "config.json").is_file() and (folder / "params").is_dir()
+    raise BundleError(f"checkpoint {folder} has no {INFO_FILE}" + (
+        " (it is a bare model folder; a sampling checkpoint is a bundle: animation.json, dit/, vae/, ...; "
+        "see dreamactor_jax/bundle.py)" if bare else "; expected a bundle folder (animation.json, dit/, vae/, ...)"))
+  try:
+    values = json.loads(path.read_text())
+    if values.pop("format", None) != FORMAT:
+      raise ValueError(f"format is not {FORMAT}")
+    return BundleInfo(**values)
+  except (ValueError, TypeError) as e:
+    raise BundleError(f"{path}: {e}".splitlines()[0]) from None
+
+
+def _require(folder: Path, part: str, why: str) -> Path:
+  path = folder / part
+  if not path.exists():
+    raise BundleError(f"checkpoint {folder}: missing {part} ({why})")
+  return path
+
+
+def _umt5_encoder(folder: Path, text_len: int):
+  """Loads UMT5 and its tokenizer; returns prompts -> trimmed embeddings (TextEmbedder drops it after use)."""
+  encoder, _ = load_model(folder / "umt5", UMT5Encoder, UMT5Config)
+  return functools.partial(encode_prompts, encoder, load_tokenizer(folder / "tokenizer"), max_length=text_len)
+
+
+def text_embedder(folder: str | os.PathLike, info: BundleInfo | None = None) -> TextEmbedder:
+  """The bundle's prompt source (the text encoder is loaded only when a prompt is not cached)."""
+  folder = Path(folder)
+  info = read_info(folder) if info is None else info
+  text_dim = load_config(_require(folder, "dit", "the DiT"), DiTConfig).text_dim
+  cache, load_encoder = None, None
+  if info.text == "cache":
+    cache = PromptCache(_require(folder, PROMPTS_FILE, "the prompt cache of text 'cache'"))
+  elif info.text == "umt5":
+    _require(folder, "umt5", "the UMT5 text encoder of text 'umt5'")
+    _require(folder, "tokenizer", "the UMT5 tokenizer of text 'umt5'")
+    load_encoder = functools.partial(_umt5_encoder, folder, info.text_len)
+    if (folder / PROMPTS_FILE).exists():
+      cache = PromptCache(folder / PROMPTS_FILE)
+  return TextEmbedder(text_dim, info.text_len, cache=cache, load_encoder=load_encoder, source=f"checkpoint {folder}")
+
+
+def load_bundle(folder: str | os.PathLike, *, lora: str | os.PathLike | None = None, dtype: str | None = None,
+                prompts: Sequence[str] = ()) -> Models:
+  """The models of a bundle, ready for `pipeline.animate`.
+
+  `prompts` are encoded first (UMT5 is loaded, used and freed before the DiT loads). `lora`: a
+  `save_lora` folder applied to the bundle's DiT; adapters are merged for sampling. `dtype`
+  ("bfloat16" on accelerators) recasts the DiT's parameters and compute dtype.
+  """
+  folder = Path(folder)
+  info = read_info(folder)
+  text = text_embedder(folder, info)
+  text.prepare(prompts)
+  dit, config = load_dit(folder / "dit", lora=lora, dtype=dtype)
+  dit = merge_lora(dit)
+  if dtype is not None and dit.config.dtype != dtype:
+    dit = rebuild(WanDiT, dataclasses.replace(dit.config, dtype=dtype), model_params(dit))
+  vae, _ = load_model(_require(folder, "vae", "the VAE"), WanVAE, VAEConfig)
+  clip = None
+  if config.image_dim is not None:
+    clip, _ = load_model(_require(folder, "clip", f"the CLIP encoder its DiT's image branch (image_dim="
+                                              f"{config.image_dim}) reads"), CLIPVisionEncoder, CLIPVisionConfig)
+  return Models(dit=dit, vae=vae, text=text, clip=clip, size=info.size, options=info.options(),
+                name=f"checkpoint {folder}")
+
+
+def _write_part(out: Path, name: str, part: Part, *, link: bool) -> None:
+  target = out / name
+  if isinstance(part, nnx.Module):
+    save_model(target, model_params(part), part.config)
+  elif link:
+    target.symlink_to(Path(part).absolute(), target_is_directory=Path(part).is_dir())
+  elif Path(part).is_dir():
+    shutil.copytree(part, target)
+  else:
+    shutil.copy2(part, target)
+
+
+def save_bundle(out: str | os.PathLike, info: BundleInfo, *, dit: Part, vae: Part, clip: Part | None = None,
+                umt5: Part | None = None, tokenizer: str | os.PathLike | None = None,
+                prompts: str | os.PathLike | None = None, link: bool = False) -> Path:
+  """Writes a bundle: each model part is a model in memory (saved with `save_model`) or a folder to
+  copy (`link=True`: symlink); `tokenizer` a tokenizer folder, `prompts` a PromptCache file.
+  animation.json is written last, so a folder holding it is complete. Returns the folder."""
+  out = Path(out)
+  dit_config = dit.config if isinstance(dit, nnx.Module) else load_config(dit, DiTConfig)
+  if (dit_config.image_dim is None) != (clip is None):
+    raise BundleError(f"bundle {out}: the DiT has image_dim={dit_config.image_dim}; give clip exactly when it is set")
+  needs = {"umt5": {"umt5": umt5, "tokenizer": tokenizer}, "cache": {"prompts": prompts}, "none": {}}[info.text]
+  for name, part in needs.items():
+    if part is None:
+      raise BundleError(f"bundle {out}: text {info.text!r} needs {name}")
+  if (out / INFO_FILE).exists():
+    raise BundleError(f"bundle {out} exists already")
+  out.mkdir(parents=True, exist_ok=True)
+  for name, part in (("dit", dit), ("vae", vae), ("clip", clip), ("umt5", umt5), ("tokenizer", tokenizer),
+                     (PROMPTS_FILE, prompts)):
+    if part is not None:
+      _write_part(out, name, part, link=link)
+  tmp = out / f"{INFO_FILE}.partial"
+  tmp.write_text(json.dumps(info.to_json(), indent=2))
+  os.replace(tmp, out / INFO_FILE)
+  return out

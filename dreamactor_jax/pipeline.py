@@ -1,0 +1,380 @@
+"""Character animation end to end: reference image + driving video + prompt -> video (PAPER.md
+sections 2-5; WAN.md "Flow matching and sampling" and "I2V").
+
+`animate(models, reference, driving, prompt, fps=...)` is the one function user code, `sample.py`
+and the bootstrap share; `animate_batch` is its batch-first core (B references and driving videos
+of one size and length), `animate` a one-sample wrapper. A stage-1 (pose) checkpoint takes rendered
+skeleton videos as driving videos, a stage-2 (rgb) one any RGB video.
+
+The steps:
+1. Size. The driving frames are scaled to cover H x W keeping their aspect and centre-cropped
+   (`fit_driving`; never stretched). H x W is `size` when given, else the checkpoint's trained size
+   (swapped to H < W or H > W as the driving video is landscape or portrait), else the driving
+   video's own size rounded down to multiples of 16. The reference is fitted inside H x W, aspect
+   kept, padded with the blank value (`animation.fit_reference`).
+2. Start transition: `animation.lead_in_frames` blank motion frames are prepended; they are cut from
+   the output, which has the driving video's frame count (frame t shows driving frame t).
+3. Segments: the timeline (lead-in + driving) is cut into 1 + 4k-frame segments
+   (`animation.plan_segments`); each later segment takes the last `overlap_frames` frames already
+   generated as its given left frames, and `animation.stitch` writes only generated frames.
+4. Per segment: canvas (`animation.build_canvas`) -> VAE -> condition latents and packed mask
+   (`conditioning.encode_canvas`) -> noise -> `diffusion.sample` (CFG on text, the negative prompt
+   batched with the prompt) -> VAE decode of [sampled left half | condition right half] -> its left
+   half -> stitch. Noise of sample b in segment s comes from (seed, b, s), so a sample's result does
+   not depend on the batch it is in.
+
+Layouts (`AnimateOptions.layout`): `full` denoises the whole canvas latent `[B, F, h, 2w, 16]` (the
+paper). `motion_cache` runs the motion half once per segment (`WanDiT.encode_motion` on the clean
+driving latents, for the prompt and the negative prompt together under guidance) and denoises only
+the left half `[B, F, h, w, 16]`. The cache rides with the weights in the sampler's `params`: its
+arrays are `[layers, B, ...]` (what the layer scan reads), so the sampler's stacking of contexts on
+axis 0 cannot double it; it is computed for the stacked [prompt; negative] batch instead.
+
+Guidance is skipped (one velocity call of B per step) when it is 1 or when the prompt's text equals
+the negative prompt's (e.g. models without text, whose text is zeros): it would not change the result.
+
+Compilation: the VAE, CLIP, motion pass and sampler are module-level jitted functions of
+`(graphdef, state, arrays)`, so each compiles once per shape and is reused by every segment, call and
+model of that shape. The VAE runs one sample at a time (its memory at 480p is several GiB per clip),
+so its programs do not depend on the batch size either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from PIL import Image
+from tqdm import tqdm
+
+from dreamactor_jax import animation, diffusion, media
+from dreamactor_jax.conditioning import CanvasLatents, decode_latents, encode_canvas, reference_tokens
+from dreamactor_jax.models.dit import TEXT_LEN, AttentionLayout, MotionCache, WanDiT
+from dreamactor_jax.models.image_encoder import CLIPVisionEncoder
+from dreamactor_jax.models.text_encoder import pad_prompt_embeddings
+from dreamactor_jax.models.vae import WanVAE
+from dreamactor_jax.prompt_cache import PromptCache
+
+SIZE_MULTIPLE = 16  # VAE x8, then DiT patch 2
+# prompts -> one trimmed `[L_i, D]` embedding each (as `PromptCache.build` takes).
+EncodeFn = Callable[[list[str]], Sequence[np.ndarray]]
+# (segment index, denoising steps done in it) after every step.
+StepHook = Callable[[int, int], None]
+
+
+class TextEmbedder:
+  """Prompts -> text `[B, text_len, text_dim]` float32, zero-padded, as the DiT reads it.
+
+  Prompts come from a prompt cache; those it lacks are encoded by `load_encoder()` (UMT5 and its
+  tokenizer), which is called once for all of them and then dropped, so the encoder's memory is freed
+  before the DiT runs (`prepare` the prompts first). Without cache and encoder (a model trained
+  without text) the text is zeros and only the empty prompt is accepted. `source` names the
+  checkpoint in messages.
+  """
+
+  def __init__(self, text_dim: int, text_len: int = TEXT_LEN, *, cache: PromptCache | None = None,
+               load_encoder: Callable[[], EncodeFn] | None = None, source: str = "the model"):
+    self.text_dim, self.text_len, self.cache, self.source = text_dim, text_len, cache, source
+    self._load_encoder = load_encoder
+    self._encoded: dict[str, np.ndarray] = {}
+
+  @property
+  def has_text(self) -> bool:
+    return self.cache is not None or self._load_encoder is not None
+
+  def prepare(self, prompts: Sequence[str]) -> None:
+    """Encodes the prompts neither the cache nor earlier calls hold (one encoder load for all)."""
+    if not self.has_text:
+      for prompt in prompts:
+        if prompt:
+          raise ValueError(f"{self.source} has no text encoder (text: none; its DiT reads zero text), so prompt "
+                           f"{prompt!r} cannot be used; leave the prompt and sampling.negative_prompt empty")
+      return
+    missing = list(dict.fromkeys(p for p in prompts if p not in self._encoded
+                                 and (self.cache is None or p not in self.cache)))
+    if not missing:
+      return
+    if self._load_encoder is None:
+      raise ValueError(f"prompt {missing[0]!r} is not in {self.cache.path} and {self.source} has no text encoder "
+                       "(umt5/ + tokenizer/) to encode it")
+    encode = self._load_encoder()
+    for prompt, embedding in zip(missing, encode(missing), strict=True):
+      self._encoded[prompt] = np.asarray(embedding, np.float32)
+    del encode  # frees the encoder (the closure held its only reference)
+
+  def __call__(self, prompts: Sequence[str]) -> np.ndarray:
+    self.prepare(prompts)
+    if not self.has_text:
+      return np.zeros((len(prompts), self.text_len, self.text_dim), np.float32)
+    embeddings = [self._encoded[p] if p in self._encoded else self.cache[p] for p in prompts]
+    dims = {e.shape[-1] for e in embeddings}
+    if dims != {self.text_dim}:
+      raise ValueError(f"{self.source}: prompt embeddings have width {sorted(dims)}; its DiT reads "
+                       f"text_dim={self.text_dim}")
+    return pad_prompt_embeddings(embeddings, self.text_len).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class AnimateOptions:
+  """How to sample; defaults are `configs/base.py`'s `animation` and `sampling` sections."""
+
+  steps: int = 40  # denoising steps
+  guidance: float = 5.0  # classifier-free guidance on text; 1.0 turns it off
+  shift: float = 3.0  # sigma shift of the sampling grid
+  sampler: diffusion.Sampler = "unipc"
+  grid: diffusion.SigmaGrid = "wan"
+  negative_prompt: str = ""
+  start_seconds: float = 1.0  # start transition: blank motion prepended, then cut
+  fit_frames: animation.FitFrames = "pad"  # pad | error: lead-in + driving frames must be 1 + 4k
+  blank: float = animation.BLANK
+  segment_frames: int = 81  # frames per segment of a long video (1 + 4k)
+  overlap_frames: int = 5  # frames each later segment continues from
+  layout: AttentionLayout = "full"
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.layout not in ("full", "motion_cache"):
+      raise ValueError(f"layout {self.layout!r}; expected 'full' or 'motion_cache'")
+    if self.steps < 1:
+      raise ValueError(f"steps={self.steps}; expected at least 1")
+
+  @classmethod
+  def from_config(cls, animation_config: Any = None, sampling_config: Any = None, **overrides) -> AnimateOptions:
+    """Options from the `animation` and `sampling` config sections (dicts or ConfigDicts; fields this
+    class does not know, such as training-only ones, are ignored), then `overrides`."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for section in (animation_config, sampling_config):
+      values.update({k: v for k, v in (section or {}).items() if k in names})
+    return cls(**{**values, **overrides})
+
+
+@dataclasses.dataclass
+class Models:
+  """What `animate` runs: the DiT, VAE, text embedder, CLIP (for DiTs with an image branch).
+
+  `size`: the (H, W) the DiT was trained at (the default resolution); `options`: the checkpoint's
+  sampling defaults; `name`: the checkpoint, in messages. `bundle.load_bundle` builds one.
+  """
+
+  dit: WanDiT
+  vae: WanVAE
+  text: TextEmbedder
+  clip: CLIPVisionEncoder | None = None
+  size: tuple[int, int] | None = None
+  options: AnimateOptions = AnimateOptions()
+  name: str = "the model"
+
+  def __post_init__(self):
+    config = self.dit.config
+    try:
+      animation.check_dit_channels(config.in_channels, self.vae.config.z_dim)
+    except ValueError as e:
+      raise ValueError(f"{self.name}: {e}") from None
+    if config.out_channels != self.vae.config.z_dim:
+      raise ValueError(f"{self.name}: DiT out_channels={config.out_channels} differs from the VAE's "
+                       f"z_dim={self.vae.config.z_dim}")
+    if (config.image_dim is None) != (self.clip is None):
+      raise ValueError(f"{self.name}: the DiT has image_dim={config.image_dim}; CLIP is needed exactly when it is set")
+    if self.text.text_dim != config.text_dim:
+      raise ValueError(f"{self.name}: text embeddings of width {self.text.text_dim}; the DiT reads "
+                       f"text_dim={config.text_dim}")
+
+
+def resolve_size(size: tuple[int, int] | None, trained: tuple[int, int] | None,
+                 driving_size: tuple[int, int]) -> tuple[int, int]:
+  """The working (H, W): `size`, else `trained` in the driving video's orientation, else the driving
+  size rounded down to multiples of 16 (module docstring, step 1)."""
+  if size is None and trained is not None:
+    size = tuple(trained)
+    if size[0] != size[1] and driving_size[0] != driving_size[1] and \
+        (size[0] > size[1]) != (driving_size[0] > driving_size[1]):
+      size = size[::-1]
+  if size is None:
+    size = tuple(s // SIZE_MULTIPLE * SIZE_MULTIPLE for s in driving_size)
+  height, width = (int(s) for s in size)
+  if height < SIZE_MULTIPLE or width < SIZE_MULTIPLE or height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
+    raise ValueError(f"resolution {height}x{width}: H and W must be positive multiples of {SIZE_MULTIPLE}")
+  return height, width
+
+
+def fit_driving(driving: np.ndarray, height: int, width: int) -> np.ndarray:
+  """uint8 video `[..., T, h, w, 3]` -> `[..., T, height, width, 3]`: scaled to cover, aspect kept,
+  centre-cropped (antialiased bicubic, one PIL resize per frame)."""
+  driving = np.asarray(driving)
+  h, w = driving.shape[-3:-1]
+  if (h, w) == (height, width):
+    return driving
+  scale = max(height / h, width / w)
+  crop_h, crop_w = height / scale, width / scale
+  top, left = (h - crop_h) / 2, (w - crop_w) / 2
+  frames = driving.reshape(-1, h, w, 3)
+  out = np.empty((len(frames), height, width, 3), np.uint8)
+  for i, frame in enumerate(frames):
+    out[i] = np.asarray(Image.fromarray(frame).resize((width, height), Image.Resampling.BICUBIC,
+                                                      box=(left, top, left + crop_w, top + crop_h)))
+  return out.reshape(*driving.shape[:-3], height, width, 3)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class StepContext:
+  """Per-sample inputs of every velocity call, for the region the sampler denoises (the canvas, or
+  its left half under motion_cache): mask `[B, F, h, w, 4]`, condition `[B, F, h, w, z]`, text
+  `[B, Lt, text_dim]`, image `[B, Li, image_dim]` CLIP tokens or None."""
+
+  mask: jax.Array
+  condition: jax.Array
+  text: jax.Array
+  image: jax.Array | None
+
+
+def _velocity(params: tuple[nnx.GraphDef, nnx.State, MotionCache | None], latents: jax.Array, timestep: jax.Array,
+              context: StepContext) -> jax.Array:
+  """The sampler's velocity function: the DiT on `[noisy, mask, condition]` (one fixed function object,
+  so `diffusion.sample` compiles once per shape)."""
+  graphdef, state, motion = params
+  model = nnx.merge(graphdef, state)
+  return model(animation.dit_input(latents, context.mask, context.condition), timestep, context.text,
+               image_context=context.image, motion=motion)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _encode_canvas(graphdef: nnx.GraphDef, state: nnx.State, canvas: animation.Canvas) -> CanvasLatents:
+  return encode_canvas(nnx.merge(graphdef, state), canvas)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _decode_left(graphdef: nnx.GraphDef, state: nnx.State, left: jax.Array, condition: jax.Array) -> jax.Array:
+  """Sampled left-half latents `[1, F, h, w, z]` beside the condition's motion half, decoded as one
+  canvas (the VAE decoded whole canvases in training) -> its left half `[1, T, H, W, 3]`."""
+  canvas = animation.join_halves(left, animation.split_halves(condition)[1])
+  return animation.left_half(decode_latents(nnx.merge(graphdef, state), canvas))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _reference_tokens(graphdef: nnx.GraphDef, state: nnx.State, reference: jax.Array) -> jax.Array:
+  return reference_tokens(nnx.merge(graphdef, state), reference)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _motion_cache(graphdef: nnx.GraphDef, state: nnx.State, condition: jax.Array, mask: jax.Array, text: jax.Array,
+                  image: jax.Array | None) -> MotionCache:
+  """The motion half's keys/values: its clean driving latents as the noisy input (README, motion_cache)."""
+  motion_condition, motion_mask = animation.split_halves(condition)[1], animation.split_halves(mask)[1]
+  model = nnx.merge(graphdef, state)
+  return model.encode_motion(animation.dit_input(motion_condition, motion_mask, motion_condition), text,
+                             image_context=image)
+
+
+def _noise(seed: int, segment: int, shape: tuple[int, ...]) -> jax.Array:
+  """`[B, ...]` standard normal, sample b drawn from (seed, b, segment)."""
+  base = jax.random.key(seed)
+  return jnp.stack([jax.random.normal(jax.random.fold_in(jax.random.fold_in(base, b), segment), shape[1:])
+                    for b in range(shape[0])])
+
+
+def _per_sample(fn: Callable[..., Any], *arrays: Any) -> Any:
+  """`fn` on each sample's slice `[1, ...]` of the arrays (pytrees), results concatenated on axis 0."""
+  batch = jax.tree.leaves(arrays)[0].shape[0]
+  outs = [fn(*jax.tree.map(lambda a: a[b:b + 1], arrays)) for b in range(batch)]
+  return jax.tree.map(lambda *parts: jnp.concatenate(parts), *outs)
+
+
+def _both(x: jax.Array | None) -> jax.Array | None:
+  return None if x is None else jnp.concatenate([x, x])
+
+
+class _Segments:
+  """The per-segment work of one `animate_batch` call (models split once)."""
+
+  def __init__(self, models: Models, options: AnimateOptions, reference: np.ndarray, text: np.ndarray,
+               uncond: np.ndarray | None, progress: bool | StepHook):
+    self.options, self.progress = options, progress
+    self.dit = nnx.split(models.dit)
+    self.vae = nnx.split(models.vae)
+    self.text, self.uncond = jnp.asarray(text), None if uncond is None else jnp.asarray(uncond)
+    self.image = None if models.clip is None else _reference_tokens(*nnx.split(models.clip), jnp.asarray(reference))
+    self.table = diffusion.solver_table(diffusion.sampling_schedule(options.steps, options.shift, options.grid),
+                                        options.sampler)
+
+  def __call__(self, index: int, count: int, driving: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """One segment: driving `[B, S, H, W, 3]` and given left frames `[B, g, H, W, 3]` (-1..1) -> the
+    left half of all S frames `[B, S, H, W, 3]`."""
+    options = self.options
+    canvas = animation.build_canvas(jnp.asarray(driving), jnp.asarray(given), blank=options.blank)
+    latents = _per_sample(functools.partial(_encode_canvas, *self.vae), canvas)
+    guided = self.uncond is not None
+    motion, mask, condition = None, latents.mask, latents.condition
+    if options.layout == "motion_cache":  # the cache for the [prompt; negative] batch the sampler will run
+      stack = _both if guided else (lambda x: x)
+      text = jnp.concatenate([self.text, self.uncond]) if guided else self.text
+      motion = _motion_cache(*self.dit, stack(condition), stack(mask), text, stack(self.image))
+      mask, condition = animation.split_halves(mask)[0], animation.split_halves(condition)[0]
+    context = StepContext(mask=mask, condition=condition, text=self.text, image=self.image)
+    uncond = dataclasses.replace(context, text=self.uncond) if guided else None
+    noise = _noise(options.seed, index, condition.shape)  # the latents the sampler denoises
+    with tqdm(total=options.steps, desc=f"segment {index + 1}/{count}", unit="step",
+              disable=self.progress is not True) as bar:
+      def report(done: int) -> None:
+        bar.update(1)
+        if callable(self.progress):
+          self.progress(index, done)
+
+      sampled = diffusion.sample(_velocity, (*self.dit, motion), noise, context, self.table,
+                                 guidance=options.guidance, uncond_context=uncond,
+                                 progress=report if self.progress else None)
+    left = sampled if motion is not None else animation.left_half(sampled)
+    return np.asarray(_per_sample(functools.partial(_decode_left, *self.vae), left, latents.condition))
+
+
+def animate_batch(models: Models, references: Sequence[np.ndarray] | np.ndarray, driving: np.ndarray,
+                  prompts: Sequence[str], *, fps: float, options: AnimateOptions | None = None,
+                  size: tuple[int, int] | None = None, progress: bool | StepHook = False) -> np.ndarray:
+  """Animates B references with B driving videos; returns uint8 `[B, T, H, W, 3]`.
+
+  references: B uint8 images `[h_b, w_b(, c)]` (any sizes; RGB, grayscale or RGBA); driving: uint8
+  `[B, T, h, w, 3]` at `fps` frames per second; prompts: B strings. `options` default to
+  `models.options`; `size` (H, W) as in the module docstring. `progress`: True shows a tqdm bar over
+  each segment's denoising steps; a callable is called as `(segment, steps_done)` after each step.
+  """
+  options = models.options if options is None else options
+  driving = np.asarray(driving)
+  if driving.dtype != np.uint8 or driving.ndim != 5 or driving.shape[-1] != 3:
+    raise ValueError(f"driving videos are {driving.dtype} {driving.shape}; expected uint8 [B, T, H, W, 3]")
+  batch, frames = driving.shape[:2]
+  if len(references) != batch or len(prompts) != batch:
+    raise ValueError(f"{len(references)} references and {len(prompts)} prompts for {batch} driving videos")
+  if not frames:
+    raise ValueError("the driving video has no frames")
+  height, width = resolve_size(size, models.size, driving.shape[2:4])
+  lead = animation.lead_in_frames(frames, fps, options.start_seconds, options.fit_frames)
+  reference = np.stack([animation.fit_reference(r, height, width, pad=options.blank) for r in references])
+  timeline = np.asarray(animation.prepend_lead_in(media.to_unit(fit_driving(driving, height, width)), lead,
+                                                  blank=options.blank))
+  output = animation.output_buffer(reference[:, None], timeline.shape[1], blank=options.blank)
+  if timeline.shape[1] > 1:  # else the only frame is the reference itself
+    text = models.text(list(prompts))
+    uncond = models.text([options.negative_prompt] * batch)
+    guided = options.guidance != 1.0 and not np.array_equal(text, uncond)
+    run = _Segments(models, options, reference, text, uncond if guided else None, progress)
+    plan = animation.plan_segments(timeline.shape[1], options.segment_frames, options.overlap_frames)
+    for index, segment in enumerate(plan):
+      video = run(index, len(plan), timeline[:, segment.start:segment.stop], animation.given_frames(output, segment))
+      animation.stitch(output, video, segment)
+  return media.to_uint8(animation.cut_lead_in(output, lead))
+
+
+def animate(models: Models, reference_image: np.ndarray, driving: np.ndarray, prompt: str = "", *, fps: float,
+            options: AnimateOptions | None = None, size: tuple[int, int] | None = None,
+            progress: bool | StepHook = False) -> np.ndarray:
+  """One reference uint8 `[h0, w0, 3]` and driving video uint8 `[T, h, w, 3]` at `fps` -> uint8
+  `[T, H, W, 3]`: `animate_batch` with B = 1."""
+  return animate_batch(models, [reference_image], np.asarray(driving)[None], [prompt], fps=fps, options=options,
+                       size=size, progress=progress)[0]

@@ -1,0 +1,130 @@
+r"""Animate a reference image with a driving video (DreamActor-M2 on Wan2.1; dreamactor_jax/pipeline.py).
+
+  python sample.py          # the demo: assets/demo/model, assets/demo/reference.png, assets/demo/driving.mp4
+  python sample.py --checkpoint ckpt/stage2 --reference me.png --driving dance.mp4 --prompt "a robot dancing" \
+      --output out/dance.mp4 --steps 40 --guidance 5 --resolution 480x832
+  python sample.py --checkpoint ckpt/stage1 --driving pose.mp4 ...   # stage 1: a rendered skeleton video drives
+
+Writes <output> (mp4 at the driving video's fps), <output>_preview.mp4 (reference | driving | result
+side by side) and <output>_sheet.png (frames of that preview, top to bottom). Settings come from
+configs/base.py, then the checkpoint's animation.json (its training settings), then --config.*
+overrides, then the flags below. Errors print one `error: ...` line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from dreamactor_jax import animation, media
+from dreamactor_jax.bundle import BundleInfo, load_bundle, read_info
+from dreamactor_jax.pipeline import AnimateOptions, animate, fit_driving
+
+ROOT = Path(__file__).resolve().parent
+DEMO = Path("assets/demo")
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", str(ROOT / "configs/base.py"),
+    "Config file; its `animation` and `sampling` sections apply, below the checkpoint's animation.json. "
+    "Override fields as --config.sampling.shift=5 or --config.animation.segment_frames=41.")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", str(DEMO / "model"),
+    "Sampling checkpoint: a bundle folder (animation.json, dit/, vae/, optional clip/, umt5/ + tokenizer/, "
+    "prompts.safetensors; format in dreamactor_jax/bundle.py).")
+_REFERENCE = flags.DEFINE_string(
+    "reference", str(DEMO / "reference.png"),
+    "Reference image of the character (png/jpg/webp/bmp). Any size or aspect: it is fitted inside the video "
+    "size without stretching and padded grey; RGBA is composited over white, grayscale made RGB.")
+_DRIVING = flags.DEFINE_string(
+    "driving", str(DEMO / "driving.mp4"),
+    "Driving video (mp4/webm/mov/...) or a folder of frames sorted by name (then give --fps). A stage-1 (pose) "
+    "checkpoint takes a pose video: rendered OpenPose skeletons on black; a stage-2 (rgb) one any RGB video.")
+_FPS = flags.DEFINE_float("fps", None, "Frame rate of a --driving folder of frames; overrides a video file's rate.")
+_PROMPT = flags.DEFINE_string(
+    "prompt", "", "Text prompt, e.g. '<the character> dancing'. Checkpoints trained without text (text: none) "
+    "refuse a non-empty prompt. The negative prompt is --config.sampling.negative_prompt.")
+_LORA = flags.DEFINE_string("lora", None, "A save_lora folder of adapters put on the checkpoint's DiT (merged).")
+_STEPS = flags.DEFINE_integer("steps", None, "Denoising steps (default: the checkpoint's sampling.steps).")
+_GUIDANCE = flags.DEFINE_float(
+    "guidance", None, "Classifier-free guidance scale on the text, uncond + g (cond - uncond); 1 turns it off "
+    "(default: the checkpoint's sampling.guidance).")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the noise.")
+_FRAMES = flags.DEFINE_integer("frames", None, "Animate only the first N driving frames (default: all).")
+_RESOLUTION = flags.DEFINE_string(
+    "resolution", None, "Working size HxW, multiples of 16, e.g. 480x832 (default: the checkpoint's trained "
+    "size, turned to the driving video's orientation). Driving frames are scaled to cover it and centre-cropped.")
+_LAYOUT = flags.DEFINE_enum(
+    "layout", None, ["full", "motion_cache"],
+    "Attention layout (default: the checkpoint's). full: the paper's attention over the whole canvas. "
+    "motion_cache: the driving half runs once per segment, each step only the generated half (about 2x "
+    "faster per step; for checkpoints trained in that layout).")
+_DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"],
+                           "DiT parameter and compute dtype (default: as stored); bfloat16 on GPU/TPU.")
+_OUTPUT = flags.DEFINE_string(
+    "output", "animation.mp4", "Output mp4; <output>_preview.mp4 and <output>_sheet.png are written beside it.")
+
+
+def parse_resolution(text: str | None) -> tuple[int, int] | None:
+  if text is None:
+    return None
+  parts = text.lower().split("x")
+  if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+    raise ValueError(f"--resolution={text}: expected HxW, e.g. 480x832")
+  return int(parts[0]), int(parts[1])
+
+
+def sampling_options(info: BundleInfo, config, override_values: dict) -> AnimateOptions:
+  """base config < the checkpoint's animation.json < --config.* overrides < flags."""
+  sections = {name: {**dict(config[name]), **getattr(info, name)} for name in ("animation", "sampling")}
+  for key, value in override_values.items():
+    section, _, field = key.partition(".")
+    if section in sections and field:
+      sections[section][field] = value
+  flag_values = {"steps": _STEPS.value, "guidance": _GUIDANCE.value, "layout": _LAYOUT.value}
+  overrides = {"layout": info.layout, "seed": _SEED.value, **{k: v for k, v in flag_values.items() if v is not None}}
+  return AnimateOptions.from_config(sections["animation"], sections["sampling"], **overrides)
+
+
+def check_exists(path: str, flag: str) -> Path:
+  if not Path(path).exists():
+    raise FileNotFoundError(f"{path} does not exist (--{flag})")
+  return Path(path)
+
+
+def run() -> None:
+  info = read_info(_CHECKPOINT.value)
+  reference = media.read_image(check_exists(_REFERENCE.value, "reference"))
+  driving = media.read_video(check_exists(_DRIVING.value, "driving"), fps=_FPS.value, max_frames=_FRAMES.value)
+  options = sampling_options(info, _CONFIG.value, config_flags.get_override_values(flags.FLAGS["config"]))
+  models = load_bundle(_CHECKPOINT.value, lora=_LORA.value, dtype=_DTYPE.value,
+                       prompts=[_PROMPT.value, options.negative_prompt])
+  print(f"{_CHECKPOINT.value}: stage {info.stage} ({'pose video' if info.stage == 'pose' else 'RGB video'} "
+        f"drives), layout {options.layout}, {options.steps} steps, guidance {options.guidance}; "
+        f"{len(driving.frames)} driving frames at {driving.fps:g} fps")
+  video = animate(models, reference, driving.frames, _PROMPT.value, fps=driving.fps, options=options,
+                  size=parse_resolution(_RESOLUTION.value), progress=True)
+  height, width = video.shape[1:3]
+  output = Path(_OUTPUT.value)
+  media.write_video(output, video, driving.fps)
+  preview = media.side_by_side([media.to_uint8(animation.fit_reference(reference, height, width)),
+                                fit_driving(driving.frames, height, width), video])
+  preview_path = media.write_video(output.with_name(f"{output.stem}_preview.mp4"), preview, driving.fps)
+  sheet_path = media.write_image(output.with_name(f"{output.stem}_sheet.png"), media.contact_sheet(preview))
+  print(f"wrote {output} ({len(video)} frames, {height}x{width}, {driving.fps:g} fps), {preview_path}, {sheet_path}")
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}; every input is a flag (see --help)")
+  try:
+    run()
+  except (ValueError, OSError) as e:  # MediaError, BundleError, CheckpointError are ValueErrors
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)

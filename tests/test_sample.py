@@ -1,0 +1,169 @@
+"""sample.py end to end on a tiny random bundle, its one-line errors, and the bundle format."""
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from absl import flags
+from flax import nnx
+from PIL import Image
+
+import sample
+from conftest import ROOT, numpy_random_model
+from dreamactor_jax import media
+from dreamactor_jax.bundle import BundleError, BundleInfo, load_bundle, read_info, save_bundle
+from dreamactor_jax.models import UMT5Config, UMT5Encoder, WanDiT
+from dreamactor_jax.models.text_encoder import encode_prompts, load_tokenizer
+from dreamactor_jax.prompt_cache import PromptCache
+from tiny_bundle import SIZE, TEXT_DIM, TEXT_LEN, dit_config, fake_encoder, tiny_models, write_tiny_bundle
+
+
+@pytest.fixture(scope="module")
+def models():
+  return tiny_models()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, models):
+  """A bundle, a 6-frame 40 x 56 driving mp4 at 4 fps and a 30 x 20 RGBA reference."""
+  folder = tmp_path_factory.mktemp("inputs")
+  rng = np.random.default_rng(0)
+  media.write_video(folder / "driving.mp4", rng.integers(0, 256, (6, 40, 56, 3), np.uint8), 4.0)
+  Image.fromarray(rng.integers(0, 256, (30, 20, 4), np.uint8), "RGBA").save(folder / "reference.png")
+  write_tiny_bundle(folder / "bundle", models.dit, models.vae)
+  return folder
+
+
+def run_sample(monkeypatch, capsys, *args):
+  """sample.py's main in this process; returns (exit status, stdout, stderr)."""
+  argv = ["sample.py", *args]
+  monkeypatch.setattr(sys, "argv", argv)  # config_flags reads --config.* overrides from sys.argv
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(argv)
+  try:
+    sample.main(["sample.py"])
+    status = 0
+  except SystemExit as e:
+    status = e.code
+  finally:
+    flags.FLAGS.unparse_flags()
+  captured = capsys.readouterr()
+  return status, captured.out, captured.err
+
+
+def test_end_to_end(inputs, tmp_path, monkeypatch, capsys):
+  """4 of 6 frames at 4 fps, 0.25 s lead-in (animation.json): one 5-frame segment, 2 steps."""
+  out = tmp_path / "out" / "dance.mp4"
+  status, stdout, stderr = run_sample(monkeypatch, capsys, f"--checkpoint={inputs / 'bundle'}",
+                                      f"--reference={inputs / 'reference.png'}", f"--driving={inputs / 'driving.mp4'}",
+                                      "--frames=4", "--seed=3", f"--output={out}")
+  assert status == 0, stderr
+  assert "stage rgb" in stdout and "2 steps, guidance 3.0" in stdout
+  video = media.read_video(out)
+  assert video.frames.shape == (4, *SIZE, 3) and video.fps == 4.0
+  preview = media.read_video(tmp_path / "out" / "dance_preview.mp4")
+  assert preview.frames.shape == (4, 32, 3 * 48 + 2 * 4, 3)  # reference | driving | result, 4 px gaps
+  assert media.read_image(tmp_path / "out" / "dance_sheet.png").shape == (4 * 32 + 3 * 4, 152, 3)
+
+
+def test_errors(inputs, models, tmp_path, monkeypatch, capsys):
+  bundle, reference, driving = inputs / "bundle", inputs / "reference.png", inputs / "driving.mp4"
+  (tmp_path / "broken.mp4").write_bytes(b"not a video")
+  (tmp_path / "no_frames").mkdir()
+  Image.new("CMYK", (20, 30)).save(tmp_path / "cmyk.jpg")
+  t2v = numpy_random_model(lambda: WanDiT(dit_config(in_channels=16), rngs=nnx.Rngs(0)))
+  write_tiny_bundle(tmp_path / "t2v", t2v, models.vae)
+  write_tiny_bundle(tmp_path / "no_vae", models.dit, models.vae)
+  (tmp_path / "no_vae" / "vae").rename(tmp_path / "no_vae" / "vae.moved")
+
+  good = [f"--checkpoint={bundle}", f"--reference={reference}", f"--driving={driving}"]
+  cases = [
+      ([], "checkpoint assets/demo/model does not exist; expected a bundle folder"),  # the demo, not yet added
+      ([f"--checkpoint={bundle}"], r"assets/demo/reference.png does not exist \(--reference\)"),
+      ([*good, f"--driving={tmp_path / 'broken.mp4'}"], "broken.mp4: not a readable video"),
+      ([*good, f"--driving={tmp_path / 'no_frames'}", "--fps=8"], "no_frames: folder holds no frames"),
+      ([*good, f"--reference={tmp_path / 'cmyk.jpg'}"], "image mode 'CMYK' is not supported"),
+      ([*good, f"--checkpoint={tmp_path / 't2v'}"], "t2v: checkpoint has in_channels=16; the canvas layout needs 36"),
+      ([*good, f"--checkpoint={tmp_path / 'no_vae'}"], r"no_vae: missing vae \(the VAE\)"),
+      ([*good, f"--config={ROOT / 'configs/base.py'}", "--config.animation.fit_frames=error"],  # (--config first:
+       # config_flags registers --config.* overrides when it parses --config)
+       r"driving 6 \+ start transition 1 \(0.25 s at 4.0 fps\) = 7 frames; Wan needs 1 \+ 4k frames"),
+      ([*good, "--prompt=a cat"], f"checkpoint {bundle} has no text encoder .* prompt 'a cat' cannot be used"),
+      ([*good, "--resolution=480by832"], "--resolution=480by832: expected HxW, e.g. 480x832"),
+  ]
+  monkeypatch.chdir(tmp_path)
+  for args, message in cases:
+    status, _, stderr = run_sample(monkeypatch, capsys, *args)
+    assert status == 2, (args, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert re.search(message, lines[0]), (message, lines[0])
+
+
+def test_help_explains_every_flag():
+  result = subprocess.run([sys.executable, str(ROOT / "sample.py"), "--helpshort"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+  assert result.returncode == 1 and "Try --helpfull" in result.stdout, result.stderr  # absl's help status
+  text = " ".join(result.stdout.split())
+  for flag in ["checkpoint", "reference", "driving", "fps", "prompt", "lora", "steps", "guidance", "seed", "frames",
+               "resolution", "layout", "dtype", "output", "config"]:
+    assert f"--{flag}:" in text or f"--[no]{flag}:" in text, flag
+  assert "pose video: rendered OpenPose skeletons" in text and "_preview.mp4" in text
+
+
+def test_bundle_info_and_errors(models, tmp_path):
+  info = BundleInfo(stage="pose", size=(32, 48), fps=8.0, text="none", layout="motion_cache", text_len=7,
+                    animation={"start_seconds": 0.5, "given_frames": 1}, sampling={"steps": 9, "train": {"std": 1.0}})
+  folder = save_bundle(tmp_path / "b", info, dit=models.dit, vae=models.vae)
+  assert read_info(folder) == info
+  assert json.loads((folder / "animation.json").read_text())["format"] == 1
+  loaded = load_bundle(folder)
+  assert loaded.size == (32, 48) and loaded.clip is None and loaded.name == f"checkpoint {folder}"
+  assert loaded.options.layout == "motion_cache" and loaded.options.steps == 9 and loaded.options.start_seconds == 0.5
+  np.testing.assert_array_equal(loaded.text(["", ""]), np.zeros((2, TEXT_LEN, TEXT_DIM)))
+
+  with pytest.raises(BundleError, match="exists already"):
+    save_bundle(folder, info, dit=models.dit, vae=models.vae)
+  with pytest.raises(BundleError, match="text 'umt5' needs umt5"):
+    save_bundle(tmp_path / "c", BundleInfo(stage="rgb", size=(32, 48), fps=8.0), dit=models.dit, vae=models.vae)
+  with pytest.raises(BundleError, match="the DiT has image_dim=None; give clip exactly when it is set"):
+    save_bundle(tmp_path / "c", info, dit=models.dit, vae=models.vae, clip=folder / "vae")
+  with pytest.raises(BundleError, match=r"checkpoint .*dit has no animation.json \(it is a bare model folder"):
+    read_info(folder / "dit")
+  (folder / "animation.json").write_text(json.dumps({**info.to_json(), "stage": "video"}))
+  with pytest.raises(BundleError, match=r"animation.json: stage='video'; expected 'pose' or 'rgb'"):
+    read_info(folder)
+
+
+def test_text_from_a_prompt_cache_or_umt5(models, tmp_path):
+  import sentencepiece
+
+  cache = PromptCache.build(tmp_path / "prompts.safetensors", ["a cat", ""], fake_encoder(), progress=False)
+  info = BundleInfo(stage="rgb", size=(32, 48), fps=8.0, text="cache", text_len=TEXT_LEN)
+  folder = save_bundle(tmp_path / "cache", info, dit=models.dit, vae=models.vae, prompts=cache.path)
+  text = load_bundle(folder).text
+  np.testing.assert_array_equal(text(["a cat"]), cache.padded(["a cat"], TEXT_LEN))
+  with pytest.raises(ValueError, match=r"prompt 'a dog' is not in .*prompts.safetensors and checkpoint .* has no "
+                                       r"text encoder \(umt5/ \+ tokenizer/\)"):
+    text(["a dog"])
+
+  # umt5: prompts missing from the cache are encoded by UMT5 (loaded once, then dropped)
+  tokenizer = tmp_path / "tokenizer"
+  tokenizer.mkdir()
+  sentencepiece.SentencePieceTrainer.train(
+      sentence_iterator=iter(["a cat walks", "a dog runs", "the robot dances"] * 3), model_prefix=str(tokenizer / "spiece"),
+      vocab_size=20, model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+  (tokenizer / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer", "extra_ids": 0}))
+  umt5 = numpy_random_model(lambda: UMT5Encoder(UMT5Config(vocab_size=32, dim=TEXT_DIM, ffn_dim=12, num_heads=2,
+                                                           head_dim=4, num_layers=1), rngs=nnx.Rngs(0)))
+  info = BundleInfo(stage="rgb", size=(32, 48), fps=8.0, text="umt5", text_len=TEXT_LEN)
+  folder = save_bundle(tmp_path / "umt5", info, dit=models.dit, vae=models.vae, umt5=umt5, tokenizer=tokenizer,
+                       prompts=cache.path)
+  loaded = load_bundle(folder, prompts=["a dog runs"])
+  expected = encode_prompts(umt5, load_tokenizer(tokenizer), ["a dog runs"], max_length=TEXT_LEN)
+  np.testing.assert_allclose(loaded.text(["a dog runs", "a cat"]),
+                             np.stack([np.pad(expected[0], ((0, TEXT_LEN - len(expected[0])), (0, 0))),
+                                       cache.padded(["a cat"], TEXT_LEN)[0]]), atol=1e-6)
