@@ -109,7 +109,7 @@ def run() -> None:
   height, width = video.shape[1:3]
   output = Path(_OUTPUT.value)
   media.write_video(output, video, driving.fps)
-  preview = media.side_by_side([media.to_uint8(animation.fit_reference(reference, height, width)),
+  preview = media.side_by_side([media.to_uint8(animation.fit_reference(reference, height, width, pad=options.blank)),
                                 fit_driving(driving.frames, height, width), video])
   preview_path = media.write_video(output.with_name(f"{output.stem}_preview.mp4"), preview, driving.fps)
   sheet_path = media.write_image(output.with_name(f"{output.stem}_sheet.png"), media.contact_sheet(preview))

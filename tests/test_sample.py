@@ -154,7 +154,8 @@ def test_text_from_a_prompt_cache_or_umt5(models, tmp_path):
   tokenizer = tmp_path / "tokenizer"
   tokenizer.mkdir()
   sentencepiece.SentencePieceTrainer.train(
-      sentence_iterator=iter(["a cat walks", "a dog runs", "the robot dances"] * 3), model_prefix=str(tokenizer / "spiece"),
+      sentence_iterator=iter(["a cat walks", "a dog runs", "the robot dances"] * 3),
+      model_prefix=str(tokenizer / "spiece"),
       vocab_size=20, model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
   (tokenizer / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer", "extra_ids": 0}))
   umt5 = numpy_random_model(lambda: UMT5Encoder(UMT5Config(vocab_size=32, dim=TEXT_DIM, ffn_dim=12, num_heads=2,
