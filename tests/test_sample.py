@@ -15,7 +15,10 @@ import sample
 from conftest import ROOT, numpy_random_model
 from dreamactor_jax import media
 from dreamactor_jax.bundle import BundleError, BundleInfo, load_bundle, read_info, save_bundle
-from dreamactor_jax.models import UMT5Config, UMT5Encoder, WanDiT
+from dreamactor_jax.checkpoints import save_lora
+from dreamactor_jax.checkpoints.model_state import model_params
+from dreamactor_jax.models import UMT5Config, UMT5Encoder, WanDiT, lora_params, merge_lora, with_lora
+from dreamactor_jax.models.lora import rebuild
 from dreamactor_jax.models.text_encoder import encode_prompts, load_tokenizer
 from dreamactor_jax.prompt_cache import PromptCache
 from tiny_bundle import SIZE, TEXT_DIM, TEXT_LEN, dit_config, fake_encoder, tiny_models, write_tiny_bundle
@@ -124,6 +127,20 @@ def test_bundle_info_and_errors(models, tmp_path):
   assert loaded.size == (32, 48) and loaded.clip is None and loaded.name == f"checkpoint {folder}"
   assert loaded.options.layout == "motion_cache" and loaded.options.steps == 9 and loaded.options.start_seconds == 0.5
   np.testing.assert_array_equal(loaded.text(["", ""]), np.zeros((2, TEXT_LEN, TEXT_DIM)))
+
+  # --lora: adapters from a save_lora folder, merged for sampling; --dtype recasts the DiT
+  adapted = with_lora(models.dit, rank=2)
+  adapters = lora_params(adapted)
+  rng = np.random.default_rng(0)
+  adapted = rebuild(WanDiT, adapted.config, {**model_params(adapted), **{
+      k: rng.standard_normal(v.shape).astype(np.float32) for k, v in adapters.items()}})
+  save_lora(tmp_path / "lora", adapted)
+  loaded = load_bundle(folder, lora=tmp_path / "lora", dtype="bfloat16")
+  assert loaded.dit.config.lora_rank == 0 and loaded.dit.config.dtype == loaded.dit.config.param_dtype == "bfloat16"
+  merged, base = (model_params(m)["blocks.ffn.up.kernel"] for m in (merge_lora(adapted), models.dit))
+  ours = np.asarray(model_params(loaded.dit)["blocks.ffn.up.kernel"], np.float32)
+  np.testing.assert_allclose(ours, merged, rtol=1e-2, atol=1e-2)  # bf16 rounding
+  assert np.abs(ours - base).max() > 1.0  # the adapters changed it
 
   with pytest.raises(BundleError, match="exists already"):
     save_bundle(folder, info, dit=models.dit, vae=models.vae)
