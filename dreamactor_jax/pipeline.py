@@ -19,8 +19,11 @@ The steps:
    generated as its given left frames, and `animation.stitch` writes only generated frames.
 4. Per segment: canvas (`animation.build_canvas`) -> VAE -> condition latents and packed mask
    (`conditioning.encode_canvas`) -> noise -> `diffusion.sample` (CFG on text, the negative prompt
-   batched with the prompt) -> VAE decode of [sampled left half | condition right half] -> its left
-   half -> stitch. Noise of sample b in segment s comes from (seed, b, s), so a sample's result does
+   batched with the prompt) -> VAE decode of the whole canvas latents -> its left half -> stitch.
+   As in training (`conditioning.model_latents`, loss region "generated"), the DiT reads the clean
+   condition latents at given positions (the reference frame, continued frames, the motion half) at
+   every step, and the decoded latents hold them there too: only the generated region comes from
+   the sampler. Noise of sample b in segment s comes from (seed, b, s), so a sample's result does
    not depend on the batch it is in.
 
 Layouts (`AnimateOptions.layout`): `full` denoises the whole canvas latent `[B, F, h, 2w, 16]` (the
@@ -54,7 +57,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from dreamactor_jax import animation, diffusion, media
-from dreamactor_jax.conditioning import CanvasLatents, decode_latents, encode_canvas, reference_tokens
+from dreamactor_jax.conditioning import (CanvasLatents, decode_latents, encode_canvas, model_latents, reference_tokens,
+                                         split_for_motion_cache)
 from dreamactor_jax.models.dit import TEXT_LEN, AttentionLayout, MotionCache, WanDiT
 from dreamactor_jax.models.image_encoder import CLIPVisionEncoder
 from dreamactor_jax.models.text_encoder import pad_prompt_embeddings
@@ -136,6 +140,7 @@ class AnimateOptions:
   segment_frames: int = 81  # frames per segment of a long video (1 + 4k)
   overlap_frames: int = 5  # frames each later segment continues from
   layout: AttentionLayout = "full"
+  loss_region: animation.LossRegion = "generated"  # as trained: "generated" reads given positions clean
   seed: int = 0
 
   def __post_init__(self):
@@ -143,6 +148,8 @@ class AnimateOptions:
       raise ValueError(f"layout {self.layout!r}; expected 'full' or 'motion_cache'")
     if self.steps < 1:
       raise ValueError(f"steps={self.steps}; expected at least 1")
+    if self.loss_region not in ("generated", "canvas"):
+      raise ValueError(f"loss_region {self.loss_region!r}; expected 'generated' or 'canvas'")
 
   @classmethod
   def from_config(cls, animation_config: Any = None, sampling_config: Any = None, **overrides) -> AnimateOptions:
@@ -226,23 +233,26 @@ def fit_driving(driving: np.ndarray, height: int, width: int) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class StepContext:
   """Per-sample inputs of every velocity call, for the region the sampler denoises (the canvas, or
-  its left half under motion_cache): mask `[B, F, h, w, 4]`, condition `[B, F, h, w, z]`, text
-  `[B, Lt, text_dim]`, image `[B, Li, image_dim]` CLIP tokens or None."""
+  its left half under motion_cache): its condition latents `[B, F, h, w, z]` and mask
+  `[B, F, h, w, 4]`, text `[B, Lt, text_dim]`, image `[B, Li, image_dim]` CLIP tokens or None, and
+  (static) the loss region the model was trained with, which says whether given positions are read
+  clean (`conditioning.model_latents`)."""
 
-  mask: jax.Array
-  condition: jax.Array
+  latents: CanvasLatents
   text: jax.Array
   image: jax.Array | None
+  region: animation.LossRegion = dataclasses.field(default="generated", metadata=dict(static=True))
 
 
 def _velocity(params: tuple[nnx.GraphDef, nnx.State, MotionCache | None], latents: jax.Array, timestep: jax.Array,
               context: StepContext) -> jax.Array:
-  """The sampler's velocity function: the DiT on `[noisy, mask, condition]` (one fixed function object,
-  so `diffusion.sample` compiles once per shape)."""
+  """The sampler's velocity function: the DiT on `[noisy, mask, condition]`, given positions clean as in
+  training (one fixed function object, so `diffusion.sample` compiles once per shape)."""
   graphdef, state, motion = params
-  model = nnx.merge(graphdef, state)
-  return model(animation.dit_input(latents, context.mask, context.condition), timestep, context.text,
-               image_context=context.image, motion=motion)
+  given = context.latents
+  noisy = model_latents(latents, given, context.region)
+  return nnx.merge(graphdef, state)(animation.dit_input(noisy, given.mask, given.condition), timestep, context.text,
+                                    image_context=context.image, motion=motion)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -251,11 +261,10 @@ def _encode_canvas(graphdef: nnx.GraphDef, state: nnx.State, canvas: animation.C
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _decode_left(graphdef: nnx.GraphDef, state: nnx.State, left: jax.Array, condition: jax.Array) -> jax.Array:
-  """Sampled left-half latents `[1, F, h, w, z]` beside the condition's motion half, decoded as one
-  canvas (the VAE decoded whole canvases in training) -> its left half `[1, T, H, W, 3]`."""
-  canvas = animation.join_halves(left, animation.split_halves(condition)[1])
-  return animation.left_half(decode_latents(nnx.merge(graphdef, state), canvas))
+def _decode_left(graphdef: nnx.GraphDef, state: nnx.State, canvas_latents: jax.Array) -> jax.Array:
+  """Canvas latents `[1, F, h, 2w, z]` decoded whole (as the VAE saw canvases in training) -> the
+  left half `[1, T, H, W, 3]`."""
+  return animation.left_half(decode_latents(nnx.merge(graphdef, state), canvas_latents))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -264,13 +273,10 @@ def _reference_tokens(graphdef: nnx.GraphDef, state: nnx.State, reference: jax.A
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _motion_cache(graphdef: nnx.GraphDef, state: nnx.State, condition: jax.Array, mask: jax.Array, text: jax.Array,
+def _motion_cache(graphdef: nnx.GraphDef, state: nnx.State, motion_input: jax.Array, text: jax.Array,
                   image: jax.Array | None) -> MotionCache:
-  """The motion half's keys/values: its clean driving latents as the noisy input (README, motion_cache)."""
-  motion_condition, motion_mask = animation.split_halves(condition)[1], animation.split_halves(mask)[1]
-  model = nnx.merge(graphdef, state)
-  return model.encode_motion(animation.dit_input(motion_condition, motion_mask, motion_condition), text,
-                             image_context=image)
+  """Keys/values of the motion half from its DiT input (`conditioning.split_for_motion_cache`)."""
+  return nnx.merge(graphdef, state).encode_motion(motion_input, text, image_context=image)
 
 
 def _noise(seed: int, segment: int, shape: tuple[int, ...]) -> jax.Array:
@@ -311,15 +317,15 @@ class _Segments:
     canvas = animation.build_canvas(jnp.asarray(driving), jnp.asarray(given), blank=options.blank)
     latents = _per_sample(functools.partial(_encode_canvas, *self.vae), canvas)
     guided = self.uncond is not None
-    motion, mask, condition = None, latents.mask, latents.condition
+    part, motion = latents, None  # the latents of what the sampler denoises: the canvas, or its left half
     if options.layout == "motion_cache":  # the cache for the [prompt; negative] batch the sampler will run
+      part, motion_input = split_for_motion_cache(latents)
       stack = _both if guided else (lambda x: x)
       text = jnp.concatenate([self.text, self.uncond]) if guided else self.text
-      motion = _motion_cache(*self.dit, stack(condition), stack(mask), text, stack(self.image))
-      mask, condition = animation.split_halves(mask)[0], animation.split_halves(condition)[0]
-    context = StepContext(mask=mask, condition=condition, text=self.text, image=self.image)
+      motion = _motion_cache(*self.dit, stack(motion_input), text, stack(self.image))
+    context = StepContext(latents=part, text=self.text, image=self.image, region=options.loss_region)
     uncond = dataclasses.replace(context, text=self.uncond) if guided else None
-    noise = _noise(options.seed, index, condition.shape)  # the latents the sampler denoises
+    noise = _noise(options.seed, index, part.condition.shape)  # the latents the sampler denoises
     with tqdm(total=options.steps, desc=f"segment {index + 1}/{count}", unit="step",
               disable=self.progress is not True) as bar:
       def report(done: int) -> None:
@@ -330,8 +336,10 @@ class _Segments:
       sampled = diffusion.sample(_velocity, (*self.dit, motion), noise, context, self.table,
                                  guidance=options.guidance, uncond_context=uncond,
                                  progress=report if self.progress else None)
-    left = sampled if motion is not None else animation.left_half(sampled)
-    return np.asarray(_per_sample(functools.partial(_decode_left, *self.vae), left, latents.condition))
+    sampled = model_latents(sampled, part, options.loss_region)  # given positions as the DiT read them
+    if motion is not None:
+      sampled = animation.join_halves(sampled, animation.split_halves(latents.condition)[1])
+    return np.asarray(_per_sample(functools.partial(_decode_left, *self.vae), sampled))
 
 
 def animate_batch(models: Models, references: Sequence[np.ndarray] | np.ndarray, driving: np.ndarray,

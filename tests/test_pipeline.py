@@ -4,6 +4,7 @@ frames, motion_cache and CFG batching call the DiT as designed, one compile per 
 Every run uses 5-frame segments of a 32 x 48 video, so the VAE compiles once for the module."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -36,9 +37,10 @@ def videos(seed, batch, frames, height=40, width=56):
   return references, driving
 
 
-def flow_to_condition(params, latents, timestep, context):
-  """A stub velocity whose x0 prediction is always the condition latents: v = (x - condition) / sigma."""
-  return (latents - context.condition) / (timestep[:, None, None, None, None] / 1000.0)
+def flow_to_marked_condition(params, latents, timestep, context):
+  """A stub velocity whose x0 prediction is always the condition latents + 0.5: v = (x - x0) / sigma."""
+  x0 = context.latents.condition + 0.5
+  return (latents - x0) / (timestep[:, None, None, None, None] / 1000.0)
 
 
 class Recorder:
@@ -57,25 +59,40 @@ class Recorder:
     self.executed += 1
 
 
-def test_output_is_the_generated_region(models, monkeypatch):
-  """With x0 = the condition latents, the output must be exactly the decoded canvas's left half after the
-  lead-in: driving frames 40 x 56 -> cover-cropped to 32 x 48, 1 s lead-in at 1 fps cut."""
-  monkeypatch.setattr(pipeline, "_velocity", flow_to_condition)
+@pytest.mark.parametrize("layout, region", [("full", "generated"), ("motion_cache", "generated"), ("full", "canvas")])
+def test_output_is_the_generated_region(models, layout, region, monkeypatch):
+  """With x0 predicted as condition + 0.5, the output must be the decoded canvas latents holding the
+  condition at given positions and condition + 0.5 in the generated region (loss region "generated",
+  either layout; "canvas": everywhere denoised), left half, after the lead-in: driving frames 40 x 56
+  -> cover-cropped to 32 x 48, 1 s lead-in at 1 fps cut."""
+  monkeypatch.setattr(pipeline, "_velocity", flow_to_marked_condition)
   references, driving = videos(0, 1, 4)
-  options = dataclasses.replace(OPTIONS, sampler="euler", grid="euler")  # float timesteps: sigma = t / 1000
-  out = animate(models, references[0], driving[0], fps=1.0, options=options)
+  options = dataclasses.replace(OPTIONS, sampler="euler", grid="euler", layout=layout, loss_region=region)
+  out = animate(models, references[0], driving[0], fps=1.0, options=options)  # float timesteps: sigma = t / 1000
   assert out.shape == (4, HEIGHT, WIDTH, 3) and out.dtype == np.uint8
 
   motion = animation.prepend_lead_in(media.to_unit(fit_driving(driving, HEIGHT, WIDTH)), 1)
   reference = animation.fit_reference(references[0], HEIGHT, WIDTH)
   canvas = animation.build_canvas(motion, jnp.asarray(reference)[None, None])
   vae = nnx.split(models.vae)
-  condition = pipeline._encode_canvas(*vae, canvas).condition  # jit(conditioning.encode_canvas), compiled already
-  decoded = jax.jit(lambda state: decode_latents(nnx.merge(vae[0], state), condition))(vae[1])  # [1, 5, 32, 96, 3]
+  latents = pipeline._encode_canvas(*vae, canvas)  # jit(conditioning.encode_canvas), compiled already
+  generated = animation.generated_region(latents.mask)[..., None]  # [1, 2, 4, 12, 1]: left half of latent frame 1
+  assert generated.sum() == 4 * 6
+  marked = latents.condition + 0.5 * (generated if region == "generated" else 1.0)
+  decoded = decode(vae, marked)  # [1, 5, 32, 96, 3]
   expected = media.to_uint8(animation.generated_video(decoded, 1))[0]
   assert np.abs(out.astype(int) - expected).max() <= 1
-  wrong_half = media.to_uint8(animation.split_halves(decoded)[1][:, 1:])[0]  # the motion half
-  assert np.abs(out.astype(int) - wrong_half).mean() > 10
+  unmarked = media.to_uint8(animation.generated_video(decode(vae, latents.condition), 1))[0]
+  assert np.abs(out.astype(int) - unmarked).mean() > 2
+
+
+@functools.cache
+def _decode_fn(graphdef):
+  return jax.jit(lambda state, latents: decode_latents(nnx.merge(graphdef, state), latents))
+
+
+def decode(vae, latents):
+  return _decode_fn(vae[0])(vae[1], latents)
 
 
 def test_segments_keep_given_frames_and_compile_once(models, monkeypatch):
@@ -126,12 +143,12 @@ def test_layouts_and_cfg_batching(i2v_models, layout, monkeypatch):
   width = 6 if layout == "motion_cache" else 12
   assert latents == (4, 2, 4, width, 16) and timestep == (4,)
   # the sampler stacks [prompt; negative] contexts: 2B
-  assert context.condition == (4, 2, 4, width, 16) and context.mask == (4, 2, 4, width, 4)
+  assert context.latents.condition == (4, 2, 4, width, 16) and context.latents.mask == (4, 2, 4, width, 4)
   assert context.text == (4, 7, 20) and context.image == (4, 5, 8)
   if layout == "motion_cache":
     assert len(motion.traced) == 1
-    _, _, condition, mask, text, image = motion.traced[0]
-    assert condition == (4, 2, 4, 12, 16) and text == (4, 7, 20) and image == (4, 5, 8)
+    _, _, motion_input, text, image = motion.traced[0]
+    assert motion_input == (4, 2, 4, 6, 36) and text == (4, 7, 20) and image == (4, 5, 8)
     assert params[2].k == (2, 4, 2 * 2 * 3, 3, 16)  # [layers, 2B, left tokens F*h*w, heads, head dim]
   else:
     assert not motion.traced and params[2] is None
