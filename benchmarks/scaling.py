@@ -249,8 +249,9 @@ def plan_training(args, size: str, target: str, resolution: str) -> dict:
 
 
 def plan_sampling(args, size: str, resolution: str, platform: str) -> dict:
-  """One DiT evaluation of the CFG batch on one device: a TPU v5p chip or XLA:CPU (fallback)."""
-  devices = topology_devices("v5p", 1) if platform == "tpu" else jax.devices("cpu")[:1]
+  """One DiT evaluation of the CFG batch on one device: a TPU v5p chip or XLA:CPU (fallback), both
+  compiled only, or measured on the local GPU (random weights created on it, one call, peak bytes)."""
+  devices = topology_devices("v5p", 1) if platform == "tpu" else jax.devices(platform)[:1]
   stage = stage_config(size, "full", layout=args.layout)
   stage.model.update(param_dtype="bfloat16", remat="none")  # adapters merged into bf16 weights
   config = DiTConfig.from_mapping(stage.model)
@@ -273,14 +274,24 @@ def plan_sampling(args, size: str, resolution: str, platform: str) -> dict:
   start = time.perf_counter()
   compiled = jax.jit(velocity).lower(params, *inputs).compile()
   memory = compiled.memory_analysis()
+  row = {"kind": "sample", "model": size, "resolution": resolution, "frames": args.frames,
+         "tokens": math.prod(grid) // 4, "argument_bytes": memory.argument_size_in_bytes,
+         "compile_s": time.perf_counter() - start}
   if platform == "tpu":
-    peak = memory.peak_memory_in_bytes
-  else:  # XLA:CPU reports no meaningful peak; its buffers' total is an upper bound
-    peak = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
-  return {"kind": "sample", "model": size, "resolution": resolution, "frames": args.frames,
-          "tokens": math.prod(grid) // 4, "compiler": "TPU v5p (1 chip)" if platform == "tpu" else "XLA:CPU (fallback)",
-          "peak_bytes": peak, "argument_bytes": memory.argument_size_in_bytes, "fits_80gb": peak <= GPU_HBM_BYTES,
-          "compile_s": time.perf_counter() - start}
+    row.update(compiler="TPU v5p (1 chip)", peak_bytes=memory.peak_memory_in_bytes)
+  elif platform == "cpu":  # XLA:CPU reports no meaningful peak; its buffers' total is an upper bound
+    row.update(compiler="XLA:CPU (fallback)",
+               peak_bytes=memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes)
+  else:  # measured: weights drawn on the device, zero inputs, one call; the allocator's peak
+    weights = jax.jit(lambda: nnx.state(WanDiT(config, rngs=nnx.Rngs(0))), out_shardings=param_sharding)()
+    arrays = [None if x is None else jnp.zeros(x.shape, x.dtype, device=replicated) for x in inputs]
+    jax.block_until_ready(compiled(weights, *arrays))
+    call = time.perf_counter()
+    jax.block_until_ready(compiled(weights, *arrays))
+    row.update(compiler=f"{devices[0].device_kind} (measured)", peak_bytes=devices[0].memory_stats()["peak_bytes_in_use"],
+               call_s=time.perf_counter() - call)
+  row["fits_80gb"] = row["peak_bytes"] <= GPU_HBM_BYTES
+  return row
 
 
 def train_table(rows: list[dict], step_time: float) -> str:
@@ -324,7 +335,8 @@ def main() -> None:
   parser.add_argument("--context", type=int, default=None, help="context-parallel size (default: see choose_mesh)")
   parser.add_argument("--sequence-parallel", choices=["ulysses", "ring"], default="ulysses")
   parser.add_argument("--step-time", type=float, default=30.0, help="seconds per step for the MFU column")
-  parser.add_argument("--platform", choices=["tpu", "cpu"], default="tpu", help="sample: compiler to ask")
+  parser.add_argument("--platform", choices=["tpu", "cpu", "gpu"], default="tpu",
+                      help="sample: compile for a TPU v5p chip or XLA:CPU, or measure one call on the local GPU")
   parser.add_argument("--json", type=Path, help="append every result as a JSON line to this file")
   args = parser.parse_args()
   if args.kind == "report":
