@@ -88,7 +88,7 @@ def tensor_specs(config: CLIPVisionConfig, layout: Layout, param_paths: list[str
       part = f"[{_QKV_PARTS[module]}]" if layout == "original" and module in _QKV_PARTS else ""
       template = f"{_MODULES[module][column]}.{_LEAVES[leaf]}{part}"
       kind = "linear" if leaf == "kernel" else "vector"
-    specs.append(TensorSpec(path, torch_import.per_layer(template, config.num_layers), kind))
+    specs.append(TensorSpec.from_template(path, template, kind, config.num_layers))
   return specs
 
 

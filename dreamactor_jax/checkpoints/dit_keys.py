@@ -79,7 +79,7 @@ def tensor_specs(config: DiTConfig, layout: Layout, param_paths: list[str]) -> l
         raise KeyError(f"no PyTorch name for parameter {path}")
       template = f"{_MODULES[module][column]}.{_LEAVES[leaf]}"
       kind = "linear" if leaf == "kernel" else "vector"
-    specs.append(TensorSpec(path, torch_import.per_layer(template, config.num_layers), kind))
+    specs.append(TensorSpec.from_template(path, template, kind, config.num_layers))
   return specs
 
 

@@ -33,15 +33,14 @@ class TensorSpec:
   path: str  # our parameter, dotted: "blocks.ffn.up.kernel"
   torch_names: tuple[str, ...]  # one per layer for a stacked parameter, else one
   kind: Kind
+  stacked: bool = False  # one tensor per layer, stacked on our leading `layers` axis (also with 1 layer)
 
-  @property
-  def stacked(self) -> bool:
-    return len(self.torch_names) > 1
-
-
-def per_layer(template: str, num_layers: int) -> tuple[str, ...]:
-  """The names of a template: one per layer where it holds "{i}" (a stacked parameter), else itself."""
-  return tuple(template.format(i=i) for i in range(num_layers)) if "{i}" in template else (template,)
+  @classmethod
+  def from_template(cls, path: str, template: str, kind: Kind, num_layers: int) -> TensorSpec:
+    """A spec whose PyTorch name holds "{i}" once per layer (a stacked parameter), or no "{i}"."""
+    if "{i}" not in template:
+      return cls(path, (template,), kind)
+    return cls(path, tuple(template.format(i=i) for i in range(num_layers)), kind, stacked=True)
 
 
 def to_ours(tensor: np.ndarray, kind: Kind) -> np.ndarray:

@@ -52,8 +52,8 @@ _TIED_EMBEDDING = "encoder.embed_tokens.weight"
 def tensor_specs(config: UMT5Config, layout: Layout, param_paths: list[str]) -> list[TensorSpec]:
   """The PyTorch tensor behind each of our parameter paths (dotted, as in `nnx.state`)."""
   column = 0 if layout == "transformers" else 1
-  return [TensorSpec(path, torch_import.per_layer(_NAMES[path][column], config.num_layers),
-                     "linear" if path.endswith(".kernel") else "vector") for path in param_paths]
+  return [TensorSpec.from_template(path, _NAMES[path][column], "linear" if path.endswith(".kernel") else "vector",
+                                   config.num_layers) for path in param_paths]
 
 
 # One tensor name that only each layout has.

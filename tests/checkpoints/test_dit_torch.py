@@ -28,6 +28,15 @@ def export(model, config, folder, layout, dtype="float32"):
   return folder / "diffusion_pytorch_model.safetensors"
 
 
+def test_single_layer_model_loads(tmp_path):
+  # One layer: the per-layer tensors still stack on our leading `layers` axis (of size 1).
+  torch_model = make_torch_dit(layers=1, seed=5)
+  model, config = convert.load_torch_dit(save_torch_dit(torch_model, tmp_path))
+  assert config.num_layers == 1
+  inputs = torch_dit_inputs(torch_model, batch=1, frames=1)
+  assert_close(run_jax_dit(model, inputs), run_torch_dit(torch_model, inputs))
+
+
 def test_original_layout_checked_by_diffusers_converter(i2v, tmp_path):
   torch_model, folder = i2v
   model, config = convert.load_torch_dit(folder)
