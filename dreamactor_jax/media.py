@@ -118,6 +118,9 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path
   try:
     with frozen_gc():
       iio.imwrite(tmp, frames, plugin="pyav", codec="libx264", fps=fps, out_pixel_format="yuv420p")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a video is an ordinary file
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random PyTorch Wan models built offline, and repo-root imports."""
 
 import json
+import struct
 import sys
 from pathlib import Path
 
@@ -114,3 +115,20 @@ def write_json():
     path.write_text(json.dumps(data))
     return path
   return write
+
+
+def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+  """Scalars from TensorBoard event files (TFRecord framing: length, crc, payload, crc)."""
+  scalars: dict[str, list[tuple[int, float]]] = {}
+  from tensorboardX.proto import event_pb2
+
+  for path in sorted(folder.glob("events.out.tfevents.*")):
+    data = path.read_bytes()
+    offset = 0
+    while offset < len(data):
+      (length,) = struct.unpack("<Q", data[offset:offset + 8])
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 16 + length
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return scalars

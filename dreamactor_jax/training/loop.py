@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,12 +29,14 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from dreamactor_jax import animation, parallel
-from dreamactor_jax.checkpoints.orbax_model import load_dit, load_model
+from dreamactor_jax import animation, media, parallel
+from dreamactor_jax.bundle import BundleInfo, save_bundle
+from dreamactor_jax.checkpoints.orbax_model import load_dit, load_model, save_lora
 from dreamactor_jax.data import DataConfig, stage1_dataset, stage2_dataset
 from dreamactor_jax.models.dit import DiTConfig, WanDiT
 from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
 from dreamactor_jax.models.vae import VAEConfig, WanVAE
+from dreamactor_jax.pipeline import AnimateOptions, Models, TextEmbedder, animate_batch
 from dreamactor_jax.prompt_cache import PromptCache
 from dreamactor_jax.training import metrics as metrics_lib
 from dreamactor_jax.training.checkpointing import Checkpointer, abstract_like
@@ -227,6 +230,7 @@ class Trainer:
   def train_one_step(self) -> tuple[Any, Any]:
     """One optimizer step on the next batch; returns the step's metrics and its LatentBatch."""
     host = next(self.data)
+    self.clip_size, self.clip_fps = tuple(host["video"].shape[2:4]), float(host["fps"][0])
     batch = parallel.global_batch({k: v for k, v in host.items() if k != "video_id"}, self.plan)
     key = _step_key(self.config, self.step)
     prepare_key, train_key = jax.random.split(key)
@@ -260,6 +264,8 @@ class Trainer:
           last_logged = self._log(writer, interval, latent_batch)
           interval = []
         self.save(force=self.step == total)
+        if config.train.sample_every and self.step % config.train.sample_every == 0:
+          self.write_samples(writer)
         if self.checkpointer.should_stop(self.step):
           self.save(force=True)
           writer.write(f"stopping at step {self.step} (preemption): checkpoint saved")
@@ -267,7 +273,66 @@ class Trainer:
     finally:
       self.checkpointer.wait()
       writer.close()
+    if self.step == total and jax.process_index() == 0:
+      self.export(self.workdir / "bundle")
     return last_logged
+
+  # ---- what the run hands on: samples and the sampling bundle ----
+  def current_model(self) -> WanDiT:
+    """The DiT as trained so far (with the EMA weights when kept), gathered to this host."""
+    params = self.state.params if self.state.ema is None else jax.tree.map(
+        lambda ema, p: ema.astype(p.dtype), self.state.ema, self.state.params)
+    return nnx.merge(self.graphdef, *jax.device_get((params, self.state.frozen)))
+
+  def sampling_models(self) -> Models:
+    vae = nnx.merge(*self.frozen.vae)
+    clip = None if self.frozen.clip is None else nnx.merge(*self.frozen.clip)
+    cache = PromptCache(self.config.init.prompt_cache) if self.config.init.prompt_cache else None
+    text = TextEmbedder(self.dit_config.text_dim, self.config.data.text_len, cache=cache, source="training")
+    options = AnimateOptions.from_config(self.config.animation, self.config.sampling, layout=self.dit_config.layout,
+                                         steps=self.config.train.sample_steps)
+    return Models(dit=self.current_model(), vae=vae, text=text, clip=clip, size=self.clip_size, options=options,
+                  name=str(self.workdir))
+
+  def write_samples(self, writer: metrics_lib.MetricsWriter) -> None:
+    """Animates the first clips of a fixed validation batch: mp4s, previews and a TensorBoard image."""
+    if not hasattr(self, "_validation"):
+      dataset = stage1_dataset if self.config.stage == 1 else stage2_dataset
+      validation = dataclasses.replace(self.data_config, seed=self.data_config.seed + 1, num_workers=0)
+      self._validation = next(iter(dataset(validation, process_index=jax.process_index(),
+                                           process_count=jax.process_count(), text_fn=self.text_fn)))
+    count = min(self.config.train.num_samples, len(self._validation["video"]))
+    batch = {k: v[:count] for k, v in self._validation.items()}
+    results = animate_batch(self.sampling_models(), batch["reference"], batch["driving"], [""] * count,
+                            fps=float(batch["fps"][0]))
+    folder = self.workdir / "samples" / f"step_{self.step:07d}"
+    for i in range(count):
+      name = str(batch["video_id"][i]).replace("/", "_")
+      preview = media.side_by_side([batch["reference"][i], batch["driving"][i], results[i], batch["video"][i]])
+      media.write_video(folder / f"{name}.mp4", results[i], float(batch["fps"][i]))
+      media.write_video(folder / f"{name}_preview.mp4", preview, float(batch["fps"][i]))
+      sheet = media.contact_sheet(preview, num_frames=4)
+      media.write_image(folder / f"{name}_sheet.png", sheet)
+      writer.image(self.step, f"samples/{name}", sheet)
+
+  def export(self, out: Path) -> Path:
+    """Writes the sampling bundle (`bundle.py`) of the current weights, and the adapters alone
+    (`<workdir>/lora`, what `init.lora` of the next stage reads) when training LoRA."""
+    config, model = self.config, self.current_model()
+    if self.dit_config.lora_rank:
+      shutil.rmtree(self.workdir / "lora", ignore_errors=True)
+      save_lora(self.workdir / "lora", model)
+    info = BundleInfo(stage="pose" if config.stage == 1 else "rgb", size=self.clip_size, fps=self.clip_fps,
+                      text="cache" if config.init.prompt_cache else "none", layout=self.dit_config.layout,
+                      text_len=config.data.text_len, animation=dict(config.animation), sampling=dict(config.sampling))
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_bundle(staging, info, dit=model, vae=config.init.vae, clip=config.init.clip or None,
+                prompts=config.init.prompt_cache or None)
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    log.info("wrote the sampling bundle %s", out)
+    return out
 
   def _log(self, writer: metrics_lib.MetricsWriter, interval: list[tuple[Any, float]], latent_batch) -> dict:
     losses = np.array([float(m.loss) for m, _ in interval])

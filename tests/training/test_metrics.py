@@ -1,27 +1,10 @@
 """Metrics: TensorBoard event files readable back, noise-level buckets, MFU."""
 
-import struct
-
 import numpy as np
 import pytest
-from tensorboardX.proto import event_pb2
 
+from conftest import read_scalars
 from dreamactor_jax.training.metrics import MetricsWriter, loss_by_noise_level, model_flops_utilization
-
-
-def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:
-  """Scalars from TensorBoard event files (TFRecord framing: length, crc, payload, crc)."""
-  scalars: dict[str, list[tuple[int, float]]] = {}
-  for path in sorted(folder.glob("events.out.tfevents.*")):
-    data = path.read_bytes()
-    offset = 0
-    while offset < len(data):
-      (length,) = struct.unpack("<Q", data[offset:offset + 8])
-      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
-      offset += 16 + length
-      for value in event.summary.value:
-        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
-  return scalars
 
 
 def test_scalars_land_in_event_files(tmp_path):

@@ -1,5 +1,5 @@
-"""train.py end to end on a tiny model: N steps straight equal k steps,
-SIGKILL, resume to N, bit for bit (parameters, optimizer, EMA)."""
+"""train.py end to end on a tiny model: N steps straight equal k steps, SIGKILL, resume to N, bit for
+bit (parameters, optimizer, EMA); the run leaves TensorBoard metrics, sample videos and a bundle."""
 
 import os
 import signal
@@ -14,7 +14,9 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from conftest import ROOT, numpy_random_model
+from conftest import ROOT, numpy_random_model, read_scalars
+from dreamactor_jax import media
+from dreamactor_jax.bundle import read_info
 from dreamactor_jax.checkpoints import save_model
 from dreamactor_jax.checkpoints.model_state import flatten, model_params
 from dreamactor_jax.models.vae import VAEConfig, WanVAE
@@ -35,7 +37,8 @@ def train_command(workdir: Path, data: Path, vae: Path) -> list[str]:
           f"--config.init.vae={vae}", f"--config.data.stage1_dir={data}", f"--config.train.steps={STEPS}",
           "--config.train.log_every=2", "--config.train.ema_decay=0.9", "--config.train.grad_accum=2",
           "--config.train.continuation_prob=0.5", "--config.checkpoint.every=2", "--config.checkpoint.keep_last=10",
-          "--config.optimizer.learning_rate=1e-2"]
+          "--config.optimizer.learning_rate=1e-2", f"--config.train.sample_every={STEPS}",
+          "--config.train.sample_steps=2", "--config.train.num_samples=1"]
 
 
 def run(command: list[str]) -> None:
@@ -57,6 +60,12 @@ def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder):
   data, _ = stage1_data
   straight, killed = tmp_path / "straight", tmp_path / "killed"
   run(train_command(straight, data, vae_folder))
+  assert read_info(straight / "bundle").stage == "pose"
+  scalars = read_scalars(straight / "tensorboard")
+  assert [step for step, _ in scalars["loss"]] == [2, 4, 6] and "learning_rate" in scalars and "grad_norm" in scalars
+  assert any(name.startswith("loss/sigma_") for name in scalars)
+  (sample,) = (straight / "samples" / f"step_{STEPS:07d}").glob("*[!w].mp4")  # not the _preview
+  assert media.read_video(sample).frames.shape[0] == 9
 
   process = subprocess.Popen(train_command(killed, data, vae_folder), cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, env={**os.environ, "JAX_PLATFORMS": "cpu"})
