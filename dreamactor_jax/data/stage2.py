@@ -5,6 +5,7 @@ driving video in which identity B performs A's motion, with fps, caption and the
 
   write_stage2_dataset("data/", records)   # resumable: records whose key is staged are skipped
   keys = written_stage2_keys("data/")      # what an interrupted bootstrap already wrote
+  remove_stage2_records("data/", rejected) # a review's rejections; the next write drops them
 
 Records are staged one file each (staging.py) as they come, so the bootstrap can stop at any point;
 the ArrayRecord dataset (`OUT/stage2_pairs/1.0.0`) is rewritten from all staged records at the end.
@@ -76,6 +77,19 @@ def written_stage2_keys(out_dir: str | os.PathLike) -> set[str]:
   folder = _staging_dir(out_dir)
   paths = folder.glob("*.npz") if folder.exists() else []
   return {str(np.load(path, allow_pickle=False)["key"]) for path in paths if not path.name.endswith(".tmp.npz")}
+
+
+def remove_stage2_records(out_dir: str | os.PathLike, keys: Iterable[str]) -> int:
+  """Unstages the records of `keys` (e.g. triplets a review rejected); the next `write_stage2_dataset`
+  rewrites the dataset without them. Keys not staged are ignored; returns how many were removed."""
+  folder = _staging_dir(out_dir)
+  removed = 0
+  for key in keys:
+    path = folder / f"{staging.staged_name(key)}.npz"
+    if path.exists():
+      path.unlink()
+      removed += 1
+  return removed
 
 
 def _check(record: dict, key: str) -> None:

@@ -19,7 +19,7 @@ class VideoFolder(staging.StagedBuilder):
   float32 (pixels of the stored frames + confidence; P = 0 when the video had no keypoints).
   """
 
-  INDEX_COLUMNS = ("video_id", "height", "width", "num_frames", "fps", "num_persons", "caption")
+  INDEX_COLUMNS = ("video_id", "height", "width", "num_frames", "fps", "num_persons", "caption", "identity")
 
   def _features(self) -> dict:
     keypoints = dict(dtype=np.float32, encoding=tfds.features.Encoding.ZLIB)
@@ -40,5 +40,5 @@ class VideoFolder(staging.StagedBuilder):
                    fps=float(staged["fps"]), height=int(staged["height"]), width=int(staged["width"]),
                    num_frames=len(frames), frames=np.array(frames, dtype=object))
     row = [str(staged["key"]), int(staged["height"]), int(staged["width"]), len(frames), float(staged["fps"]),
-           int(staged["body"].shape[1]), str(staged["caption"])]
+           int(staged["body"].shape[1]), str(staged["caption"]), str(staged["identity"])]
     return str(staged["key"]), example, row

@@ -1,0 +1,563 @@
+"""Self-bootstrapped pair synthesis (PAPER.md section 4): a stage-1 (pose) checkpoint renders other
+identities B performing the motion of each stage-1 clip of identity A; the pairs are scored, reviewed
+and written as the stage-2 dataset (section 5: target = A's clip, reference = A's first frame,
+driving = the rendered video of B).
+
+  python -m dreamactor_jax.bootstrap --checkpoint runs/stage1/bundle --data data/ --out pairs/ \\
+      --pairs-per-clip 2 --batch-size 4 [--references refs/] [--pose-model dw-ll_ucoco_384.onnx]
+  # look at pairs/sheets/*.png, set accept to 1/0 in pairs/review.csv, then
+  python -m dreamactor_jax.bootstrap --out pairs/ --apply-review pairs/review.csv
+  python train.py --config=configs/stage2.py:1.3b --config.data.stage2_dir=pairs/ ...
+
+For each clip with keypoints (one per record of `--data`, training/pairs.py says which frames),
+K identities other than A's are drawn (`--references DIR`, else the dataset's own identities), and
+`pipeline.animate_batch` renders each reference with A's skeleton video, in batches of clips that
+share size and fps. Each result is scored (training/pair_scores.py: temporal consistency, CLIP or
+colour appearance similarity to B's reference, pose agreement with `--pose-model`) and accepted
+when it clears the thresholds. `--self-pairs` adds each clip as its own colour-augmented driving
+video (for characters without keypoints, which the stage-1 model cannot render).
+
+OUT holds:
+  bootstrap.json            the options candidates depend on (a rerun must repeat them) and the score definitions
+  clips/<name>.npz          A's clip as rendered against: video, reference, skeleton (uint8), body keypoints
+  candidates/<name>.npz     one pair: driving (uint8 [T, H, W, 3], B's video), B's fitted reference, scores, ids
+  sheets/<name>.png         its contact sheet: B's reference | A's skeleton | result (self pairs: A's
+                            reference | A's clip | the augmented clip), a few frames top to bottom
+  review.csv                one row per pair: ids, scores, mean, auto (the thresholds' verdict), accept, reviewed
+  stage2_pairs/1.0.0/       the stage-2 ArrayRecord dataset of accepted pairs (data/stage2.py)
+
+Resuming: a pair whose candidate file exists is never rendered again, so a stopped run continues
+and a rerun with new thresholds only rewrites review.csv and the dataset. `--apply-review` rebuilds
+the dataset from an edited review file without rendering. Multi-host: every process renders clips
+`process_index::process_count` into the shared OUT, then process 0 writes review.csv and the dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from dreamactor_jax import animation, media
+from dreamactor_jax.bundle import BundleError, load_bundle, read_info
+from dreamactor_jax.checkpoints.orbax_model import CheckpointError, load_config, load_model
+from dreamactor_jax.data import (DataError, open_stage2, open_videos, remove_stage2_records, stage2_key, staging,
+                                 write_stage2_dataset, written_stage2_keys)
+from dreamactor_jax.models.dit import DiTConfig
+from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
+from dreamactor_jax.pipeline import animate_batch
+from dreamactor_jax.training import pair_scores, review
+from dreamactor_jax.training.pairs import (ClipData, ClipPlan, DatasetReferences, FolderReferences, PairError,
+                                           Reference, appearance_augment, augment_rng, plan_clips, read_clip,
+                                           record_identities)
+
+log = logging.getLogger(__name__)
+OPTIONS_FILE = "bootstrap.json"
+REVIEW_FILE = "review.csv"
+SelfPairs = Literal["none", "no-keypoints", "all"]
+
+
+class BootstrapError(ValueError):
+  """A bootstrap that cannot run as asked; the message is one line naming the flag or path."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BootstrapConfig:
+  """The command-line options (`main` documents each)."""
+
+  checkpoint: str
+  data: str
+  out: str
+  references: str | None = None
+  pairs_per_clip: int = 1
+  batch_size: int = 1
+  min_score: float = 0.5
+  thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
+  pose_model: str | None = None
+  clip: str | None = None
+  seed: int = 0
+  steps: int | None = None
+  max_clips: int | None = None
+  num_frames: int = 81
+  frame_stride: int | None = None
+  size: tuple[int, int] | None = None
+  prompt: str = "{a}"
+  self_pairs: SelfPairs = "none"
+  pose_threshold: float = 0.3
+  bbox_fill: float = 0.9
+  sheet_frames: int = 4
+  progress: bool = True
+
+  def check(self) -> None:
+    checks = [("--pairs-per-clip", self.pairs_per_clip >= 1), ("--batch-size", self.batch_size >= 1),
+              ("--max-clips", self.max_clips is None or self.max_clips >= 1),
+              ("--steps", self.steps is None or self.steps >= 1),
+              ("--frame-stride", self.frame_stride is None or self.frame_stride >= 1),
+              ("--sheet-frames", self.sheet_frames >= 1)]
+    for flag, ok in checks:
+      if not ok:
+        raise BootstrapError(f"{flag} must be at least 1")
+    if self.num_frames < 1 or (self.num_frames - 1) % 4:
+      raise BootstrapError(f"--num-frames={self.num_frames}; expected 1 + 4k (e.g. 81)")
+    if self.self_pairs not in ("none", "no-keypoints", "all"):
+      raise BootstrapError(f"--self-pairs={self.self_pairs!r}; expected none, no-keypoints or all")
+    try:
+      self.prompt.format(a="", b="")
+    except (KeyError, IndexError, ValueError) as e:
+      raise BootstrapError(f"--prompt {self.prompt!r}: only {{a}} (A's caption) and {{b}} (B's identity) may be "
+                           f"filled in ({type(e).__name__}: {e})") from None
+
+  def render_options(self) -> dict:
+    """What the candidates depend on: a rerun into the same OUT must give the same values."""
+    resolved = lambda path: None if path is None else str(Path(path).resolve())  # noqa: E731
+    return dict(checkpoint=resolved(self.checkpoint), data=resolved(self.data), references=resolved(self.references),
+                pose_model=resolved(self.pose_model), clip=resolved(self.clip), seed=self.seed, steps=self.steps,
+                num_frames=self.num_frames, frame_stride=self.frame_stride,
+                size=None if self.size is None else list(self.size), prompt=self.prompt,
+                pose_threshold=self.pose_threshold, bbox_fill=self.bbox_fill)
+
+
+@dataclasses.dataclass
+class Summary:
+  """What a run did (this process): pairs planned, rendered now, self pairs written now, found done;
+  after finalising: pairs accepted (all processes) and the stage-2 dataset folder (None if empty)."""
+
+  planned: int = 0
+  rendered: int = 0
+  self_pairs: int = 0
+  done_before: int = 0
+  candidates: int | None = None
+  accepted: int | None = None
+  dataset: Path | None = None
+
+
+# ------------------------------------------------------------------------------------- files
+
+
+def file_name(key: str) -> str:
+  """A readable, unique, file-system-safe name for a key (ids may hold '/' and odd characters)."""
+  return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', key)[:80]}-{staging.staged_name(key)[:8]}"
+
+
+def self_key(video_id: str) -> str:
+  return f"{video_id}@self"
+
+
+def _save_npz(path: Path, **arrays) -> None:
+  """Compressed `.npz`, written atomically (a stopped run never leaves half a candidate)."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + ".tmp.npz")
+  np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+  os.replace(tmp, path)
+
+
+def _candidate_path(out: Path, key: str) -> Path:
+  return out / "candidates" / f"{file_name(key)}.npz"
+
+
+def _check_options(out: Path, config: BootstrapConfig) -> None:
+  path = out / OPTIONS_FILE
+  options = config.render_options()
+  if path.exists():
+    old = json.loads(path.read_text())["options"]
+    changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in options.items() if old.get(k) != v]
+    if changed:
+      raise BootstrapError(f"{out} holds pairs made with other options ({', '.join(changed)}); use another --out "
+                           "or the same options")
+    return
+  out.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(dict(options=options, scores=pair_scores.DEFINITIONS), indent=1))
+
+
+def _clip_data(out: Path, source: staging.LazySource, clip: ClipPlan, config: BootstrapConfig) -> ClipData:
+  """A's clip: from clips/ when an earlier run decoded it (the pairs were rendered against it), else decoded."""
+  path = out / "clips" / f"{file_name(clip.video_id)}.npz"
+  if path.exists():
+    with np.load(path) as stored:
+      optional = {name: stored[name] if stored[name].size else None for name in ("skeleton", "body")}
+      return ClipData(video=stored["video"], reference=stored["reference"], **optional)
+  data = read_clip(source[clip.record], clip, pose_threshold=config.pose_threshold, bbox_fill=config.bbox_fill)
+  empty = np.zeros((0,), np.uint8)
+  _save_npz(path, video_id=clip.video_id, identity=clip.identity, caption=clip.caption, fps=clip.fps,
+            video=data.video, reference=data.reference,
+            skeleton=empty if data.skeleton is None else data.skeleton, body=empty if data.body is None else data.body)
+  return data
+
+
+def _save_candidate(out: Path, key: str, clip: ClipPlan, *, driving_identity: str, reference: str, driving: np.ndarray,
+                    driving_reference: np.ndarray, scores: dict[str, float], sheet: np.ndarray) -> None:
+  media.write_image(out / "sheets" / f"{file_name(key)}.png", sheet)  # first: a candidate implies its sheet
+  _save_npz(_candidate_path(out, key), key=key, video_id=clip.video_id, identity=clip.identity,
+            driving_identity=driving_identity, reference=reference, caption=clip.caption, fps=clip.fps,
+            clip=file_name(clip.video_id), scores=json.dumps(scores), driving=driving,
+            driving_reference=driving_reference)
+
+
+def _candidates(out: Path) -> dict[str, dict]:
+  """`{key: metadata}` of every candidate under OUT (all processes'); the videos are not read."""
+  metas = {}
+  for path in sorted((out / "candidates").glob("*.npz")):
+    if path.name.endswith(".tmp.npz"):
+      continue
+    with np.load(path) as stored:
+      meta = {name: str(stored[name]) for name in ("key", "video_id", "identity", "driving_identity", "reference",
+                                                     "caption", "clip")}
+      meta.update(fps=float(stored["fps"]), scores=json.loads(str(stored["scores"])), path=path)
+    metas[meta["key"]] = meta
+  return metas
+
+
+# ------------------------------------------------------------------------------------ render
+
+
+def _stage1_info(checkpoint: str):
+  info = read_info(checkpoint)
+  if info.stage != "pose":
+    raise BootstrapError(f"--checkpoint {checkpoint} is a stage-2 (rgb) bundle; the bootstrap renders skeleton "
+                         "videos with a stage-1 (pose) bundle")
+  return info
+
+
+def _load_clip(folder: str) -> CLIPVisionEncoder:
+  """`--clip`: a CLIP model folder (config.json + params) or a bundle holding clip/."""
+  path = Path(folder)
+  if (path / "clip").is_dir():
+    path = path / "clip"
+  if not path.is_dir():
+    raise BootstrapError(f"--clip {folder} is not a folder; expected a CLIP model folder (convert clip) or a bundle")
+  return load_model(path, CLIPVisionEncoder, CLIPVisionConfig)[0]
+
+
+@dataclasses.dataclass
+class _Job:
+  clip: ClipPlan
+  data: ClipData
+  reference: Reference
+  prompt: str
+
+  @property
+  def key(self) -> str:
+    return stage2_key(self.clip.video_id, self.reference.identity)
+
+
+class _Renderer:
+  """Renders jobs in batches of one size, fps and length (`animate_batch` takes one of each), scores
+  them and writes candidates. A short last batch is padded with repeats, so every call has the
+  batch size and compiles once."""
+
+  def __init__(self, config: BootstrapConfig, out: Path, pool, prompts: Sequence[str], progress: tqdm):
+    self.config, self.out, self.pool, self.progress = config, out, pool, progress
+    self.models = load_bundle(config.checkpoint, prompts=prompts)
+    options = self.models.options
+    self.options = dataclasses.replace(options, steps=config.steps or options.steps)
+    clip = _load_clip(config.clip) if config.clip else self.models.clip
+    pose = None
+    if config.pose_model:
+      from dreamactor_jax.data.pose import PoseEstimator
+
+      pose = PoseEstimator(config.pose_model)
+    self.scorer = pair_scores.PairScorer(clip=clip, pose=pose, pose_threshold=config.pose_threshold)
+    self.groups: dict[tuple, list[_Job]] = {}
+    self.rendered = 0
+
+  def add(self, job: _Job) -> None:
+    group = (job.clip.bucket, job.clip.fps, len(job.clip.frames))
+    self.groups.setdefault(group, []).append(job)
+    if len(self.groups[group]) == self.config.batch_size:
+      self.flush(self.groups.pop(group))
+
+  def finish(self) -> None:
+    for group in list(self.groups):
+      self.flush(self.groups.pop(group))
+
+  def flush(self, jobs: list[_Job]) -> None:
+    batch = jobs + [jobs[-1]] * (self.config.batch_size - len(jobs))
+    height, width = jobs[0].clip.bucket
+    images = [self.pool.image(job.reference) for job in batch]
+    # animate_batch draws sample b's noise from (options.seed, b): a seed per batch varies it over batches.
+    seed = zlib.crc32(json.dumps([self.config.seed, [job.key for job in batch]]).encode()) & 0x7FFFFFFF
+    results = animate_batch(self.models, images, np.stack([job.data.skeleton for job in batch]),
+                            [job.prompt for job in batch], fps=jobs[0].clip.fps,
+                            options=dataclasses.replace(self.options, seed=seed), size=(height, width))
+    for job, image, result in zip(jobs, images, results):
+      fitted = media.to_uint8(animation.fit_reference(image, height, width, pad=self.options.blank))
+      scores = self.scorer(result, fitted, job.data.body)
+      sheet = review.sheet_image([fitted, job.data.skeleton, result], num_frames=self.config.sheet_frames)
+      _save_candidate(self.out, job.key, job.clip, driving_identity=job.reference.identity,
+                      reference=job.reference.source, driving=result, driving_reference=fitted, scores=scores,
+                      sheet=sheet)
+      self.rendered += 1
+      self.progress.update()
+
+
+def _score_names(config: BootstrapConfig) -> set[str]:
+  """The scores rendered pairs get under `config` (to check `--thresholds` before rendering)."""
+  has_clip = config.clip is not None or load_config(Path(config.checkpoint) / "dit", DiTConfig).image_dim is not None
+  return {"temporal", "clip" if has_clip else "color"} | ({"pose"} if config.pose_model else set())
+
+
+def run_bootstrap(config: BootstrapConfig, *, process_index: int | None = None, process_count: int | None = None,
+                  finalize: bool | None = None) -> Summary:
+  """Renders and scores this process's pairs, then (process 0 by default) writes review.csv and the
+  stage-2 dataset. `process_index`/`process_count` default to JAX's; with several JAX processes they
+  meet at a barrier before the finalising process reads everyone's candidates."""
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  finalize = process_index == 0 if finalize is None else finalize
+  config.check()
+  info = _stage1_info(config.checkpoint)
+  unknown = sorted(set(config.thresholds) - _score_names(config))
+  if unknown:
+    raise BootstrapError(f"--thresholds {unknown[0]}: pairs get no {unknown[0]} score with these options (scores: "
+                         f"{', '.join(sorted(_score_names(config)))}; pose needs --pose-model, clip a CLIP tower)")
+  path = open_videos(config.data)
+  out = Path(config.out)
+  _check_options(out, config)
+  rows = staging.read_index(path)
+  source = staging.LazySource(path)
+  identities = record_identities(source, rows, out / "identities.json", progress=config.progress)
+  height, width = config.size or info.size
+  buckets = [(height, width)] + ([(width, height)] if height != width else [])
+  clips, too_short = plan_clips(rows, identities, num_frames=config.num_frames, frame_stride=config.frame_stride,
+                                target_fps=info.fps, buckets=buckets, seed=config.seed)
+  if too_short:
+    log.warning("%d records are too short for a clip of %d frames (e.g. %s)", len(too_short), config.num_frames,
+                too_short[0])
+  clips = clips[:config.max_clips]
+  cross = [clip for clip in clips if clip.has_pose]
+  selves = [clip for clip in clips if config.self_pairs == "all" or
+            (config.self_pairs == "no-keypoints" and not clip.has_pose)]
+  if not cross and not selves:
+    hint = "" if config.self_pairs != "none" else "; --self-pairs no-keypoints pairs videos without them"
+    raise BootstrapError(f"--data {path}: no clip to pair ({len(rows)} records: {len(too_short)} too short for "
+                         f"{config.num_frames} frames, none of the {len(clips)} others with keypoints{hint})")
+  cross, selves = cross[process_index::process_count], selves[process_index::process_count]
+
+  pool = FolderReferences(config.references) if config.references else DatasetReferences(source, rows, identities)
+  picks = [(clip, pool.pick(clip.identity, config.pairs_per_clip, seed=config.seed, video_id=clip.video_id))
+           for clip in cross]
+  planned = [(clip, ref) for clip, refs in picks for ref in refs]
+  pending = [(clip, ref) for clip, ref in planned
+             if not _candidate_path(out, stage2_key(clip.video_id, ref.identity)).exists()]
+  pending_selves = [clip for clip in selves if not _candidate_path(out, self_key(clip.video_id)).exists()]
+  summary = Summary(planned=len(planned) + len(selves),
+                    done_before=len(planned) - len(pending) + len(selves) - len(pending_selves))
+  with_text = info.text != "none"  # a model without text reads zeros: only the empty prompt
+  prompt = lambda clip, ref: config.prompt.format(a=clip.caption, b=ref.identity) if with_text else ""  # noqa: E731
+  if pending:
+    with tqdm(total=len(pending), desc="render pairs", unit="pair", disable=not config.progress) as bar:
+      renderer = _Renderer(config, out, pool, sorted({prompt(c, r) for c, r in pending}), bar)
+      data = None
+      for clip, ref in pending:  # pending is in clip order: each clip is decoded once
+        if data is None or data[0] is not clip:
+          data = clip, _clip_data(out, source, clip, config)
+        renderer.add(_Job(clip, data[1], ref, prompt(clip, ref)))
+      renderer.finish()
+    summary.rendered = renderer.rendered
+  for clip in tqdm(pending_selves, desc="self pairs", unit="pair", disable=not config.progress):
+    data = _clip_data(out, source, clip, config)
+    driving = appearance_augment(data.video, augment_rng(config.seed, clip.video_id))
+    _save_candidate(out, self_key(clip.video_id), clip, driving_identity=clip.identity, reference="self",
+                    driving=driving, driving_reference=data.reference, scores={"self": 1.0},
+                    sheet=review.sheet_image([data.reference, data.video, driving], num_frames=config.sheet_frames))
+    summary.self_pairs += 1
+  if process_count > 1 and jax.process_count() == process_count:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices("dreamactor_jax.bootstrap: pairs rendered")
+  if finalize:
+    summary.candidates, summary.accepted, summary.dataset = finalize_review(
+        out, thresholds=config.thresholds, min_score=config.min_score, progress=config.progress)
+  return summary
+
+
+# ---------------------------------------------------------------------------- review, dataset
+
+
+def _review_row(meta: dict, auto: bool, accept: bool, reviewed: bool) -> dict:
+  scores = meta["scores"]
+  return dict(key=meta["key"], video_id=meta["video_id"], identity=meta["identity"],
+              driving_identity=meta["driving_identity"], reference=meta["reference"], self=int("self" in scores),
+              **{k: v for k, v in scores.items() if k != "self"}, mean=pair_scores.mean_score(scores),
+              auto=int(auto), accept=int(accept), reviewed=int(reviewed), sheet=f"sheets/{meta['path'].stem}.png")
+
+
+def finalize_review(out: str | os.PathLike, *, thresholds: dict[str, float], min_score: float,
+                    progress: bool = True) -> tuple[int, int, Path | None]:
+  """Writes OUT/review.csv for every candidate (accept = a reviewer's earlier decision where there is
+  one, else the thresholds' verdict: `review.decision`), then brings the stage-2 dataset in line with it.
+  Returns (candidates, accepted, dataset folder or None)."""
+  out = Path(out)
+  metas = _candidates(out)
+  old = review.read_review(out / REVIEW_FILE) if (out / REVIEW_FILE).exists() else {}
+  rows, accepted = [], set()
+  for key, meta in metas.items():
+    auto = pair_scores.passes(meta["scores"], thresholds, min_score)
+    accept, reviewed = review.decision(old, key, auto)
+    rows.append(_review_row(meta, auto, accept, reviewed))
+    if accept:
+      accepted.add(key)
+  review.write_review(out / REVIEW_FILE, rows)
+  return len(metas), len(accepted), _sync_dataset(out, accepted, metas, progress)
+
+
+def apply_review(out: str | os.PathLike, review_file: str | os.PathLike, *, progress: bool = True) -> Summary:
+  """Rewrites the stage-2 dataset from an edited review file (no rendering): rows with accept 1 are
+  in, rows with 0 and candidates missing from the file are out. OUT/review.csv takes the decisions,
+  all marked reviewed, so later runs keep them."""
+  out = Path(out)
+  metas = _candidates(out)
+  if not metas:
+    raise BootstrapError(f"--out {out} holds no candidates (candidates/*.npz); run the bootstrap first")
+  decisions = review.read_review(review_file)
+  unknown = sorted(set(decisions) - set(metas))
+  if unknown:
+    raise BootstrapError(f"{review_file}: key {unknown[0]!r} is not a candidate in {out / 'candidates'}")
+  missing = len(set(metas) - set(decisions))
+  if missing:
+    log.warning("%d candidates are not in %s: they are left out of the dataset", missing, review_file)
+  old = review.read_review(out / REVIEW_FILE) if (out / REVIEW_FILE).exists() else {}
+  rows, accepted = [], set()
+  for key, meta in metas.items():
+    autos = [table[key]["auto"] for table in (old, decisions) if key in table and table[key]["auto"] is not None]
+    accept = key in decisions and decisions[key]["accept"]
+    rows.append(_review_row(meta, autos[0] if autos else False, accept, reviewed=True))
+    if accept:
+      accepted.add(key)
+  review.write_review(out / REVIEW_FILE, rows)
+  return Summary(candidates=len(metas), accepted=len(accepted), dataset=_sync_dataset(out, accepted, metas, progress))
+
+
+def _records(out: Path, keys: Sequence[str], metas: dict[str, dict]):
+  """Stage-2 records (data/stage2.py) of candidates, read one at a time."""
+  for key in keys:
+    meta = metas[key]
+    with np.load(meta["path"]) as candidate, np.load(out / "clips" / f"{meta['clip']}.npz") as clip:
+      yield dict(key=key, video=clip["video"], reference=clip["reference"], driving=candidate["driving"],
+                 fps=meta["fps"], caption=meta["caption"], scores=meta["scores"], video_id=meta["video_id"],
+                 identity=meta["identity"], driving_identity=meta["driving_identity"])
+
+
+def _sync_dataset(out: Path, accepted: set[str], metas: dict[str, dict], progress: bool) -> Path | None:
+  """Stages the accepted pairs not yet staged, unstages the others, and rewrites the dataset if that
+  changed anything (or it is missing); with nothing accepted the dataset is removed."""
+  written = written_stage2_keys(out)
+  removed = remove_stage2_records(out, written - accepted)
+  try:
+    existing = open_stage2(out)
+  except DataError:
+    existing = None
+  if not accepted:
+    if existing is not None:
+      shutil.rmtree(existing)
+    log.warning("no pair is accepted: no stage-2 dataset in %s", out)
+    return None
+  added = sorted(accepted - written)
+  if existing is not None and not added and not removed:
+    return existing
+  return write_stage2_dataset(out, _records(out, added, metas), progress=progress)
+
+
+# --------------------------------------------------------------------------------------- CLI
+
+
+def _thresholds(text: str) -> dict[str, float]:
+  try:
+    return pair_scores.parse_thresholds(text)
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _size(text: str) -> tuple[int, int]:
+  from dreamactor_jax.data.synthetic import parse_size
+
+  try:
+    return parse_size(text)
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m dreamactor_jax.bootstrap", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--checkpoint", help="stage-1 (pose) bundle folder (bundle.py) that renders the pairs")
+  p.add_argument("--data", help="stage-1 dataset (`python -m dreamactor_jax.data.build --out` folder)")
+  p.add_argument("--out", required=True, help="output folder (module docstring); rerun to resume")
+  p.add_argument("--references", help="folder of reference images of identities B (identity = file stem, or the "
+                                      "sub-folder's name); default: the first frame of each other identity's video")
+  p.add_argument("--pairs-per-clip", type=int, default=1, help="identities B rendered per clip of A (default 1)")
+  p.add_argument("--batch-size", type=int, default=1, help="pairs per animate_batch call (default 1)")
+  p.add_argument("--min-score", type=float, default=0.5,
+                 help="accept pairs whose mean score (all scores lie in 0..1) is at least this (default 0.5)")
+  p.add_argument("--thresholds", type=_thresholds, default={},
+                 help="per-score minimums, e.g. temporal=0.6,pose=0.5 (scores: temporal, color or clip, pose)")
+  p.add_argument("--pose-model", help="DWPose/RTMPose SimCC .onnx file: adds the pose score (PCK against A's "
+                                      "keypoints); needs onnxruntime (pip install '.[pose]')")
+  p.add_argument("--clip", help="CLIP vision folder (or a bundle holding clip/) for the clip score; default: the "
+                                "checkpoint's own CLIP if it has one, else the weight-free color score")
+  p.add_argument("--seed", type=int, default=0, help="clip starts, reference picks, noise (default 0)")
+  p.add_argument("--steps", type=int, help="denoising steps (default: the checkpoint's)")
+  p.add_argument("--max-clips", type=int, help="use only the first N clips of the dataset (all hosts together)")
+  p.add_argument("--num-frames", type=int, default=81, help="frames per clip, 1 + 4k (default 81)")
+  p.add_argument("--frame-stride", type=int,
+                 help="source frames per clip frame (default: the stride nearest the checkpoint's fps)")
+  p.add_argument("--size", type=_size, help="HxW of the pairs, multiples of 16 (default: the checkpoint's size; "
+                                           "portrait records get it transposed)")
+  p.add_argument("--prompt", default="{a}", help="prompt template: {a} = A's caption, {b} = B's identity "
+                                                 "(default {a}; a checkpoint without text gets empty prompts)")
+  p.add_argument("--self-pairs", choices=("none", "no-keypoints", "all"), default="none",
+                 help="also pair clips with themselves under a colour augmentation as driving video: clips "
+                      "without keypoints (which stage 1 cannot render), or all clips (default none)")
+  p.add_argument("--sheet-frames", type=int, default=4, help="frames per contact sheet (default 4)")
+  p.add_argument("--apply-review", metavar="CSV", help="rewrite OUT's stage-2 dataset from this edited review file "
+                                                       "(accept 1/0) without rendering; other flags are ignored")
+  p.add_argument("--no-progress", action="store_true", help="no progress bars")
+  return p
+
+
+def main(argv: list[str] | None = None) -> None:
+  arg_parser = parser()
+  args = arg_parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+  errors = (BootstrapError, BundleError, CheckpointError, DataError, PairError, review.ReviewError, media.MediaError)
+  try:
+    if args.apply_review:
+      summary = apply_review(args.out, args.apply_review, progress=not args.no_progress)
+    else:
+      if not args.checkpoint or not args.data:
+        arg_parser.error("--checkpoint and --data are required (except with --apply-review)")
+      from dreamactor_jax.parallel import initialize_distributed
+
+      initialize_distributed()
+      config = BootstrapConfig(
+          checkpoint=args.checkpoint, data=args.data, out=args.out, references=args.references,
+          pairs_per_clip=args.pairs_per_clip, batch_size=args.batch_size, min_score=args.min_score,
+          thresholds=args.thresholds, pose_model=args.pose_model, clip=args.clip, seed=args.seed, steps=args.steps,
+          max_clips=args.max_clips, num_frames=args.num_frames, frame_stride=args.frame_stride, size=args.size,
+          prompt=args.prompt, self_pairs=args.self_pairs, sheet_frames=args.sheet_frames,
+          progress=not args.no_progress)
+      summary = run_bootstrap(config)
+      log.info("%d pairs planned on this process: %d rendered, %d self pairs, %d done before", summary.planned,
+               summary.rendered, summary.self_pairs, summary.done_before)
+  except errors as e:
+    sys.exit(f"error: {e}")
+  if summary.candidates is not None:
+    log.info("%d of %d pairs accepted; review %s; stage-2 dataset: %s", summary.accepted, summary.candidates,
+             Path(args.out) / REVIEW_FILE, summary.dataset or "none")
+
+
+if __name__ == "__main__":
+  main()
