@@ -260,6 +260,10 @@ class _Renderer:
 
   def __init__(self, config: BootstrapConfig, out: Path, pool, prompts: Sequence[str], progress: tqdm):
     self.config, self.out, self.pool, self.progress = config, out, pool, progress
+    try:
+      import skimage  # noqa: F401  (the temporal score's SSIM; checked before anything is rendered)
+    except ImportError:
+      raise BootstrapError("the temporal score needs scikit-image: pip install 'dreamactor_jax[eval]'") from None
     self.models = load_bundle(config.checkpoint, prompts=prompts)
     options = self.models.options
     self.options = dataclasses.replace(options, steps=config.steps or options.steps)
