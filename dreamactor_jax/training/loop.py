@@ -31,10 +31,12 @@ from flax import nnx
 
 from dreamactor_jax import animation, media, parallel
 from dreamactor_jax.bundle import BundleInfo, save_bundle
+from dreamactor_jax.checkpoints.model_state import model_params
 from dreamactor_jax.checkpoints.orbax_model import load_dit, load_model, save_lora
 from dreamactor_jax.data import DataConfig, stage1_dataset, stage2_dataset
 from dreamactor_jax.models.dit import DiTConfig, WanDiT
 from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
+from dreamactor_jax.models.lora import rebuild
 from dreamactor_jax.models.vae import VAEConfig, WanVAE
 from dreamactor_jax.pipeline import AnimateOptions, Models, TextEmbedder, animate_batch
 from dreamactor_jax.prompt_cache import PromptCache
@@ -87,7 +89,7 @@ def build_dit(config: ml_collections.ConfigDict) -> WanDiT:
   """The DiT to train: `config.init.dit` (plus adapters from `init.lora`, or fresh ones when
   `model.lora_rank` > 0) with the runtime fields of `config.model`; random when `init.dit` is empty."""
   model = config.model
-  runtime = {name: model[name] for name in ("dtype", "remat", "attention", "layout", "motion_timestep")}
+  runtime = {name: model[name] for name in ("remat", "attention", "layout", "motion_timestep")}
   if not config.init.dit:
     return WanDiT(DiTConfig.from_mapping(model), rngs=nnx.Rngs(config.train.seed))
   lora = {}
@@ -96,7 +98,9 @@ def build_dit(config: ml_collections.ConfigDict) -> WanDiT:
   elif model.lora_rank:
     lora = dict(lora_rank=model.lora_rank, lora_alpha=model.lora_alpha, lora_targets=tuple(model.lora_targets),
                 lora_seed=config.train.seed)
-  dit, _ = load_dit(config.init.dit, dtype=model.param_dtype, **lora, **runtime)
+  dit, dit_config = load_dit(config.init.dit, dtype=model.param_dtype, **lora, **runtime)
+  if dit_config.dtype != model.dtype:  # the compute dtype (`dtype=` above is the parameters')
+    dit = rebuild(WanDiT, dataclasses.replace(dit_config, dtype=model.dtype), model_params(dit))
   return dit
 
 

@@ -1,0 +1,235 @@
+"""The demo recipe: DreamActor-M2's whole pipeline, at toy scale, on a 2-core CPU in about an hour.
+
+  python -m dreamactor_jax.demo --out assets/demo --workdir runs/demo
+
+1. world: the synthetic world (`data/synthetic.py`) renders a training video folder (humanoids with
+   keypoints, and characters no skeleton describes) and held-out evaluation triplets with ground truth;
+   `data.build` makes the stage-1 dataset.
+2. codec: no pretrained VAE fits this budget, so a narrow Wan VAE (the same model code) is trained on
+   crops of the training canvases (`training/codec.py`).
+3. stage 1: `train.py`'s loop with `configs/demo.py:stage1` (pose-driven, PAPER.md 3).
+4. bootstrap: the stage-1 model animates other identities with each humanoid clip's skeleton
+   (PAPER.md 4), plus colour-augmented self pairs of the characters without keypoints.
+5. stage 2: RGB-driven, from stage 1's weights (PAPER.md 5), in the full layout and in the
+   motion_cache layout.
+6. evaluate: every model and the copy-the-reference floor on the held-out triplets.
+7. bundle: the stage-2 model, an example reference and driving video for `python sample.py`.
+
+Each phase leaves its output in `--workdir` and is skipped when that output exists, so an interrupted
+run continues where it stopped. The wall time of each phase goes to `<out>/recipe.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from configs import demo as demo_config
+from dreamactor_jax import media
+from dreamactor_jax.bootstrap import BootstrapConfig, run_bootstrap
+from dreamactor_jax.bundle import load_bundle
+from dreamactor_jax.checkpoints import save_model
+from dreamactor_jax.checkpoints.model_state import model_params
+from dreamactor_jax.data import DataConfig, Pose, build_dataset, stage1_dataset
+from dreamactor_jax.data import augment, synthetic
+from dreamactor_jax.data.skeleton import render_pose
+from dreamactor_jax.evaluation import report, triplets
+from dreamactor_jax.models.vae import VAEConfig
+from dreamactor_jax.pipeline import animate
+from dreamactor_jax.training import codec
+from dreamactor_jax.training.loop import train
+
+log = logging.getLogger(__name__)
+
+SIZE = (64, 64)  # each half of the canvas
+FPS = 4  # the world's frame rate: a 9-frame clip spans 2 s
+# Humanoids twice as often: only they have keypoints, the stage-1 data.
+TRAIN_KINDS = ("humanoid", "quadruped", "humanoid", "blob", "snake", "robot_arm", "group")
+CODEC = VAEConfig(base_dim=16, dim_mult=(1, 1, 2, 2), num_res_blocks=1, mode="single")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """Sizes of the run (the defaults make the bundled model; `--quick` shrinks them for a smoke test)."""
+
+  identities: int = 42
+  motions: int = 8
+  per_identity: int = 4
+  video_frames: int = 17
+  test_identities: int = 12
+  test_motions: int = 2
+  codec_steps: int = 400
+  stage1_steps: int = 1500
+  stage2_steps: int = 1500
+  stage2_cache_steps: int = 1000
+  pairs_per_clip: int = 2
+  seed: int = 0
+
+
+QUICK = Recipe(identities=7, motions=2, per_identity=2, video_frames=9, test_identities=6, test_motions=1,
+               codec_steps=4, stage1_steps=4, stage2_steps=4, stage2_cache_steps=4, pairs_per_clip=1)
+
+
+class Phases:
+  """Runs named phases once: a phase whose marker file exists is skipped; wall times are recorded."""
+
+  def __init__(self, workdir: Path):
+    self.workdir = workdir
+    self.times: dict[str, float] = {}
+
+  def run(self, name: str, fn: Callable[[], None]) -> None:
+    marker = self.workdir / f".done-{name}"
+    if marker.exists():
+      log.info("%s: done before, skipped", name)
+      self.times[name] = json.loads(marker.read_text())["seconds"]
+      return
+    log.info("%s ...", name)
+    start = time.perf_counter()
+    fn()
+    self.times[name] = time.perf_counter() - start
+    marker.write_text(json.dumps({"seconds": self.times[name]}))
+    log.info("%s: %.0f s", name, self.times[name])
+
+
+def make_world(workdir: Path, recipe: Recipe) -> None:
+  synthetic.write_video_folder(workdir / "world" / "train", identities=recipe.identities, motions=recipe.motions,
+                               per_identity=recipe.per_identity, frames=recipe.video_frames, size=SIZE, fps=FPS,
+                               seed=recipe.seed, kinds=TRAIN_KINDS)
+  synthetic.write_triplets(workdir / "world" / "test", identities=recipe.test_identities, motions=recipe.test_motions,
+                           frames=9, size=SIZE, fps=FPS, seed=recipe.seed, per_identity=recipe.test_motions)
+  shutil.rmtree(workdir / "data", ignore_errors=True)
+  build_dataset(workdir / "world" / "train", workdir / "data", workers=2, min_frames=9, short_side=0)
+
+
+def _canvas_crops(workdir: Path, seed: int, batch: int = 8, frames: int = 5, crop: int = 32) -> Iterator[np.ndarray]:
+  """Random `crop`-pixel, `frames`-frame windows of training canvases (characters and skeletons), -1..1."""
+  batches = iter(stage1_dataset(DataConfig.from_config(stage_config("stage1", workdir).data)))
+  others = [media.read_video(p).frames for p in sorted((workdir / "world" / "train").glob("*.mp4"))]
+  rng = np.random.default_rng(seed)
+  while True:
+    data = next(batches)
+    pool = [*data["video"], *data["driving"], *(others[i][:9] for i in rng.choice(len(others), batch))]
+    picks = rng.choice(len(pool), batch, replace=False)
+    out = np.empty((batch, frames, crop, crop, 3), np.float32)
+    for n, i in enumerate(picks):
+      video = pool[i]
+      t, y, x = (rng.integers(0, video.shape[d] - size + 1) for d, size in ((0, frames), (1, crop), (2, crop)))
+      out[n] = media.to_unit(video[t:t + frames, y:y + crop, x:x + crop])
+    yield out
+
+
+def train_codec(workdir: Path, recipe: Recipe) -> None:
+  crops = _canvas_crops(workdir, recipe.seed)
+  vae, losses = codec.train_codec(CODEC, crops, steps=recipe.codec_steps, learning_rate=2e-3, seed=recipe.seed)
+  mean, std = codec.latent_statistics(vae, crops, batches=8)
+  vae = codec.with_statistics(vae, mean, std)
+  save_model(workdir / "codec", model_params(vae), vae.config)
+  (workdir / "codec" / "losses.json").write_text(json.dumps(losses))
+
+
+def stage_config(name: str, workdir: Path, recipe: Recipe = Recipe(), **model):
+  """`configs/demo.py:<stage>` with this run's paths and step counts."""
+  config = demo_config.get_config("stage1" if name == "stage1" else "stage2")
+  config.init.vae = str(workdir / "codec")
+  config.data.stage1_dir = str(workdir / "data")
+  config.data.stage2_dir = str(workdir / "pairs")
+  config.train.seed = config.data.seed = recipe.seed
+  steps = {"stage1": recipe.stage1_steps, "stage2": recipe.stage2_steps, "stage2_cache": recipe.stage2_cache_steps}
+  config.train.steps = steps[name]
+  config.optimizer.decay_steps = steps[name]
+  if name != "stage1":
+    config.init.dit = str(workdir / "stage1" / "bundle" / "dit")
+    config.optimizer.learning_rate /= 2
+  config.model.update(model)
+  return config
+
+
+def bootstrap(workdir: Path, recipe: Recipe) -> None:
+  run_bootstrap(BootstrapConfig(checkpoint=str(workdir / "stage1" / "bundle"), data=str(workdir / "data"),
+                                out=str(workdir / "pairs"), pairs_per_clip=recipe.pairs_per_clip, batch_size=8,
+                                num_frames=9, seed=recipe.seed, self_pairs="no-keypoints", min_score=0.0,
+                                prompt=""))
+
+
+def skeleton_video(triplet: triplets.Triplet, height: int, width: int) -> np.ndarray:
+  """The driving video's keypoints drawn as the stage-1 pipeline draws them (box-normalised); black
+  frames when the driver has no keypoints (every non-humanoid)."""
+  frames = triplet.driving.shape[0]
+  if triplet.driving_body is None:
+    return np.zeros((frames, height, width, 3), np.uint8)
+  people = triplet.driving_body.shape[1]
+  pose = Pose(triplet.driving_body, np.zeros((frames, people, 2, 21, 3), np.float32),
+              np.zeros((frames, people, 68, 3), np.float32))
+  config = stage_config("stage1", Path(".")).data
+  pose = augment.normalize_to_box(pose, height, width, fill=config.bbox_fill, threshold=config.pose_threshold)
+  return render_pose(pose, height, width, threshold=config.pose_threshold)
+
+
+def evaluate(workdir: Path, out: Path) -> report.Report:
+  stage1 = load_bundle(workdir / "stage1" / "bundle")
+  stage2 = load_bundle(workdir / "stage2" / "bundle")
+  stage2_cache = load_bundle(workdir / "stage2_cache" / "bundle")
+
+  def pose_driven(reference, driving, *, triplet):
+    return animate(stage1, reference, skeleton_video(triplet, *reference.shape[:2]), fps=FPS, size=SIZE)
+
+  def rgb_driven(models):
+    return lambda reference, driving: animate(models, reference, driving, fps=FPS, size=SIZE)
+
+  methods = {"copy-reference": triplets.copy_reference, "stage-1 (pose)": pose_driven,
+             "stage-2 (RGB, full)": rgb_driven(stage2), "stage-2 (RGB, motion_cache)": rgb_driven(stage2_cache)}
+  return report.evaluate(workdir / "world" / "test", methods, out / "evaluation")
+
+
+def bundle(workdir: Path, out: Path) -> None:
+  """The stage-2 bundle plus an example: a held-out character and another character's motion."""
+  shutil.rmtree(out / "model", ignore_errors=True)
+  shutil.copytree(workdir / "stage2" / "bundle", out / "model")
+  names = sorted(p.parent.name for p in (workdir / "world" / "test").glob("*/meta.json"))
+  example = triplets.load_triplet(workdir / "world" / "test" / names[0])
+  media.write_image(out / "reference.png", example.reference)
+  media.write_video(out / "driving.mp4", example.driving, FPS)
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m dreamactor_jax.demo", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--out", default="assets/demo", help="where the bundled model, example and results go")
+  parser.add_argument("--workdir", default="runs/demo", help="intermediate data, checkpoints and logs (resumable)")
+  parser.add_argument("--quick", action="store_true", help="a few steps per phase: checks the recipe, trains nothing")
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+  log.setLevel(logging.INFO)
+  recipe = QUICK if args.quick else Recipe()
+  workdir, out = Path(args.workdir), Path(args.out)
+  workdir.mkdir(parents=True, exist_ok=True)
+  out.mkdir(parents=True, exist_ok=True)
+  phases = Phases(workdir)
+  phases.run("world", lambda: make_world(workdir, recipe))
+  phases.run("codec", lambda: train_codec(workdir, recipe))
+  phases.run("stage1", lambda: train(stage_config("stage1", workdir, recipe), workdir / "stage1"))
+  phases.run("bootstrap", lambda: bootstrap(workdir, recipe))
+  phases.run("stage2", lambda: train(stage_config("stage2", workdir, recipe), workdir / "stage2"))
+  phases.run("stage2_cache", lambda: train(stage_config("stage2_cache", workdir, recipe, layout="motion_cache"),
+                                           workdir / "stage2_cache"))
+  phases.run("evaluate", lambda: print(evaluate(workdir, out).markdown))
+  phases.run("bundle", lambda: bundle(workdir, out))
+  (out / "recipe.json").write_text(json.dumps(dict(recipe=dataclasses.asdict(recipe), seconds=phases.times,
+                                                   total_seconds=sum(phases.times.values()),
+                                                   device=jax.devices()[0].device_kind), indent=1))
+  print(f"wrote {out}: model/, reference.png, driving.mp4, evaluation/ ({sum(phases.times.values()) / 60:.0f} min)")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
