@@ -400,10 +400,19 @@ def _chain(loader: BatchLoader, plan: BatchPlan, config: DataConfig, text_fn: Te
   return _Finish(ds, text_fn=text_fn, config=config, excluded=index.excluded, name=name)
 
 
+def _dataset(path, loader: type[BatchLoader], config: DataConfig, usable: Callable[[dict], str | None], name: str,
+             process_index: int, process_count: int, text_fn: TextFn | None) -> grain.IterDataset:
+  """The chain of one stage over its dataset `path`: index, bucketed batch plan, loader."""
+  buckets = parse_buckets(config.buckets)
+  index = make_index(staging.read_index(path), buckets, usable, f"{name} {path}")
+  plan = BatchPlan(index, batch_size=config.batch_size, process_index=process_index, process_count=process_count,
+                   seed=config.seed, num_epochs=config.num_epochs, name=f"{name} {path}", buckets=buckets)
+  return _chain(loader(path, config, plan, index), plan, config, text_fn, index, name)
+
+
 def stage1_dataset(config: DataConfig, *, process_index: int = 0, process_count: int = 1,
                    text_fn: TextFn | None = None) -> grain.IterDataset:
   """The stage-1 pipeline over `config.stage1_dir` (the `data.build --out` folder); iterate it."""
-  path = build.open_videos(config.stage1_dir)
   span = 1 + (config.num_frames - 1) * config.frame_stride
 
   def usable(row):
@@ -413,17 +422,13 @@ def stage1_dataset(config: DataConfig, *, process_index: int = 0, process_count:
       return "no_keypoints"
     return None
 
-  buckets = parse_buckets(config.buckets)
-  index = make_index(staging.read_index(path), buckets, usable, f"stage-1 data {path}")
-  plan = BatchPlan(index, batch_size=config.batch_size, process_index=process_index, process_count=process_count,
-                   seed=config.seed, num_epochs=config.num_epochs, name=f"stage-1 data {path}", buckets=buckets)
-  return _chain(Stage1Loader(path, config, plan, index), plan, config, text_fn, index, "stage-1 data")
+  return _dataset(build.open_videos(config.stage1_dir), Stage1Loader, config, usable, "stage-1 data", process_index,
+                  process_count, text_fn)
 
 
 def stage2_dataset(config: DataConfig, *, process_index: int = 0, process_count: int = 1,
                    text_fn: TextFn | None = None) -> grain.IterDataset:
   """The stage-2 pipeline over `config.stage2_dir` (the `write_stage2_dataset` folder); iterate it."""
-  path = stage2.open_stage2(config.stage2_dir)
   span = 1 + (config.num_frames - 1) * config.stage2_frame_stride
 
   def usable(row):
@@ -434,11 +439,8 @@ def stage2_dataset(config: DataConfig, *, process_index: int = 0, process_count:
       return "low_score"
     return None
 
-  buckets = parse_buckets(config.buckets)
-  index = make_index(staging.read_index(path), buckets, usable, f"stage-2 data {path}")
-  plan = BatchPlan(index, batch_size=config.batch_size, process_index=process_index, process_count=process_count,
-                   seed=config.seed, num_epochs=config.num_epochs, name=f"stage-2 data {path}", buckets=buckets)
-  return _chain(Stage2Loader(path, config, plan, index), plan, config, text_fn, index, "stage-2 data")
+  return _dataset(stage2.open_stage2(config.stage2_dir), Stage2Loader, config, usable, "stage-2 data", process_index,
+                  process_count, text_fn)
 
 
 def dataset_captions(path: str, stage: Literal[1, 2] = 1) -> list[str]:
