@@ -16,10 +16,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from dreamactor_jax import animation, media
+from dreamactor_jax import animation, media, parallel
 from dreamactor_jax.bundle import BundleInfo, load_bundle, read_info
 from dreamactor_jax.pipeline import AnimateOptions, animate, fit_driving
 
@@ -88,6 +89,15 @@ def sampling_options(info: BundleInfo, config, override_values: dict) -> Animate
   return AnimateOptions.from_config(sections["animation"], sections["sampling"], **overrides)
 
 
+def sampling_plan(config, override_values: dict) -> parallel.ShardingPlan | None:
+  """Several devices: the DiT's weights sharded and one sample's tokens split over them (every device
+  on the `context` axis, unless --config.mesh.* says otherwise); one device: None."""
+  if jax.device_count() == 1:
+    return None
+  mesh = dict(config.mesh) if any(key.startswith("mesh.") for key in override_values) else {"context": -1}
+  return parallel.make_plan(mesh, config.parallel)
+
+
 def check_exists(path: str, flag: str) -> Path:
   if not Path(path).exists():
     raise FileNotFoundError(f"{path} does not exist (--{flag})")
@@ -98,14 +108,16 @@ def run() -> None:
   info = read_info(_CHECKPOINT.value)
   reference = media.read_image(check_exists(_REFERENCE.value, "reference"))
   driving = media.read_video(check_exists(_DRIVING.value, "driving"), fps=_FPS.value, max_frames=_FRAMES.value)
-  options = sampling_options(info, _CONFIG.value, config_flags.get_override_values(flags.FLAGS["config"]))
+  overrides = config_flags.get_override_values(flags.FLAGS["config"])
+  options = sampling_options(info, _CONFIG.value, overrides)
+  plan = sampling_plan(_CONFIG.value, overrides)
   models = load_bundle(_CHECKPOINT.value, lora=_LORA.value, dtype=_DTYPE.value,
                        prompts=[_PROMPT.value, options.negative_prompt])
   print(f"{_CHECKPOINT.value}: stage {info.stage} ({'pose video' if info.stage == 'pose' else 'RGB video'} "
         f"drives), layout {options.layout}, {options.steps} steps, guidance {options.guidance}; "
         f"{len(driving.frames)} driving frames at {driving.fps:g} fps")
   video = animate(models, reference, driving.frames, _PROMPT.value, fps=driving.fps, options=options,
-                  size=parse_resolution(_RESOLUTION.value), progress=True)
+                  size=parse_resolution(_RESOLUTION.value), progress=True, plan=plan)
   height, width = video.shape[1:3]
   output = Path(_OUTPUT.value)
   media.write_video(output, video, driving.fps)

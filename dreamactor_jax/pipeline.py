@@ -44,6 +44,7 @@ so its programs do not depend on the batch size either.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
@@ -63,6 +64,7 @@ from dreamactor_jax.models.dit import TEXT_LEN, AttentionLayout, MotionCache, Wa
 from dreamactor_jax.models.image_encoder import CLIPVisionEncoder
 from dreamactor_jax.models.text_encoder import pad_prompt_embeddings
 from dreamactor_jax.models.vae import WanVAE
+from dreamactor_jax.parallel import ShardingPlan
 from dreamactor_jax.prompt_cache import PromptCache
 
 SIZE_MULTIPLE = 16  # VAE x8, then DiT patch 2
@@ -242,6 +244,12 @@ class StepContext:
   text: jax.Array
   image: jax.Array | None
   region: animation.LossRegion = dataclasses.field(default="generated", metadata=dict(static=True))
+  plan: ShardingPlan | None = dataclasses.field(default=None, metadata=dict(static=True))
+
+
+def _sharded(plan: ShardingPlan | None):
+  """Inside a jitted function: the plan the DiT's constraints and attention read (none: one device)."""
+  return contextlib.nullcontext() if plan is None else plan.activate()
 
 
 def _velocity(params: tuple[nnx.GraphDef, nnx.State, MotionCache | None], latents: jax.Array, timestep: jax.Array,
@@ -251,8 +259,9 @@ def _velocity(params: tuple[nnx.GraphDef, nnx.State, MotionCache | None], latent
   graphdef, state, motion = params
   given = context.latents
   noisy = model_latents(latents, given, context.region)
-  return nnx.merge(graphdef, state)(animation.dit_input(noisy, given.mask, given.condition), timestep, context.text,
-                                    image_context=context.image, motion=motion)
+  with _sharded(context.plan):
+    return nnx.merge(graphdef, state)(animation.dit_input(noisy, given.mask, given.condition), timestep,
+                                      context.text, image_context=context.image, motion=motion)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -272,11 +281,12 @@ def _reference_tokens(graphdef: nnx.GraphDef, state: nnx.State, reference: jax.A
   return reference_tokens(nnx.merge(graphdef, state), reference)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _motion_cache(graphdef: nnx.GraphDef, state: nnx.State, motion_input: jax.Array, text: jax.Array,
-                  image: jax.Array | None) -> MotionCache:
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _motion_cache(graphdef: nnx.GraphDef, plan: ShardingPlan | None, state: nnx.State, motion_input: jax.Array,
+                  text: jax.Array, image: jax.Array | None) -> MotionCache:
   """Keys/values of the motion half from its DiT input (`conditioning.split_for_motion_cache`)."""
-  return nnx.merge(graphdef, state).encode_motion(motion_input, text, image_context=image)
+  with _sharded(plan):
+    return nnx.merge(graphdef, state).encode_motion(motion_input, text, image_context=image)
 
 
 def _noise(seed: int, segment: int, shape: tuple[int, ...]) -> jax.Array:
@@ -301,9 +311,10 @@ class _Segments:
   """The per-segment work of one `animate_batch` call (models split once)."""
 
   def __init__(self, models: Models, options: AnimateOptions, reference: np.ndarray, text: np.ndarray,
-               uncond: np.ndarray | None, progress: bool | StepHook):
-    self.options, self.progress = options, progress
-    self.dit = nnx.split(models.dit)
+               uncond: np.ndarray | None, progress: bool | StepHook, plan: ShardingPlan | None):
+    self.options, self.progress, self.plan = options, progress, plan
+    graphdef, state = nnx.split(models.dit)
+    self.dit = graphdef, state if plan is None else jax.device_put(state, plan.param_shardings(state))
     self.vae = nnx.split(models.vae)
     self.text, self.uncond = jnp.asarray(text), None if uncond is None else jnp.asarray(uncond)
     self.image = None if models.clip is None else _reference_tokens(*nnx.split(models.clip), jnp.asarray(reference))
@@ -322,8 +333,8 @@ class _Segments:
       part, motion_input = split_for_motion_cache(latents)
       stack = _both if guided else (lambda x: x)
       text = jnp.concatenate([self.text, self.uncond]) if guided else self.text
-      motion = _motion_cache(*self.dit, stack(motion_input), text, stack(self.image))
-    context = StepContext(latents=part, text=self.text, image=self.image, region=options.loss_region)
+      motion = _motion_cache(self.dit[0], self.plan, self.dit[1], stack(motion_input), text, stack(self.image))
+    context = StepContext(latents=part, text=self.text, image=self.image, region=options.loss_region, plan=self.plan)
     uncond = dataclasses.replace(context, text=self.uncond) if guided else None
     noise = _noise(options.seed, index, part.condition.shape)  # the latents the sampler denoises
     with tqdm(total=options.steps, desc=f"segment {index + 1}/{count}", unit="step",
@@ -344,13 +355,16 @@ class _Segments:
 
 def animate_batch(models: Models, references: Sequence[np.ndarray] | np.ndarray, driving: np.ndarray,
                   prompts: Sequence[str], *, fps: float, options: AnimateOptions | None = None,
-                  size: tuple[int, int] | None = None, progress: bool | StepHook = False) -> np.ndarray:
+                  size: tuple[int, int] | None = None, progress: bool | StepHook = False,
+                  plan: ShardingPlan | None = None) -> np.ndarray:
   """Animates B references with B driving videos; returns uint8 `[B, T, H, W, 3]`.
 
   references: B uint8 images `[h_b, w_b(, c)]` (any sizes; RGB, grayscale or RGBA); driving: uint8
   `[B, T, h, w, 3]` at `fps` frames per second; prompts: B strings. `options` default to
   `models.options`; `size` (H, W) as in the module docstring. `progress`: True shows a tqdm bar over
   each segment's denoising steps; a callable is called as `(segment, steps_done)` after each step.
+  `plan` (`parallel.make_plan`) runs the DiT over several devices: its weights sharded by their
+  logical axes, the tokens of the canvas split over `context` (sequence-parallel attention).
   """
   options = models.options if options is None else options
   driving = np.asarray(driving)
@@ -371,7 +385,7 @@ def animate_batch(models: Models, references: Sequence[np.ndarray] | np.ndarray,
     text = models.text(list(prompts))
     uncond = models.text([options.negative_prompt] * batch)
     guided = options.guidance != 1.0 and not np.array_equal(text, uncond)
-    run = _Segments(models, options, reference, text, uncond if guided else None, progress)
+    run = _Segments(models, options, reference, text, uncond if guided else None, progress, plan)
     plan = animation.plan_segments(timeline.shape[1], options.segment_frames, options.overlap_frames)
     for index, segment in enumerate(plan):
       video = run(index, len(plan), timeline[:, segment.start:segment.stop], animation.given_frames(output, segment))
@@ -381,8 +395,8 @@ def animate_batch(models: Models, references: Sequence[np.ndarray] | np.ndarray,
 
 def animate(models: Models, reference_image: np.ndarray, driving: np.ndarray, prompt: str = "", *, fps: float,
             options: AnimateOptions | None = None, size: tuple[int, int] | None = None,
-            progress: bool | StepHook = False) -> np.ndarray:
+            progress: bool | StepHook = False, plan: ShardingPlan | None = None) -> np.ndarray:
   """One reference uint8 `[h0, w0, 3]` and driving video uint8 `[T, h, w, 3]` at `fps` -> uint8
   `[T, H, W, 3]`: `animate_batch` with B = 1."""
   return animate_batch(models, [reference_image], np.asarray(driving)[None], [prompt], fps=fps, options=options,
-                       size=size, progress=progress)[0]
+                       size=size, progress=progress, plan=plan)[0]

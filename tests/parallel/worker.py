@@ -19,7 +19,7 @@ def main() -> None:
   replies = os.fdopen(os.dup(1), "wb")
   os.dup2(2, 1)  # stray prints must not corrupt the protocol
   requests = sys.stdin.buffer
-  sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
+  sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).parent)]  # as pytest sees them
   import jax  # noqa: PLC0415 (after the environment is set)
 
   assert jax.device_count() == 8, f"worker expected 8 simulated devices, got {jax.devices()}"
