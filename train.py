@@ -15,7 +15,7 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
-from dreamactor_jax.training.loop import TrainingError, train
+from dreamactor_jax.training.loop import Preempted, TrainingError, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/stage1.py:tiny", "Training config file and its argument, e.g. configs/stage1.py:1.3b; "
@@ -33,6 +33,9 @@ def main(argv: list[str]) -> None:
     train(_CONFIG.value, _WORKDIR.value)
   except TrainingError as e:
     raise SystemExit(f"error: {e}") from None
+  except Preempted as e:
+    print(e)
+    raise SystemExit(143) from None  # 128 + SIGTERM: stopped, not finished
 
 
 if __name__ == "__main__":

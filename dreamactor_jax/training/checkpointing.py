@@ -57,10 +57,13 @@ class Checkpointer:
 
   def save(self, step: int, state: Mapping[str, Any], *, data_iterator: Any | None = None,
            meta: Mapping[str, Any] | None = None, force: bool = False) -> bool:
-    """Starts saving `state` at `step`; returns whether it saves (by the interval, or `force`).
+    """Starts saving `state` at `step`; returns whether it saves (by the interval, or `force`; never
+    twice at one step, so a preemption right after an interval save does not fail).
 
     `state` holds `trainable`, `opt_state`, `ema` (pytrees, None to leave out) and `rng` (a key).
     """
+    if step in self._manager.all_steps():
+      return False
     items = {name: ocp.args.StandardSave(state[name]) for name in _ARRAY_ITEMS if state.get(name) is not None}
     items["rng"] = ocp.args.StandardSave({"key_data": jax.random.key_data(state["rng"])})
     if data_iterator is not None:

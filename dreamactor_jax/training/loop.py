@@ -59,6 +59,10 @@ class TrainingError(RuntimeError):
   """Training cannot go on (a bad setting, or too many non-finite steps in a row)."""
 
 
+class Preempted(RuntimeError):
+  """SIGTERM stopped training early; its checkpoint is saved, and the same command resumes it."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Frozen:
   """The encoders training never updates, split for jit: VAE and (I2V-shaped DiTs) CLIP."""
@@ -272,8 +276,8 @@ class Trainer:
           self.write_samples(writer)
         if self.checkpointer.should_stop(self.step):
           self.save(force=True)
-          writer.write(f"stopping at step {self.step} (preemption): checkpoint saved")
-          break
+          raise Preempted(f"preempted at step {self.step} of {total}: checkpoint saved in "
+                          f"{self.checkpointer.directory}; run the same command to resume")
     finally:
       self.checkpointer.wait()
       writer.close()
@@ -363,5 +367,6 @@ class Trainer:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
-  """Trains to `config.train.steps` (resuming from `workdir`'s last checkpoint); returns the last metrics."""
+  """Trains to `config.train.steps` (resuming from `workdir`'s last checkpoint); returns the last metrics.
+  Raises `Preempted` after saving when SIGTERM arrives."""
   return Trainer(config, workdir).run()

@@ -1,5 +1,6 @@
-"""train.py end to end on a tiny model: N steps straight equal k steps, SIGKILL, resume to N, bit for
-bit (parameters, optimizer, EMA); the run leaves TensorBoard metrics, sample videos and a bundle."""
+"""train.py end to end on a tiny model: N steps straight equal k steps, SIGKILL, resume, SIGTERM
+(preemption), resume to N, bit for bit (parameters, optimizer, EMA); the run leaves TensorBoard
+metrics, sample videos and a bundle."""
 
 import os
 import signal
@@ -76,6 +77,15 @@ def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder):
   process.send_signal(signal.SIGKILL)
   process.wait()
   assert not (killed / "checkpoints" / str(STEPS)).exists(), "killed too late to test a resume"
+  # Resumed, then preempted (SIGTERM): it saves where it stopped and exits 143; the next run finishes.
+  process = subprocess.Popen(train_command(killed, data, vae_folder), cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  while not (killed / "checkpoints" / "4" / "_CHECKPOINT_METADATA").exists():
+    assert process.poll() is None and time.monotonic() < deadline, "the resumed run ended before step 4"
+    time.sleep(0.05)
+  process.send_signal(signal.SIGTERM)
+  assert process.wait() == 143
+  assert "run the same command to resume" in process.stdout.read()
   run(train_command(killed, data, vae_folder))
 
   expected, resumed = final_state(straight), final_state(killed)
