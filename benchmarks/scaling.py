@@ -11,6 +11,7 @@ sharding it chose, the FLOPs of one step and the MFU a given step time would imp
   python benchmarks/scaling.py train --model 14b --chips v5p-8,v5p-64,v5p-256 --resolution 480p --trainable full
   python benchmarks/scaling.py train --model 14b --chips v5e-64 --resolution 720p --trainable lora
   python benchmarks/scaling.py sample --model 1.3b,14b --resolution 480p
+  python benchmarks/scaling.py train --model 1.3b --chips gpu-1   # on a GPU machine: compiled, run and timed
   python benchmarks/scaling.py report --json results.jsonl   # tables of every row the runs appended
 
 Training (`configs/stage1.py:<model>`: bf16 compute, full rematerialisation per block, the in-context
@@ -58,12 +59,13 @@ from dreamactor_jax.parallel import make_plan  # noqa: E402
 from dreamactor_jax.training.latent_batch import LatentBatch  # noqa: E402
 from dreamactor_jax.training.objective import animation_loss  # noqa: E402
 from dreamactor_jax.training.optimizer import make_optimizer  # noqa: E402
-from dreamactor_jax.training.step import abstract_train_state, batch_shardings, jit_train_step  # noqa: E402
+from dreamactor_jax.training.step import (abstract_train_state, batch_shardings, create_train_state,  # noqa: E402
+                                          jit_train_step)
 
 
 @dataclasses.dataclass(frozen=True)
 class Chip:
-  """A TPU generation: how to name its topologies, its HBM and its peak dense bf16 FLOP/s (Cloud TPU docs)."""
+  """An accelerator: how to name its TPU topologies, its memory and its peak dense bf16 FLOP/s (vendor docs)."""
 
   topology: str
   chip_config: str
@@ -76,6 +78,8 @@ CHIPS = {
     "v5p": Chip("v5:{}", "megacore", 95 * 2**30, 459e12, {1: "1x1x1", 4: "2x2x1", 8: "2x2x2", 64: "4x4x4", 256: "4x8x8"}),
     "v5e": Chip("v5e:{}", "default", 16 * 2**30, 197e12, {1: "1x1", 4: "2x2", 8: "2x4", 64: "8x8", 256: "16x16"}),
     "v6e": Chip("v6e:{}", "default", 32 * 2**30, 918e12, {1: "1x1", 4: "2x2", 8: "2x4", 64: "8x8", 256: "16x16"}),
+    # The local GPUs, measured rather than compiled for (`--chips gpu-1`): an 80 GB H100 SXM.
+    "gpu": Chip("", "", 80e9, 989e12, {n: f"local x{n}" for n in (1, 2, 4, 8)}),
 }
 RESOLUTIONS = {"480p": (480, 832), "720p": (720, 1280)}  # video height, width of the driving video
 CLIP_TOKENS = 257
@@ -113,7 +117,7 @@ def canvas_latents(resolution: str, frames: int) -> tuple[int, int, int]:
   return (frames - 1) // 4 + 1, height // 8, 2 * width // 8
 
 
-def stage_config(size: str, trainable: str, *, layout: str | None = None):
+def stage_config(size: str, trainable: str, *, layout: str | None = None, remat: str | None = None):
   """`configs/stage1.py:<size>` for `trainable` "lora" (as configured) or "full" (no adapters, fp32 weights)."""
   config = stage1.get_config(size)
   if trainable == "full":
@@ -122,6 +126,8 @@ def stage_config(size: str, trainable: str, *, layout: str | None = None):
     raise ValueError(f"--trainable lora: configs/stage1.py:{size} has no LoRA (model.lora_rank=0)")
   if layout:
     config.model.layout = layout
+  if remat:
+    config.model.remat = remat
   return config
 
 
@@ -186,9 +192,10 @@ def _pallas_flops(eqn) -> float:
 
 
 def _hbm_used(message: str) -> float | None:
-  """Bytes the TPU compiler said it needed (at least), from its out-of-memory message."""
+  """Bytes the compiler (TPU) or allocator (GPU) said it needed (at least), from its out-of-memory message."""
   units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-  for pattern in (r"Used ([\d.]+)([KMGT]?) of [\d.]+[KMGT]? hbm", r"\(([\d.]+)([KMGT]?)\) exceeds available HBM"):
+  for pattern in (r"Used ([\d.]+)([KMGT]?) of [\d.]+[KMGT]? hbm", r"\(([\d.]+)([KMGT]?)\) exceeds available HBM",
+                  r"trying to allocate ([\d.]+)([KMGT])iB"):  # the last: XLA:GPU's allocator
     match = re.search(pattern, message)
     if match:
       return float(match.group(1)) * units[match.group(2)]
@@ -196,9 +203,11 @@ def _hbm_used(message: str) -> float | None:
 
 
 def plan_training(args, size: str, target: str, resolution: str) -> dict:
+  """One training step compiled for a TPU slice (abstract shapes); on `gpu-N` also run on the local
+  GPUs (weights drawn there, a random batch, the mean of 3 steps after a warm-up, the allocator's peak)."""
   chip, count = target.split("-")
-  devices = topology_devices(chip, int(count))
-  config = stage_config(size, args.trainable, layout=args.layout)
+  devices = jax.devices("gpu")[:int(count)] if chip == "gpu" else topology_devices(chip, int(count))
+  config = stage_config(size, args.trainable, layout=args.layout, remat=args.remat)
   model_cfg = DiTConfig.from_mapping(config.model)
   mesh = choose_mesh(len(devices), model_cfg.num_heads, args.context)
   plan = make_plan(mesh, {**config.parallel, "sequence_parallel": args.sequence_parallel}, devices=devices)
@@ -224,7 +233,7 @@ def plan_training(args, size: str, target: str, resolution: str) -> dict:
   start = time.perf_counter()
   traced = step.trace(state, batch, key)
   row = {"kind": "train", "model": size, "target": target, "resolution": resolution, "frames": args.frames,
-         "tokens": math.prod(grid) // 4, "trainable": args.trainable, "layout": model_cfg.layout, "mesh": mesh,
+         "tokens": math.prod(grid) // 4, "trainable": args.trainable, "layout": model_cfg.layout, "remat": model_cfg.remat, "mesh": mesh,
          "sequence_parallel": args.sequence_parallel, "global_batch": batch_size,
          "params": sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params) + jax.tree.leaves(abstract.frozen)),
          "trained_params": sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params)),
@@ -239,6 +248,8 @@ def plan_training(args, size: str, target: str, resolution: str) -> dict:
     memory = compiled.memory_analysis()
     row.update(fits=True, peak_bytes=memory.peak_memory_in_bytes, argument_bytes=memory.argument_size_in_bytes,
                xla_cost_flops_per_chip=compiled.cost_analysis().get("flops"))
+    if chip == "gpu":
+      row.update(measure_train_step(compiled, make_model, optimizer, trainable, shardings, batch, key.sharding))
   except Exception as error:  # noqa: BLE001 (the compiler's refusal is a result)
     message = str(error)
     if "RESOURCE_EXHAUSTED" not in message and "hbm" not in message.lower():
@@ -246,6 +257,22 @@ def plan_training(args, size: str, target: str, resolution: str) -> dict:
     row.update(fits=False, peak_bytes=_hbm_used(message), error=message.splitlines()[0][:300])
   row["compile_s"] = time.perf_counter() - start
   return row
+
+
+def measure_train_step(compiled, make_model, optimizer, trainable, shardings, batch, key_sharding) -> dict:
+  """Seconds per step of `compiled` on real arrays (mean of 3 after one warm-up) and the peak bytes."""
+  state = jax.jit(lambda: create_train_state(make_model, optimizer, trainable), out_shardings=shardings)()
+  keys = iter(jax.random.split(jax.random.key(1), 16))
+  arrays = jax.tree.map(lambda x: jax.device_put(jax.random.normal(next(keys), x.shape, x.dtype), x.sharding), batch)
+  key = jax.device_put(jax.random.key(2), key_sharding)
+  times = []
+  for _ in range(4):
+    start = time.perf_counter()
+    state, metrics = jax.block_until_ready(compiled(state, arrays, key))
+    times.append(time.perf_counter() - start)
+  device = jax.tree.leaves(state)[0].devices().pop()
+  return {"measured_step_s": sum(times[1:]) / 3, "peak_bytes": device.memory_stats()["peak_bytes_in_use"],
+          "device": device.device_kind}
 
 
 def plan_sampling(args, size: str, resolution: str, platform: str) -> dict:
@@ -296,20 +323,28 @@ def plan_sampling(args, size: str, resolution: str, platform: str) -> dict:
 
 def train_table(rows: list[dict], step_time: float) -> str:
   lines = [f"| model | slice (chips) | video | tokens | trains | mesh (fsdp x context), attention | batch | peak GiB/chip (HBM) | fits "
-           f"| model PFLOP/step | traced PFLOP/step | MFU at {step_time:g} s/step | s/step at 40% MFU |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           f"| model PFLOP/step | traced PFLOP/step | MFU at {step_time:g} s/step | s/step at 40% MFU | measured s/step (MFU) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for row in rows:
     peak = "?" if row.get("peak_bytes") is None else f"{'>' if not row['fits'] else ''}{row['peak_bytes'] / 2**30:.1f}"
     mfu = row["model_flops"] / (step_time * row["peak_flops"])
     trains = f"{row['trainable']} ({row['trained_params'] / 1e9:.2f}B)"
+    trains += f", remat {row['remat']}" if row.get("remat", "full") != "full" else ""
+    trains += ", motion_cache" if row.get("layout") == "motion_cache" else ""
     chip, count = row["target"].split("-")
     lines.append(f"| {row['model']} | {chip} {CHIPS[chip].shapes[int(count)]} ({count}) | {row['resolution']} x {row['frames']} | {row['tokens']:,} | "
                  f"{trains} | {row['mesh']['fsdp']} x {row['mesh']['context']} {row['sequence_parallel']} | "
                  f"{row['global_batch']} | "
                  f"{peak} ({row['hbm_gib']:.0f}) | {'yes' if row['fits'] else 'no'} | "
                  f"{row['model_flops'] / 1e15:.1f} | {row['traced_flops'] / 1e15:.1f} | {100 * mfu:.0f}% | "
-                 f"{row['model_flops'] / (0.4 * row['peak_flops']):.1f} |")
+                 f"{row['model_flops'] / (0.4 * row['peak_flops']):.1f} | {measured(row)} |")
   return "\n".join(lines)
+
+
+def measured(row: dict) -> str:
+  if "measured_step_s" not in row:
+    return ""
+  return f"{row['measured_step_s']:.2f} ({100 * row['model_flops'] / (row['measured_step_s'] * row['peak_flops']):.0f}%)"
 
 
 def sample_table(rows: list[dict]) -> str:
@@ -327,11 +362,14 @@ def main() -> None:
   parser.add_argument("--model", default="14b", help="comma-separated sizes of configs/stage1.py: " + ", ".join(stage1.SIZES))
   parser.add_argument("--chips", default="v5p-8,v5p-64,v5p-256",
                       help="TPU slices as <generation>-<chips>, e.g. v5p-64,v5e-256,v6e-8 (chips, not GCP's v5p "
-                           "TensorCore count: 8 v5p chips are GCP's v5p-16)")
+                           "TensorCore count: 8 v5p chips are GCP's v5p-16); gpu-N: N local GPUs, the step also run "
+                           "and timed there")
   parser.add_argument("--resolution", default="480p", help="comma-separated: " + ", ".join(RESOLUTIONS))
   parser.add_argument("--frames", type=int, default=81, help="video frames (1 + 4k)")
   parser.add_argument("--trainable", choices=["lora", "full"], default="lora", help="the config's LoRA, or all weights")
   parser.add_argument("--layout", choices=["full", "motion_cache"], default=None, help="model.layout (default: config's)")
+  parser.add_argument("--remat", choices=["none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"],
+                      default=None, help="model.remat of the training step (default: the config's, full)")
   parser.add_argument("--context", type=int, default=None, help="context-parallel size (default: see choose_mesh)")
   parser.add_argument("--sequence-parallel", choices=["ulysses", "ring"], default="ulysses")
   parser.add_argument("--step-time", type=float, default=30.0, help="seconds per step for the MFU column")
