@@ -147,7 +147,7 @@ def test_layouts_and_cfg_batching(i2v_models, layout, monkeypatch):
   assert context.text == (4, 7, 20) and context.image == (4, 5, 8)
   if layout == "motion_cache":
     assert len(motion.traced) == 1
-    _, _, motion_input, text, image = motion.traced[0]
+    _, _, _, motion_input, text, image = motion.traced[0]  # graphdef, plan, state, ...
     assert motion_input == (4, 2, 4, 6, 36) and text == (4, 7, 20) and image == (4, 5, 8)
     assert params[2].k == (2, 4, 2 * 2 * 3, 3, 16)  # [layers, 2B, left tokens F*h*w, heads, head dim]
   else:
