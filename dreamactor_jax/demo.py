@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from configs import demo as demo_config
@@ -40,6 +41,7 @@ from dreamactor_jax.bootstrap import BootstrapConfig, run_bootstrap
 from dreamactor_jax.bundle import load_bundle
 from dreamactor_jax.checkpoints import save_model
 from dreamactor_jax.checkpoints.model_state import model_params
+from dreamactor_jax.conditioning import decode_latents, encode_video
 from dreamactor_jax.data import DataConfig, Pose, build_dataset, stage1_dataset
 from dreamactor_jax.data import augment, synthetic
 from dreamactor_jax.data.skeleton import render_pose
@@ -68,7 +70,7 @@ class Recipe:
   video_frames: int = 17
   test_identities: int = 12
   test_motions: int = 2
-  codec_steps: int = 400
+  codec_steps: int = 900
   stage1_steps: int = 1500
   stage2_steps: int = 1500
   stage2_cache_steps: int = 1000
@@ -111,27 +113,28 @@ def make_world(workdir: Path, recipe: Recipe) -> None:
   build_dataset(workdir / "world" / "train", workdir / "data", workers=2, min_frames=9, short_side=0)
 
 
-def _canvas_crops(workdir: Path, seed: int, batch: int = 8, frames: int = 5, crop: int = 32) -> Iterator[np.ndarray]:
-  """Random `crop`-pixel, `frames`-frame windows of training canvases (characters and skeletons), -1..1."""
+def _training_canvases(workdir: Path, seed: int) -> Iterator[np.ndarray]:
+  """Whole canvases `[1, 9, 64, 128, 3]` (-1..1) as the VAE sees them in training and sampling: on the
+  left a clip or its first frame then blank, on the right its skeleton or another clip (stage 2)."""
   batches = iter(stage1_dataset(DataConfig.from_config(stage_config("stage1", workdir).data)))
   others = [media.read_video(p).frames for p in sorted((workdir / "world" / "train").glob("*.mp4"))]
   rng = np.random.default_rng(seed)
   while True:
     data = next(batches)
-    pool = [*data["video"], *data["driving"], *(others[i][:9] for i in rng.choice(len(others), batch))]
-    picks = rng.choice(len(pool), batch, replace=False)
-    out = np.empty((batch, frames, crop, crop, 3), np.float32)
-    for n, i in enumerate(picks):
-      video = pool[i]
-      t, y, x = (rng.integers(0, video.shape[d] - size + 1) for d, size in ((0, frames), (1, crop), (2, crop)))
-      out[n] = media.to_unit(video[t:t + frames, y:y + crop, x:x + crop])
-    yield out
+    for video, skeleton in zip(data["video"], data["driving"]):
+      left = media.to_unit(video)
+      if rng.random() < 0.3:
+        left[1:] = 0.0  # the condition canvas: the reference, then blank
+      other = others[rng.integers(len(others))]
+      start = rng.integers(0, len(other) - len(video) + 1)
+      right = media.to_unit(skeleton if rng.random() < 0.5 else other[start:start + len(video)])
+      yield np.concatenate([left, right], axis=2)[None]
 
 
 def train_codec(workdir: Path, recipe: Recipe) -> None:
-  crops = _canvas_crops(workdir, recipe.seed)
-  vae, losses = codec.train_codec(CODEC, crops, steps=recipe.codec_steps, learning_rate=2e-3, seed=recipe.seed)
-  mean, std = codec.latent_statistics(vae, crops, batches=8)
+  canvases = _training_canvases(workdir, recipe.seed)
+  vae, losses = codec.train_codec(CODEC, canvases, steps=recipe.codec_steps, learning_rate=1e-3, seed=recipe.seed)
+  mean, std = codec.latent_statistics(vae, canvases, batches=16)
   vae = codec.with_statistics(vae, mean, std)
   save_model(workdir / "codec", model_params(vae), vae.config)
   (workdir / "codec" / "losses.json").write_text(json.dumps(losses))
@@ -186,19 +189,27 @@ def evaluate(workdir: Path, out: Path) -> report.Report:
   def rgb_driven(models):
     return lambda reference, driving: animate(models, reference, driving, fps=FPS, size=SIZE)
 
-  methods = {"copy-reference": triplets.copy_reference, "stage-1 (pose)": pose_driven,
+  def codec_ceiling(reference, driving, *, triplet):
+    """The truth through the codec and back: what the latents can hold, so no method scores above it."""
+    truth = jnp.asarray(media.to_unit(triplet.truth))[None]
+    return media.to_uint8(np.asarray(decode_latents(stage1.vae, encode_video(stage1.vae, truth)))[0])
+
+  methods = {"codec round trip of the truth (ceiling)": codec_ceiling,
+             "copy-reference": triplets.copy_reference, "stage-1 (pose)": pose_driven,
              "stage-2 (RGB, full)": rgb_driven(stage2), "stage-2 (RGB, motion_cache)": rgb_driven(stage2_cache)}
   return report.evaluate(workdir / "world" / "test", methods, out / "evaluation")
 
 
-def bundle(workdir: Path, out: Path) -> None:
-  """The stage-2 bundle plus an example: a held-out character and another character's motion."""
+def bundle(workdir: Path, out: Path, seed: int) -> None:
+  """The stage-2 bundle plus an example: a held-out character, and another held-out character
+  dancing for 6 s (longer than a training clip, so `sample.py` continues it over segments)."""
   shutil.rmtree(out / "model", ignore_errors=True)
   shutil.copytree(workdir / "stage2" / "bundle", out / "model")
-  names = sorted(p.parent.name for p in (workdir / "world" / "test").glob("*/meta.json"))
-  example = triplets.load_triplet(workdir / "world" / "test" / names[0])
-  media.write_image(out / "reference.png", example.reference)
-  media.write_video(out / "driving.mp4", example.driving, FPS)
+  character = synthetic.sample_identity("humanoid", synthetic.TEST_OFFSET, seed)
+  driver = synthetic.sample_identity("humanoid", synthetic.DRIVER_OFFSET + 7, seed)
+  motion = synthetic.sample_motion("dance", synthetic.TEST_OFFSET + 5, seed)
+  media.write_image(out / "reference.png", synthetic.render_reference(character, motion, SIZE))
+  media.write_video(out / "driving.mp4", synthetic.render(driver, motion, 25, SIZE).video, FPS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
   phases.run("stage2_cache", lambda: train(stage_config("stage2_cache", workdir, recipe, layout="motion_cache"),
                                            workdir / "stage2_cache"))
   phases.run("evaluate", lambda: print(evaluate(workdir, out).markdown))
-  phases.run("bundle", lambda: bundle(workdir, out))
+  phases.run("bundle", lambda: bundle(workdir, out, recipe.seed))
   (out / "recipe.json").write_text(json.dumps(dict(recipe=dataclasses.asdict(recipe), seconds=phases.times,
                                                    total_seconds=sum(phases.times.values()),
                                                    device=jax.devices()[0].device_kind), indent=1))
