@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from dreamactor_jax import animation, media, parallel
@@ -131,6 +131,8 @@ def run() -> None:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; every input is a flag (see --help)")
+  if not flags.FLAGS["verbosity"].present:  # orbax logs every restore at INFO; --verbosity=0 shows it
+    logging.set_verbosity(logging.WARNING)
   try:
     run()
   except (ValueError, OSError) as e:  # MediaError, BundleError, CheckpointError are ValueErrors
