@@ -8,7 +8,8 @@ latent frame 0) and folds each group of 4 frames into 4 channels:
     latent_mask[:, f, ..., c] = padded[4f + c]                  so f = 0: m0 x4; f > 0: m_{4f-3+c}
 
 Wan's mask is constant over space; the canvas mask is not, so each latent position takes the mean
-of its 8x8 pixels (exact for canvases, whose halves and frames are whole 8x8 blocks).
+of its 8x8 pixels (exact for canvases, whose halves and frames are whole 8x8 blocks). A VAE of
+another spatial factor (a small codec) passes its own as `space_factor`.
 
 The DiT reads `[16 noisy, 4 mask, 16 condition]` channels (36, WAN.md "I2V"); `dit_input` is the
 only place that knows this order.
@@ -24,16 +25,17 @@ from dreamactor_jax.animation.frames import SPACE_FACTOR, TIME_FACTOR, check_fra
 MASK_CHANNELS = TIME_FACTOR
 
 
-def pack_mask(pixel_mask: jax.Array) -> jax.Array:
-  """Pixel mask `[B, T, H, W]` (T = 1 + 4k, 1 = given) -> latent mask `[B, 1 + k, H/8, W/8, 4]`."""
+def pack_mask(pixel_mask: jax.Array, space_factor: int = SPACE_FACTOR) -> jax.Array:
+  """Pixel mask `[B, T, H, W]` (T = 1 + 4k, 1 = given) -> latent mask `[B, 1 + k, H/s, W/s, 4]` for
+  the VAE's spatial factor s (`VAEConfig.space_factor`; Wan's 8)."""
   if pixel_mask.ndim != 4:
     raise ValueError(f"pixel mask has shape {pixel_mask.shape}; expected [B, T, H, W]")
   batch, frames, height, width = pixel_mask.shape
   check_frame_count("pixel mask", frames)
-  if height % SPACE_FACTOR or width % SPACE_FACTOR:
-    raise ValueError(f"pixel mask is {height}x{width}; H and W must be multiples of {SPACE_FACTOR}")
-  lh, lw = height // SPACE_FACTOR, width // SPACE_FACTOR
-  blocks = pixel_mask.reshape(batch, frames, lh, SPACE_FACTOR, lw, SPACE_FACTOR)
+  if height % space_factor or width % space_factor:
+    raise ValueError(f"pixel mask is {height}x{width}; H and W must be multiples of {space_factor}")
+  lh, lw = height // space_factor, width // space_factor
+  blocks = pixel_mask.reshape(batch, frames, lh, space_factor, lw, space_factor)
   mask = blocks.mean(axis=(3, 5), dtype=jnp.float32).astype(pixel_mask.dtype)  # B T h w
   padded = jnp.concatenate([jnp.repeat(mask[:, :1], TIME_FACTOR, axis=1), mask[:, 1:]], axis=1)  # B 4F h w
   grouped = padded.reshape(batch, -1, TIME_FACTOR, lh, lw)  # B F c h w

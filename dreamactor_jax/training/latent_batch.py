@@ -52,7 +52,7 @@ def prepare_batch(vae: WanVAE, clip: CLIPVisionEncoder | None, batch: Mapping[st
   # One VAE call for the target canvas (the clip | driving) and the condition canvas.
   target, condition = jnp.split(encode_video(vae, jnp.concatenate([animation.join_halves(video, driving),
                                                                     canvas.video])), 2)
-  mask = animation.pack_mask(canvas.mask).astype(jnp.float32)
+  mask = animation.pack_mask(canvas.mask, vae.config.space_factor).astype(jnp.float32)
   drop = jax.random.bernoulli(key, text_dropout, (video.shape[0],))
   text = jnp.where(drop[:, None, None], null_text[None].astype(batch["text"].dtype), batch["text"])
   return LatentBatch(target=target, condition=condition, mask=mask, text=text, image=reference_tokens(clip, reference))

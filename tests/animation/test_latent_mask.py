@@ -53,6 +53,9 @@ def test_spatial_mean_over_8x8_blocks_keeps_axes():
   pixel[0, 0, 0:4, 8:16] = 1.0  # half of latent (0, 1)
   mask = np.asarray(pack_mask(jnp.asarray(pixel)))[0, 0, :, :, 0]
   np.testing.assert_array_equal(mask, [[0, 0.5, 0], [0, 0, 1]])
+  # A codec of spatial factor 4 (the VAE's `space_factor`): 4x4 blocks, latent 4 x 6.
+  mask = np.asarray(pack_mask(jnp.asarray(pixel), space_factor=4))[0, 0, :, :, 0]
+  np.testing.assert_array_equal(mask, [[0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 1, 1]])
 
 
 def test_dit_input_order_is_noisy_mask_condition():

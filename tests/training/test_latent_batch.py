@@ -66,3 +66,13 @@ def test_given_frames_and_text_dropout(vae):
   np.testing.assert_array_equal(out.text, np.broadcast_to(null, (2, 7, 6)))
   np.testing.assert_array_equal(out.mask, 1.0)
   np.testing.assert_allclose(out.condition, out.target, atol=1e-6)
+
+
+def test_mask_follows_a_codec_of_another_spatial_factor():
+  """A 4x codec (two downsampling stages): the mask is packed on the codec's own latent grid."""
+  config = VAEConfig(base_dim=8, dim_mult=(1, 2, 2), num_res_blocks=1, temporal_downsample=(True, True))
+  small = numpy_random_model(lambda: WanVAE(config, rngs=nnx.Rngs(1)))
+  out = prepare(small, data_batch(), jax.random.key(0), jnp.zeros((7, 6)), start_seconds=1.0)
+  assert out.condition.shape == (2, 2, 4, 16, 16) and out.mask.shape == (2, 2, 4, 16, 4)
+  np.testing.assert_array_equal(out.mask[:, 1, :, :8], 0.0)
+  np.testing.assert_array_equal(out.mask[:, 1, :, 8:], 1.0)
