@@ -12,11 +12,12 @@ from flax import nnx
 from PIL import Image
 
 import sample
-from conftest import ROOT, numpy_random_model
+from conftest import ROOT, make_torch_dit, make_torch_vae, numpy_random_model, save_torch_dit
 from dreamactor_jax import media
 from dreamactor_jax.bundle import BundleError, BundleInfo, load_bundle, read_info, save_bundle
 from dreamactor_jax.checkpoints import save_lora
 from dreamactor_jax.checkpoints.model_state import model_params
+from dreamactor_jax.convert import load_torch_dit, load_torch_vae
 from dreamactor_jax.models import UMT5Config, UMT5Encoder, WanDiT, lora_params, merge_lora, with_lora
 from dreamactor_jax.models.lora import rebuild
 from dreamactor_jax.models.text_encoder import encode_prompts, load_tokenizer
@@ -70,6 +71,24 @@ def test_end_to_end(inputs, tmp_path, monkeypatch, capsys):
   preview = media.read_video(tmp_path / "out" / "dance_preview.mp4")
   assert preview.frames.shape == (4, 32, 3 * 48 + 2 * 4, 3)  # reference | driving | result, 4 px gaps
   assert media.read_image(tmp_path / "out" / "dance_sheet.png").shape == (4 * 32 + 3 * 4, 152, 3)
+
+
+def test_converted_pytorch_weights(inputs, tmp_path, monkeypatch, capsys):
+  """A user's path from Wan weights: a diffusers T2V transformer widened to the canvas's 36 input
+  channels and a diffusers VAE, imported, bundled and animated by sample.py."""
+  save_torch_dit(make_torch_dit(text_dim=TEXT_DIM), tmp_path / "torch_dit")
+  make_torch_vae(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                 temperal_downsample=[False, True, True]).save_pretrained(tmp_path / "torch_vae")
+  dit, _ = load_torch_dit(tmp_path / "torch_dit", in_channels=36)
+  vae, _ = load_torch_vae(tmp_path / "torch_vae", mode="single")
+  write_tiny_bundle(tmp_path / "bundle", dit, vae)
+  out = tmp_path / "converted.mp4"
+  status, stdout, stderr = run_sample(monkeypatch, capsys, f"--checkpoint={tmp_path / 'bundle'}",
+                                      f"--reference={inputs / 'reference.png'}", f"--driving={inputs / 'driving.mp4'}",
+                                      "--frames=4", f"--output={out}")
+  assert status == 0, stderr
+  video = media.read_video(out).frames
+  assert video.shape == (4, *SIZE, 3) and video.std() > 0
 
 
 def test_errors(inputs, models, tmp_path, monkeypatch, capsys):
