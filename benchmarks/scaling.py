@@ -74,16 +74,16 @@ class Chip:
   shapes: dict[int, str]
 
 
+GPU_HBM_BYTES = 80e9  # an 80 GB H100 or A100: 74.5 GiB, leaving room for the CUDA context
 CHIPS = {
     "v5p": Chip("v5:{}", "megacore", 95 * 2**30, 459e12, {1: "1x1x1", 4: "2x2x1", 8: "2x2x2", 64: "4x4x4", 256: "4x8x8"}),
     "v5e": Chip("v5e:{}", "default", 16 * 2**30, 197e12, {1: "1x1", 4: "2x2", 8: "2x4", 64: "8x8", 256: "16x16"}),
     "v6e": Chip("v6e:{}", "default", 32 * 2**30, 918e12, {1: "1x1", 4: "2x2", 8: "2x4", 64: "8x8", 256: "16x16"}),
     # The local GPUs, measured rather than compiled for (`--chips gpu-1`): an 80 GB H100 SXM.
-    "gpu": Chip("", "", 80e9, 989e12, {n: f"local x{n}" for n in (1, 2, 4, 8)}),
+    "gpu": Chip("", "", GPU_HBM_BYTES, 989e12, {n: f"local x{n}" for n in (1, 2, 4, 8)}),
 }
 RESOLUTIONS = {"480p": (480, 832), "720p": (720, 1280)}  # video height, width of the driving video
 CLIP_TOKENS = 257
-GPU_HBM_BYTES = 80e9  # an 80 GB H100 or A100: 74.5 GiB, leaving room for the CUDA context
 
 
 def topology_devices(chip: str, count: int):

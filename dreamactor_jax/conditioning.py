@@ -45,7 +45,8 @@ def decode_latents(vae: WanVAE, latents: jax.Array) -> jax.Array:
 
 def encode_canvas(vae: WanVAE, canvas: Canvas) -> CanvasLatents:
   """The canvas video and mask at latent resolution."""
-  return CanvasLatents(condition=encode_video(vae, canvas.video), mask=pack_mask(canvas.mask, vae.config.space_factor).astype(jnp.float32))
+  mask = pack_mask(canvas.mask, vae.config.space_factor).astype(jnp.float32)
+  return CanvasLatents(condition=encode_video(vae, canvas.video), mask=mask)
 
 
 def model_latents(noisy: jax.Array, latents: CanvasLatents, region: LossRegion) -> jax.Array:

@@ -164,8 +164,6 @@ class Trainer:
     self.graphdef, state = init_train_state(dit, self.optimizer, self.trainable, ema=config.train.ema_decay > 0)
     self.state_shardings = self.plan.param_shardings(state)
     self.state = jax.device_put(state, self.state_shardings)
-    self.frozen_shardings = jax.tree.map(lambda _: self.plan.sharding(()), (self.frozen.vae[1], self.frozen.clip and
-                                                                              self.frozen.clip[1]))
     self.checkpointer = Checkpointer(self.workdir / "checkpoints", save_every=config.checkpoint.every,
                                      keep_last=config.checkpoint.keep_last, keep_every=config.checkpoint.keep_every,
                                      async_save=config.checkpoint.async_save)
