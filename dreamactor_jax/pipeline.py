@@ -386,9 +386,10 @@ def animate_batch(models: Models, references: Sequence[np.ndarray] | np.ndarray,
     uncond = models.text([options.negative_prompt] * batch)
     guided = options.guidance != 1.0 and not np.array_equal(text, uncond)
     run = _Segments(models, options, reference, text, uncond if guided else None, progress, plan)
-    plan = animation.plan_segments(timeline.shape[1], options.segment_frames, options.overlap_frames)
-    for index, segment in enumerate(plan):
-      video = run(index, len(plan), timeline[:, segment.start:segment.stop], animation.given_frames(output, segment))
+    segments = animation.plan_segments(timeline.shape[1], options.segment_frames, options.overlap_frames)
+    for index, segment in enumerate(segments):
+      video = run(index, len(segments), timeline[:, segment.start:segment.stop],
+                  animation.given_frames(output, segment))
       animation.stitch(output, video, segment)
   return media.to_uint8(animation.cut_lead_in(output, lead))
 
