@@ -3,7 +3,7 @@
 
     <bundle>/animation.json        what sampling needs from training (below); written last
     <bundle>/dit/                  the DiT: a `save_model` folder (config.json + Orbax params), may hold LoRA
-    <bundle>/vae/                  the Wan VAE (`convert vae` or `save_model`)
+    <bundle>/vae/                  the Wan VAE (`convert vae` or `save_model`), or the demo's patch codec
     <bundle>/clip/                 the CLIP vision tower: exactly when the DiT has an image branch (image_dim)
     <bundle>/umt5/, tokenizer/     the UMT5 encoder (`convert t5`) and a transformers tokenizer folder: text "umt5"
     <bundle>/prompts.safetensors   a `PromptCache`: required for text "cache", optional for "umt5" (read first)
@@ -36,12 +36,11 @@ from typing import Any, Literal
 from flax import nnx
 
 from dreamactor_jax.checkpoints.model_state import model_params
-from dreamactor_jax.checkpoints.orbax_model import load_config, load_dit, load_model, save_model
+from dreamactor_jax.checkpoints.orbax_model import load_codec, load_config, load_dit, load_model, save_model
 from dreamactor_jax.models.dit import TEXT_LEN, DiTConfig, WanDiT
 from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
 from dreamactor_jax.models.lora import merge_lora, rebuild
 from dreamactor_jax.models.text_encoder import UMT5Config, UMT5Encoder, encode_prompts, load_tokenizer
-from dreamactor_jax.models.vae import VAEConfig, WanVAE
 from dreamactor_jax.pipeline import AnimateOptions, Models, TextEmbedder
 from dreamactor_jax.prompt_cache import PromptCache
 
@@ -165,7 +164,7 @@ def load_bundle(folder: str | os.PathLike, *, lora: str | os.PathLike | None = N
   dit = merge_lora(dit)
   if dtype is not None and dit.config.dtype != dtype:
     dit = rebuild(WanDiT, dataclasses.replace(dit.config, dtype=dtype), model_params(dit))
-  vae, _ = load_model(_require(folder, "vae", "the VAE"), WanVAE, VAEConfig)
+  vae, _ = load_codec(_require(folder, "vae", "the VAE"))
   clip = None
   if config.image_dim is not None:
     clip, _ = load_model(_require(folder, "clip", f"the CLIP encoder its DiT's image branch (image_dim="

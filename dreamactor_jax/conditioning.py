@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from dreamactor_jax.animation import Canvas, LossRegion, dit_input, generated_region, pack_mask, split_halves
 from dreamactor_jax.models.image_encoder import CLIPVisionEncoder, preprocess
-from dreamactor_jax.models.vae import WanVAE
+from dreamactor_jax.models.patch_codec import Codec
 
 
 @jax.tree_util.register_dataclass
@@ -33,17 +33,17 @@ class CanvasLatents:
   mask: jax.Array
 
 
-def encode_video(vae: WanVAE, video: jax.Array) -> jax.Array:
+def encode_video(vae: Codec, video: jax.Array) -> jax.Array:
   """Video `[B, T, H, W, 3]` in -1..1 -> the normalised latents the DiT reads `[B, F, H/8, W/8, z]`."""
   return vae.normalize(vae.encode(video))
 
 
-def decode_latents(vae: WanVAE, latents: jax.Array) -> jax.Array:
+def decode_latents(vae: Codec, latents: jax.Array) -> jax.Array:
   """Inverse of `encode_video`: normalised latents -> video in -1..1."""
   return vae.decode(vae.denormalize(latents))
 
 
-def encode_canvas(vae: WanVAE, canvas: Canvas) -> CanvasLatents:
+def encode_canvas(vae: Codec, canvas: Canvas) -> CanvasLatents:
   """The canvas video and mask at latent resolution."""
   mask = pack_mask(canvas.mask, vae.config.space_factor).astype(jnp.float32)
   return CanvasLatents(condition=encode_video(vae, canvas.video), mask=mask)

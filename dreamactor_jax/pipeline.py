@@ -63,7 +63,7 @@ from dreamactor_jax.conditioning import (CanvasLatents, decode_latents, encode_c
 from dreamactor_jax.models.dit import TEXT_LEN, AttentionLayout, MotionCache, WanDiT
 from dreamactor_jax.models.image_encoder import CLIPVisionEncoder
 from dreamactor_jax.models.text_encoder import pad_prompt_embeddings
-from dreamactor_jax.models.vae import WanVAE
+from dreamactor_jax.models.patch_codec import Codec
 from dreamactor_jax.parallel import ShardingPlan
 from dreamactor_jax.prompt_cache import PromptCache
 
@@ -173,7 +173,7 @@ class Models:
   """
 
   dit: WanDiT
-  vae: WanVAE
+  vae: Codec
   text: TextEmbedder
   clip: CLIPVisionEncoder | None = None
   size: tuple[int, int] | None = None

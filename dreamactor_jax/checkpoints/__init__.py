@@ -2,8 +2,8 @@
 
 from dreamactor_jax.checkpoints.dit_torch import export_torch_dit
 from dreamactor_jax.checkpoints.importers import IMPORTERS, convert_to_orbax, read_params
-from dreamactor_jax.checkpoints.orbax_model import load_dit, load_model, save_lora, save_model
+from dreamactor_jax.checkpoints.orbax_model import load_codec, load_dit, load_model, save_lora, save_model
 from dreamactor_jax.checkpoints.tensor_files import CheckpointError
 
-__all__ = ["CheckpointError", "IMPORTERS", "convert_to_orbax", "export_torch_dit", "load_dit", "load_model",
-           "read_params", "save_lora", "save_model"]
+__all__ = ["CheckpointError", "IMPORTERS", "convert_to_orbax", "export_torch_dit", "load_codec", "load_dit",
+           "load_model", "read_params", "save_lora", "save_model"]

@@ -1,7 +1,7 @@
 """Our own model checkpoints: an Orbax parameter tree plus config.json, in one folder.
 
 Works for every model whose class is built as `Model(config, rngs=...)` from a config dataclass
-with `from_mapping`/`to_dict` (the DiT, the VAE, UMT5, CLIP). LoRA-aware: a folder may hold a
+with `from_mapping`/`to_dict` (the DiT, the VAE or patch codec, UMT5, CLIP). LoRA-aware: a folder may hold a
 model with its adapters, a base model to which fresh adapters are added on load, or (`save_lora`)
 adapters alone, restored on top of a base folder.
 """
@@ -23,6 +23,8 @@ from dreamactor_jax.checkpoints.model_state import abstract_params, flatten, mer
 from dreamactor_jax.checkpoints.tensor_files import CheckpointError
 from dreamactor_jax.models.dit import DiTConfig, WanDiT
 from dreamactor_jax.models.lora import init_lora_params, lora_params
+from dreamactor_jax.models.patch_codec import PatchCodec, PatchCodecConfig
+from dreamactor_jax.models.vae import VAEConfig, WanVAE
 
 
 def save_model(out: str | os.PathLike, params: Mapping[str, np.ndarray | jax.Array], config) -> Path:
@@ -116,3 +118,11 @@ def save_lora(out: str | os.PathLike, model) -> Path:
 
 
 load_dit = functools.partial(load_model, model_class=WanDiT, config_class=DiTConfig)
+
+
+def load_codec(ckpt: str | os.PathLike) -> tuple[WanVAE | PatchCodec, VAEConfig | PatchCodecConfig]:
+  """The latent codec of a `save_model` folder: a `PatchCodec` when its config.json says
+  `"codec": "patch"` (the demo's), else the Wan VAE."""
+  path = Path(ckpt) / "config.json"
+  patch = path.is_file() and json.loads(path.read_text()).get("codec") == "patch"
+  return load_model(ckpt, PatchCodec, PatchCodecConfig) if patch else load_model(ckpt, WanVAE, VAEConfig)

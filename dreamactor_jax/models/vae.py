@@ -374,10 +374,26 @@ class Decoder(nnx.Module):
     return _run_sequence([self.conv_in, self.mid_block, *self.up_blocks, self.head], z, cache)
 
 
-class WanVAE(nnx.Module):
-  """The Wan2.1 VAE: `encode` video -> latent mean, `decode` latents -> video, both channels-last.
+class StandardisedLatents:
+  """`normalize`/`denormalize` between a codec's latents and the standardised latents the DiT reads,
+  from `config.latents_mean/std` (per channel)."""
 
-  `normalize`/`denormalize` map between VAE latents and the standardised latents the DiT reads.
+  config: Any
+
+  def normalize(self, latents: jax.Array) -> jax.Array:
+    """Codec latents -> the standardised latents the DiT reads: `(z - mean) / std` per channel."""
+    mean, std = (jnp.asarray(v, jnp.float32) for v in (self.config.latents_mean, self.config.latents_std))
+    return (latents - mean) / std
+
+  def denormalize(self, latents: jax.Array) -> jax.Array:
+    """Inverse of `normalize`."""
+    mean, std = (jnp.asarray(v, jnp.float32) for v in (self.config.latents_mean, self.config.latents_std))
+    return latents * std + mean
+
+
+class WanVAE(StandardisedLatents, nnx.Module):
+  """The Wan2.1 VAE: `encode` video -> latent mean, `decode` latents -> video, both channels-last;
+  `normalize`/`denormalize` (`StandardisedLatents`) to and from what the DiT reads.
   """
 
   def __init__(self, config: VAEConfig, *, rngs: nnx.Rngs):
@@ -401,16 +417,6 @@ class WanVAE(nnx.Module):
     """Latents `[B, F, h, w, z_dim]` -> video `[B, 1 + 4(F-1), 8h, 8w, 3]` in -1..1, fp32."""
     video = self._tiled(self._decode_video, latents, scale=self.config.space_factor)
     return jnp.clip(video.astype(jnp.float32), -1.0, 1.0)
-
-  def normalize(self, latents: jax.Array) -> jax.Array:
-    """VAE latents -> the standardised latents the DiT reads: `(z - mean) / std` per channel."""
-    mean, std = (jnp.asarray(v, jnp.float32) for v in (self.config.latents_mean, self.config.latents_std))
-    return (latents - mean) / std
-
-  def denormalize(self, latents: jax.Array) -> jax.Array:
-    """Inverse of `normalize`."""
-    mean, std = (jnp.asarray(v, jnp.float32) for v in (self.config.latents_mean, self.config.latents_std))
-    return latents * std + mean
 
   def _encode_moments(self, video: jax.Array) -> jax.Array:
     step = self.config.time_factor

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from dreamactor_jax import animation
 from dreamactor_jax.conditioning import encode_video, reference_tokens
 from dreamactor_jax.models.image_encoder import CLIPVisionEncoder
-from dreamactor_jax.models.vae import WanVAE
+from dreamactor_jax.models.patch_codec import Codec
 
 
 @jax.tree_util.register_dataclass
@@ -39,7 +39,7 @@ def to_unit(frames: jax.Array) -> jax.Array:
   return frames.astype(jnp.float32) / 127.5 - 1.0
 
 
-def prepare_batch(vae: WanVAE, clip: CLIPVisionEncoder | None, batch: Mapping[str, jax.Array], key: jax.Array, *,
+def prepare_batch(vae: Codec, clip: CLIPVisionEncoder | None, batch: Mapping[str, jax.Array], key: jax.Array, *,
                   null_text: jax.Array, given_frames: int = 1, start_seconds: float = 1.0,
                   blank: float = animation.BLANK, text_dropout: float = 0.0) -> LatentBatch:
   """Encodes a data batch: video, driving `[B, T, H, W, 3]` uint8, reference `[B, H, W, 3]` uint8,

@@ -32,12 +32,11 @@ from flax import nnx
 from dreamactor_jax import animation, media, parallel
 from dreamactor_jax.bundle import BundleInfo, save_bundle
 from dreamactor_jax.checkpoints.model_state import model_params
-from dreamactor_jax.checkpoints.orbax_model import load_dit, load_model, save_lora
+from dreamactor_jax.checkpoints.orbax_model import load_codec, load_dit, load_model, save_lora
 from dreamactor_jax.data import DataConfig, stage1_dataset, stage2_dataset
 from dreamactor_jax.models.dit import DiTConfig, WanDiT
 from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
 from dreamactor_jax.models.lora import rebuild
-from dreamactor_jax.models.vae import VAEConfig, WanVAE
 from dreamactor_jax.pipeline import AnimateOptions, Models, TextEmbedder, animate_batch
 from dreamactor_jax.prompt_cache import PromptCache
 from dreamactor_jax.training import metrics as metrics_lib
@@ -76,10 +75,11 @@ def load_frozen(config: ml_collections.ConfigDict, dit_config: DiTConfig) -> Fro
   if not config.init.vae:
     raise TrainingError("config.init.vae is empty: training encodes every canvas with the VAE; give a "
                         "`convert vae` folder (or a codec trained by the demo recipe)")
-  vae, vae_config = load_model(config.init.vae, WanVAE, VAEConfig)
-  if 2 * vae_config.z_dim + animation.MASK_CHANNELS != dit_config.in_channels:
-    raise TrainingError(f"config.init.vae has z_dim={vae_config.z_dim}; the DiT reads in_channels="
-                        f"{dit_config.in_channels} = 2 * z_dim + {animation.MASK_CHANNELS} (noisy, mask, canvas)")
+  vae, vae_config = load_codec(config.init.vae)
+  try:
+    animation.check_dit_channels(dit_config.in_channels, vae_config.z_dim)
+  except ValueError as e:
+    raise TrainingError(f"config.init.vae has z_dim={vae_config.z_dim}, but the DiT's {e}") from None
   clip = None
   if dit_config.image_dim is not None:
     if not config.init.clip:
@@ -148,7 +148,6 @@ class Trainer:
     self.plan = parallel.make_plan(config.mesh, config.parallel)
     dit = build_dit(config)
     self.dit_config = dit.config
-    animation.check_dit_channels(self.dit_config.in_channels)
     self.frozen = load_frozen(config, self.dit_config)
     self.text_fn, self.null_text = text_source(config)
     self.data_config = DataConfig.from_config(config.data)
