@@ -73,9 +73,9 @@ class Recipe:
   test_identities: int = 12
   test_motions: int = 2
   codec_clips: int = 256
-  stage1_steps: int = 1500
-  stage2_steps: int = 1500
-  stage2_cache_steps: int = 1000
+  stage1_steps: int = 2500
+  stage2_steps: int = 2500
+  stage2_cache_steps: int = 1500
   pairs_per_clip: int = 2
   seed: int = 0
 

@@ -1,10 +1,10 @@
 """Fitting the demo's latent codec (`models/patch_codec.py`) to training videos.
 
 The basis is the principal directions of the videos' pixel patches (so decoding is the best linear
-reconstruction from `components` numbers per patch). The latent statistics standardise each
-channel's mean but share one std across channels: the codec is orthonormal, so the DiT's latent
-MSE stays proportional to pixel MSE instead of weighting faint texture directions like the colour
-of a whole patch.
+reconstruction from `components` numbers per patch). Each latent channel is then standardised, as
+Wan's are: the DiT's errors in a faint texture direction are scaled down by that direction's small
+std when decoded. (One std shared by all channels keeps latent MSE equal to pixel MSE, but then
+those errors decode at full size, as coloured pixel noise over the character: tried, and seen.)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dreamactor_jax.models.patch_codec import PatchCodec, PatchCodecConfig
 def fit_patch_codec(config: PatchCodecConfig, videos: Iterator[np.ndarray], *, batches: int,
                     progress: bool = True) -> PatchCodec:
   """A `PatchCodec(config)` fit on `batches` batches of videos `[B, T, H, W, 3]` in -1..1, T = 1 + 4k:
-  basis and centre from the patches' covariance, then the latent mean and std (module docstring)."""
+  basis and centre from the patches' covariance, then each latent channel's mean and std."""
   codec = PatchCodec(config, rngs=None)
   size = config.patch * config.patch * 3
   if config.components > size:
@@ -36,8 +36,7 @@ def fit_patch_codec(config: PatchCodecConfig, videos: Iterator[np.ndarray], *, b
   codec.center[...] = jnp.asarray(center)
   codec.basis[...] = jnp.asarray(eigenvectors[:, ::-1][:, :config.components].copy())
   latents = np.concatenate([np.asarray(codec.encode(jnp.asarray(clip))).reshape(-1, config.z_dim) for clip in clips])
-  mean = latents.mean(0)
-  std = max(float((latents - mean).std()), 1e-3)
+  mean, std = latents.mean(0), np.maximum(latents.std(0), 1e-3)
   codec.config = dataclasses.replace(config, latents_mean=tuple(float(m) for m in mean),
-                                     latents_std=(std,) * config.z_dim)
+                                     latents_std=tuple(float(s) for s in std))
   return codec

@@ -75,9 +75,8 @@ def test_fit_finds_the_principal_directions_and_standardises():
   assert error(one) > 10 * error(codec)
   videos = smooth_videos(0)
   z = np.asarray(codec.normalize(codec.encode(np.concatenate([next(videos) for _ in range(20)]))))  # the fit's data
-  assert len(set(codec.config.latents_std)) == 1  # one std: latent MSE stays proportional to pixel MSE
   np.testing.assert_allclose(z.mean(axis=(0, 1, 2, 3)), 0.0, atol=1e-4)
-  np.testing.assert_allclose(z.std(), 1.0, rtol=1e-4)
+  np.testing.assert_allclose(z.std(axis=(0, 1, 2, 3)), 1.0, rtol=1e-3)
 
 
 def test_load_codec_reads_the_kind_its_config_names(tmp_path):
