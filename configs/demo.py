@@ -16,11 +16,11 @@ def get_config(arg: str = "stage1"):
     raise ValueError(f"unknown demo stage {arg!r}; choose stage1 or stage2")
   config = stage1.get_config("tiny")
   config.stage = 1 if arg == "stage1" else 2
-  # A 4-layer DiT of width 128 (about 1M parameters): the Wan architecture, text branch kept but fed
+  # A 6-layer DiT of width 128 (about 1.6M parameters): the Wan architecture, text branch kept but fed
   # zeros (the world's clips carry captions, but no text encoder fits this budget). It reads the patch
-  # codec's 48 latent channels (`dreamactor_jax.demo.CODEC`): 48 noisy + 4 mask + 48 canvas.
-  config.model.update(dim=128, num_heads=4, num_layers=4, ffn_dim=384, text_dim=8, freq_dim=64, lora_rank=0,
-                      in_channels=100, out_channels=48)
+  # codec's 24 latent channels (`dreamactor_jax.demo.CODEC`): 24 noisy + 4 mask + 24 canvas.
+  config.model.update(dim=128, num_heads=4, num_layers=6, ffn_dim=384, text_dim=8, freq_dim=64, lora_rank=0,
+                      in_channels=52, out_channels=24)
   # 64x64 characters (a 64x128 canvas), 9-frame clips at the world's 8 fps.
   config.data.update(num_frames=9, frame_stride=1, buckets=((64, 64),), batch_size=4, num_workers=0, text_len=4,
                      random_crop=False, bbox_fill=0.9)

@@ -58,8 +58,8 @@ SIZE = (64, 64)  # each half of the canvas
 FPS = 4  # the world's frame rate: a 9-frame clip spans 2 s
 # Humanoids twice as often: only they have keypoints, the stage-1 data.
 TRAIN_KINDS = ("humanoid", "quadruped", "humanoid", "blob", "snake", "robot_arm", "group")
-# 4x4 patches on 12 directions per frame: z_dim 48, about 33 dB on the world's canvases (README "Demo").
-CODEC = PatchCodecConfig(patch=4, components=12)
+# 4x4 patches on 6 directions per frame: z_dim 24, about 28 dB on the world's canvases (README "Demo").
+CODEC = PatchCodecConfig(patch=4, components=6)
 
 
 @dataclasses.dataclass(frozen=True)
