@@ -108,7 +108,7 @@ def get_config(arg: str = "wan2.1-t2v-1.3b") -> ml_collections.ConfigDict:
   config.init = ml_collections.ConfigDict(dict(
       dit="",  # Orbax DiT folder (`convert dit`; `--in-channels 36` from T2V); "": random init (tiny models)
       lora="",  # adapters to continue from (`save_lora` folder, e.g. stage 1's for stage 2); "": fresh ones
-      vae="",  # Orbax VAE folder (`convert vae`, or a codec trained with the demo recipe)
+      vae="",  # Orbax VAE folder (`convert vae`, or the codec the demo recipe fits)
       clip="",  # Orbax CLIP folder, needed when the DiT has an image branch (I2V)
       prompt_cache="",  # PromptCache file holding every caption and the negative prompt; "": no text (zeros)
   ))

@@ -34,7 +34,8 @@ class CanvasLatents:
 
 
 def encode_video(vae: Codec, video: jax.Array) -> jax.Array:
-  """Video `[B, T, H, W, 3]` in -1..1 -> the normalised latents the DiT reads `[B, F, H/8, W/8, z]`."""
+  """Video `[B, T, H, W, 3]` in -1..1 -> the normalised latents the DiT reads `[B, F, H/s, W/s, z]`
+  (s: the codec's `space_factor`, Wan's 8)."""
   return vae.normalize(vae.encode(video))
 
 

@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+# Wan's 4 frames per latent frame: the grouping the I2V mask packing (`pack_mask`) assumes.
+from dreamactor_jax.animation.frames import TIME_FACTOR
 from dreamactor_jax.models.config import ModelConfig
 from dreamactor_jax.models.vae import StandardisedLatents, WanVAE, check_frame_count
-
-TIME_FACTOR = 4  # pixel frames per latent frame after frame 0, as in the Wan VAE
 
 
 @dataclasses.dataclass(frozen=True)

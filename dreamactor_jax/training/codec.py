@@ -30,10 +30,8 @@ def fit_patch_codec(config: PatchCodecConfig, videos: Iterator[np.ndarray], *, b
                      f"has only {size} values")
   clips = [np.asarray(next(videos), np.float32) for _ in tqdm.trange(batches, desc="codec", disable=not progress)]
   patches = np.concatenate([np.asarray(codec.patches(jnp.asarray(clip))).reshape(-1, size) for clip in clips])
-  center = patches.mean(0)
-  covariance = np.cov(patches - center, rowvar=False)
-  eigenvalues, eigenvectors = np.linalg.eigh(covariance)  # ascending
-  codec.center[...] = jnp.asarray(center)
+  _, eigenvectors = np.linalg.eigh(np.cov(patches, rowvar=False))  # eigenvalues ascending
+  codec.center[...] = jnp.asarray(patches.mean(0))
   codec.basis[...] = jnp.asarray(eigenvectors[:, ::-1][:, :config.components].copy())
   latents = np.concatenate([np.asarray(codec.encode(jnp.asarray(clip))).reshape(-1, config.z_dim) for clip in clips])
   mean, std = latents.mean(0), np.maximum(latents.std(0), 1e-3)

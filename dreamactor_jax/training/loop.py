@@ -74,7 +74,7 @@ def load_frozen(config: ml_collections.ConfigDict, dit_config: DiTConfig) -> Fro
   """The VAE and CLIP folders of `config.init`, refusing what the DiT cannot read."""
   if not config.init.vae:
     raise TrainingError("config.init.vae is empty: training encodes every canvas with the VAE; give a "
-                        "`convert vae` folder (or a codec trained by the demo recipe)")
+                        "`convert vae` folder (or the codec the demo recipe fits)")
   vae, vae_config = load_codec(config.init.vae)
   try:
     animation.check_dit_channels(dit_config.in_channels, vae_config.z_dim)
