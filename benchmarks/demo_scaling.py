@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True, help="this size's world, checkpoints and scaling.json (resumable)")
   parser.add_argument("--dim", type=int, default=None, help="DiT width (demo: 128)")
-  parser.add_argument("--heads", type=int, default=None, help="attention heads (demo: configs/demo.py)")
+  parser.add_argument("--heads", type=int, default=None, help="attention heads (demo: 4)")
   parser.add_argument("--ffn", type=int, default=None, help="feed-forward width (demo: 384)")
   parser.add_argument("--layers", type=int, default=None, help="DiT blocks (demo: 6)")
   parser.add_argument("--batch", type=int, default=None, help="clips per step in both stages (demo: 4)")
