@@ -73,11 +73,14 @@ def main(argv: list[str] | None = None) -> int:
   phases.run("stage1", lambda: train_stage("stage1"))
   phases.run("bootstrap", lambda: demo.bootstrap(workdir, recipe))
   phases.run("stage2", lambda: train_stage("stage2"))
-  stage2 = load_bundle(workdir / "stage2" / "bundle")
-  methods = {"copy-reference": triplets.copy_reference,
-             "stage-2": lambda reference, driving: animate(stage2, reference, driving, fps=demo.FPS, size=demo.SIZE)}
-  phases.run("evaluate", lambda: report.evaluate(workdir / "world" / "test", methods, workdir / "evaluation",
-                                                  save_videos=False))
+  def evaluate() -> None:
+    stage2 = load_bundle(workdir / "stage2" / "bundle")
+    methods = {"copy-reference": triplets.copy_reference,
+               "stage-2": lambda reference, driving: animate(stage2, reference, driving, fps=demo.FPS,
+                                                             size=demo.SIZE)}
+    report.evaluate(workdir / "world" / "test", methods, workdir / "evaluation", save_videos=False)
+
+  phases.run("evaluate", evaluate)
   summary = json.loads((workdir / "evaluation" / "results.json").read_text())["summary"]
   losses = {stage: json.loads((workdir / stage / "last_metrics.json").read_text())["loss"]
             for stage in ("stage1", "stage2")}
