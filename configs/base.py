@@ -50,7 +50,8 @@ def get_config(arg: str = "wan2.1-t2v-1.3b") -> ml_collections.ConfigDict:
       # start transition: the driving signal is blanked this long in training; at inference as much blank
       # motion is prepended, then cut from the output
       start_seconds=1.0,
-      fit_frames="pad",  # pad | error: lead-in + driving frames must be 1 + 4k; pad lengthens the lead-in (<= 3)
+      # pad | error: lead-in + driving frames must be 1 + 4k; pad repeats the last driving frame (<= 3 times, cut after)
+      fit_frames="pad",
       blank=0.0,  # pixel value (-1..1) of the empty left half, blank motion frames and reference padding
       segment_frames=81,  # long videos: frames per segment (1 + 4k)
       overlap_frames=5,  # frames each later segment continues from (given); 1 + 4m fills whole latent frames

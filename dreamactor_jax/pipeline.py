@@ -12,9 +12,10 @@ The steps:
    (swapped to H < W or H > W as the driving video is landscape or portrait), else the driving
    video's own size rounded down to multiples of 16. The reference is fitted inside H x W, aspect
    kept, padded with the blank value (`animation.fit_reference`).
-2. Start transition: `animation.lead_in_frames` blank motion frames are prepended; they are cut from
-   the output, which has the driving video's frame count (frame t shows driving frame t).
-3. Segments: the timeline (lead-in + driving) is cut into 1 + 4k-frame segments
+2. Start transition: `animation.plan_timeline` blank motion frames are prepended, and the last
+   driving frame is repeated up to 3 times to make 1 + 4k frames; both are cut from the output, which
+   has the driving video's frame count (frame t shows driving frame t).
+3. Segments: the timeline (lead-in + driving + tail) is cut into 1 + 4k-frame segments
    (`animation.plan_segments`); each later segment takes the last `overlap_frames` frames already
    generated as its given left frames, and `animation.stitch` writes only generated frames.
 4. Per segment: canvas (`animation.build_canvas`) -> VAE -> condition latents and packed mask
@@ -137,7 +138,7 @@ class AnimateOptions:
   grid: diffusion.SigmaGrid = "wan"
   negative_prompt: str = ""
   start_seconds: float = 1.0  # start transition: blank motion prepended, then cut
-  fit_frames: animation.FitFrames = "pad"  # pad | error: lead-in + driving frames must be 1 + 4k
+  fit_frames: animation.FitFrames = "pad"  # pad | error: lead-in + driving frames must be 1 + 4k (pad: repeat the last)
   blank: float = animation.BLANK
   segment_frames: int = 81  # frames per segment of a long video (1 + 4k)
   overlap_frames: int = 5  # frames each later segment continues from
@@ -376,10 +377,10 @@ def animate_batch(models: Models, references: Sequence[np.ndarray] | np.ndarray,
   if not frames:
     raise ValueError("the driving video has no frames")
   height, width = resolve_size(size, models.size, driving.shape[2:4])
-  lead = animation.lead_in_frames(frames, fps, options.start_seconds, options.fit_frames)
+  frame_plan = animation.plan_timeline(frames, fps, options.start_seconds, options.fit_frames)
   reference = np.stack([animation.fit_reference(r, height, width, pad=options.blank) for r in references])
-  timeline = np.asarray(animation.prepend_lead_in(media.to_unit(fit_driving(driving, height, width)), lead,
-                                                  blank=options.blank))
+  timeline = np.asarray(animation.extend_driving(media.to_unit(fit_driving(driving, height, width)), frame_plan,
+                                                 blank=options.blank))
   output = animation.output_buffer(reference[:, None], timeline.shape[1], blank=options.blank)
   if timeline.shape[1] > 1:  # else the only frame is the reference itself
     text = models.text(list(prompts))
@@ -391,7 +392,7 @@ def animate_batch(models: Models, references: Sequence[np.ndarray] | np.ndarray,
       video = run(index, len(segments), timeline[:, segment.start:segment.stop],
                   animation.given_frames(output, segment))
       animation.stitch(output, video, segment)
-  return media.to_uint8(animation.cut_lead_in(output, lead))
+  return media.to_uint8(animation.cut_to_driving(output, frame_plan))
 
 
 def animate(models: Models, reference_image: np.ndarray, driving: np.ndarray, prompt: str = "", *, fps: float,

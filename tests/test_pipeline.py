@@ -59,19 +59,22 @@ class Recorder:
     self.executed += 1
 
 
-@pytest.mark.parametrize("layout, region", [("full", "generated"), ("motion_cache", "generated"), ("full", "canvas")])
-def test_output_is_the_generated_region(models, layout, region, monkeypatch):
+@pytest.mark.parametrize("layout, region, frames", [("full", "generated", 4), ("motion_cache", "generated", 4),
+                                                    ("full", "canvas", 4), ("full", "generated", 3)])
+def test_output_is_the_generated_region(models, layout, region, frames, monkeypatch):
   """With x0 predicted as condition + 0.5, the output must be the decoded canvas latents holding the
   condition at given positions and condition + 0.5 in the generated region (loss region "generated",
   either layout; "canvas": everywhere denoised), left half, after the lead-in: driving frames 40 x 56
-  -> cover-cropped to 32 x 48, 1 s lead-in at 1 fps cut."""
+  -> cover-cropped to 32 x 48, 1 s lead-in at 1 fps cut. 3 driving frames: 1 + 3 is not 1 + 4k, so
+  the last driving frame is repeated once (the lead-in stays 1 frame) and cut from the output."""
   monkeypatch.setattr(pipeline, "_velocity", flow_to_marked_condition)
-  references, driving = videos(0, 1, 4)
+  references, driving = videos(0, 1, frames)
   options = dataclasses.replace(OPTIONS, sampler="euler", grid="euler", layout=layout, loss_region=region)
   out = animate(models, references[0], driving[0], fps=1.0, options=options)  # float timesteps: sigma = t / 1000
-  assert out.shape == (4, HEIGHT, WIDTH, 3) and out.dtype == np.uint8
+  assert out.shape == (frames, HEIGHT, WIDTH, 3) and out.dtype == np.uint8
 
-  motion = animation.prepend_lead_in(media.to_unit(fit_driving(driving, HEIGHT, WIDTH)), 1)
+  timeline = animation.Timeline(lead=1, driving=frames, tail=4 - frames)
+  motion = animation.extend_driving(media.to_unit(fit_driving(driving, HEIGHT, WIDTH)), timeline)
   reference = animation.fit_reference(references[0], HEIGHT, WIDTH)
   canvas = animation.build_canvas(motion, jnp.asarray(reference)[None, None])
   vae = nnx.split(models.vae)
@@ -80,9 +83,9 @@ def test_output_is_the_generated_region(models, layout, region, monkeypatch):
   assert generated.sum() == 4 * 6
   marked = latents.condition + 0.5 * (generated if region == "generated" else 1.0)
   decoded = decode(vae, marked)  # [1, 5, 32, 96, 3]
-  expected = media.to_uint8(animation.generated_video(decoded, 1))[0]
+  expected = media.to_uint8(animation.cut_to_driving(animation.left_half(decoded), timeline))[0]
   assert np.abs(out.astype(int) - expected).max() <= 1
-  unmarked = media.to_uint8(animation.generated_video(decode(vae, latents.condition), 1))[0]
+  unmarked = media.to_uint8(animation.cut_to_driving(animation.left_half(decode(vae, latents.condition)), timeline))[0]
   assert np.abs(out.astype(int) - unmarked).mean() > 2
 
 

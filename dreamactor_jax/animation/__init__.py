@@ -14,14 +14,14 @@ from dreamactor_jax.animation.reference import Box, fit_box, fit_reference, to_r
 from dreamactor_jax.animation.regions import (LossRegion, generated_latents, generated_region,
                                               generated_video, loss_weight)
 from dreamactor_jax.animation.segments import Segment, given_frames, output_buffer, plan_segments, stitch
-from dreamactor_jax.animation.start_transition import (FitFrames, blank_start, cut_lead_in, lead_in_frames,
-                                                       prepend_lead_in, transition_frames)
+from dreamactor_jax.animation.start_transition import (FitFrames, Timeline, blank_start, cut_to_driving,
+                                                       extend_driving, plan_timeline, transition_frames)
 
 __all__ = [
-    "BLANK", "Box", "Canvas", "FitFrames", "LossRegion", "MASK_CHANNELS", "Segment", "blank_start", "build_canvas",
-    "check_dit_channels", "check_frame_count", "cut_lead_in", "dit_input", "dit_input_channels", "fit_box",
-    "fit_reference", "generated_latents", "generated_region", "generated_video", "given_frames",
-    "is_valid_frame_count", "join_halves", "latent_frame_count", "lead_in_frames", "left_half", "loss_weight",
-    "next_valid_frame_count", "output_buffer", "pack_mask", "plan_segments", "prepend_lead_in", "split_halves",
+    "BLANK", "Box", "Canvas", "FitFrames", "LossRegion", "MASK_CHANNELS", "Segment", "Timeline", "blank_start",
+    "build_canvas", "check_dit_channels", "check_frame_count", "cut_to_driving", "dit_input", "dit_input_channels",
+    "extend_driving", "fit_box", "fit_reference", "generated_latents", "generated_region", "generated_video",
+    "given_frames", "is_valid_frame_count", "join_halves", "latent_frame_count", "left_half", "loss_weight",
+    "next_valid_frame_count", "output_buffer", "pack_mask", "plan_segments", "plan_timeline", "split_halves",
     "stitch", "to_rgb", "transition_frames", "whole_latent_frames",
 ]
