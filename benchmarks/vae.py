@@ -2,12 +2,14 @@
 
   python benchmarks/vae.py speed --frames 5 --height 128 --width 128
   python benchmarks/vae.py memory --frames 81 --height 480 --width 832 --run
+  python benchmarks/vae.py convs
 
 `speed` builds the released VAE config with random weights in diffusers, loads the same weights
 into ours through the importer, and times encode and decode of one clip (ours jitted, timed after
 compilation; both on all CPU threads; the fastest of `--repeats` runs each). `memory` compiles decode ahead of time in both
 formulations and prints XLA's buffer sizes; `--run` also decodes in a fresh process with the
-chunked path and reports its peak RSS.
+chunked path and reports its peak RSS. `convs` times the 3x3x3 convolution alone at the decoder's
+shapes (ours as `models/vae.py` runs it vs torch's conv3d), where the VAE spends its time.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dreamactor_jax.models import vae as vae_module  # noqa: E402
 from dreamactor_jax.models.vae import VAEConfig, WanVAE  # noqa: E402
 
 GIB = 1 << 30
@@ -69,6 +72,34 @@ def speed(args: argparse.Namespace) -> None:
     print(f"{name}: ours {ours:.2f} s, diffusers {theirs:.2f} s, speed ratio (diffusers/ours) {theirs / ours:.2f}")
 
 
+# The decoder's residual-block convolutions on a 5-frame 128x128 clip: (frames with history, H, W, channels).
+CONV_SHAPES = ((4, 16, 16, 384), (6, 32, 32, 384), (6, 64, 64, 192), (6, 128, 128, 96))
+
+
+def convs(args: argparse.Namespace) -> None:
+  import torch
+
+  rng = np.random.default_rng(0)
+  print(f"3x3x3 convolution, 'valid' in time, 'same' in space, fp32, {jax.devices()[0].device_kind}, "
+        f"torch threads {torch.get_num_threads()}; the fastest of {args.repeats} runs each")
+  for frames, height, width, channels in CONV_SHAPES:
+    x = rng.standard_normal((1, frames, height, width, channels), np.float32)
+    kernel = rng.standard_normal((3, 3, 3, channels, channels), np.float32) * 0.02
+    flops = 2 * (frames - 2) * height * width * channels * channels * 27
+    ours_fn = jax.jit(lambda x, kernel: vae_module._conv3d(x, kernel, time_stride=1))
+    ours_args = jnp.asarray(x), jnp.asarray(kernel)
+    ours_fn(*ours_args).block_until_ready()
+    ours = min(_timed(ours_fn, *ours_args)[0] for _ in range(args.repeats))
+    torch_x = torch.from_numpy(x.transpose(0, 4, 1, 2, 3).copy())
+    torch_kernel = torch.from_numpy(kernel.transpose(4, 3, 0, 1, 2).copy())
+    with torch.no_grad():
+      run = lambda: torch.nn.functional.conv3d(torch_x, torch_kernel, padding=(0, 1, 1))  # noqa: E731
+      run()
+      theirs = min(_timed(run)[0] for _ in range(args.repeats))
+    print(f"{frames - 2} frames {height}x{width}x{channels}: ours {flops / ours / 1e9:.0f} GFLOP/s, "
+          f"torch {flops / theirs / 1e9:.0f} GFLOP/s, speed ratio (torch/ours) {theirs / ours:.2f}")
+
+
 def _decode_fn(config: VAEConfig, latent_shape: tuple[int, ...]):
   graphdef, state = nnx.split(nnx.eval_shape(lambda: WanVAE(config, rngs=nnx.Rngs(0))))
 
@@ -108,14 +139,14 @@ def _decode_once(args: argparse.Namespace) -> None:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("command", choices=["speed", "memory", "_decode"], help="what to measure")
+  parser.add_argument("command", choices=["speed", "memory", "convs", "_decode"], help="what to measure")
   parser.add_argument("--frames", type=int, default=5, help="video frames, 1 + 4k")
   parser.add_argument("--height", type=int, default=128, help="frame height in pixels, divisible by 8")
   parser.add_argument("--width", type=int, default=128, help="frame width in pixels, divisible by 8")
-  parser.add_argument("--repeats", type=int, default=3, help="speed: timed runs of each; the fastest counts")
+  parser.add_argument("--repeats", type=int, default=3, help="speed, convs: timed runs of each; the fastest counts")
   parser.add_argument("--run", action="store_true", help="memory: also run the chunked decode and measure peak RSS")
   args = parser.parse_args()
-  {"speed": speed, "memory": memory, "_decode": _decode_once}[args.command](args)
+  {"speed": speed, "memory": memory, "convs": convs, "_decode": _decode_once}[args.command](args)
 
 
 if __name__ == "__main__":

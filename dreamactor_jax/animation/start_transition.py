@@ -9,9 +9,8 @@ canvas blank value, as the empty left half does.
 Frame counts: the sampled timeline (lead-in + driving) must be 1 + 4k frames. `fit="pad"` repeats
 the driving video's last frame up to 3 times at the end, and cuts those frames again, so the
 output keeps the driving video's length and the lead-in stays exactly as long as in training (a
-longer blank stretch is motion the model never saw: with the demo's 1-frame transition, padding
-the lead-in to 4 frames cost 0.6 dB on its held-out triplets). `fit="error"` refuses with one line
-naming the counts.
+longer blank stretch is a start the model never saw; README "In-context animation" measures it).
+`fit="error"` refuses with one line naming the counts.
 """
 
 from __future__ import annotations
