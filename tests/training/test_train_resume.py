@@ -42,8 +42,14 @@ def train_command(workdir: Path, data: Path, vae: Path) -> list[str]:
           "--config.train.sample_steps=2", "--config.train.num_samples=1"]
 
 
-def run(command: list[str]) -> None:
-  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+def train_env(cache: Path) -> dict[str, str]:
+  """The four runs of one test compile the same programs: a shared persistent cache compiles them once."""
+  return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(cache),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+def run(command: list[str], env: dict[str, str]) -> None:
+  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -60,7 +66,8 @@ def final_state(workdir: Path) -> dict[str, np.ndarray]:
 def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder):
   data, _ = stage1_data
   straight, killed = tmp_path / "straight", tmp_path / "killed"
-  run(train_command(straight, data, vae_folder))
+  env = train_env(tmp_path / "jax_cache")
+  run(train_command(straight, data, vae_folder), env)
   assert read_info(straight / "bundle").stage == "pose"
   scalars = read_scalars(straight / "tensorboard")
   assert [step for step, _ in scalars["loss"]] == [2, 4, 6] and "learning_rate" in scalars and "grad_norm" in scalars
@@ -69,7 +76,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder):
   assert media.read_video(sample).frames.shape[0] == 9
 
   process = subprocess.Popen(train_command(killed, data, vae_folder), cwd=ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+                             stderr=subprocess.DEVNULL, env=env)
   deadline = time.monotonic() + 600
   while not (killed / "checkpoints" / "2" / "_CHECKPOINT_METADATA").exists():
     assert process.poll() is None and time.monotonic() < deadline, "the run ended before its step-2 checkpoint"
@@ -79,14 +86,14 @@ def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder):
   assert not (killed / "checkpoints" / str(STEPS)).exists(), "killed too late to test a resume"
   # Resumed, then preempted (SIGTERM): it saves where it stopped and exits 143; the next run finishes.
   process = subprocess.Popen(train_command(killed, data, vae_folder), cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+                             stderr=subprocess.DEVNULL, text=True, env=env)
   while not (killed / "checkpoints" / "4" / "_CHECKPOINT_METADATA").exists():
     assert process.poll() is None and time.monotonic() < deadline, "the resumed run ended before step 4"
     time.sleep(0.05)
   process.send_signal(signal.SIGTERM)
   assert process.wait() == 143
   assert "run the same command to resume" in process.stdout.read()
-  run(train_command(killed, data, vae_folder))
+  run(train_command(killed, data, vae_folder), env)
 
   expected, resumed = final_state(straight), final_state(killed)
   assert expected.keys() == resumed.keys() and len(expected) > 4
