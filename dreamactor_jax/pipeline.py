@@ -12,9 +12,9 @@ The steps:
    (swapped to H < W or H > W as the driving video is landscape or portrait), else the driving
    video's own size rounded down to multiples of 16. The reference is fitted inside H x W, aspect
    kept, padded with the blank value (`animation.fit_reference`).
-2. Start transition: `animation.plan_timeline` blank motion frames are prepended, and the last
-   driving frame is repeated up to 3 times to make 1 + 4k frames; both are cut from the output, which
-   has the driving video's frame count (frame t shows driving frame t).
+2. Start transition (`animation.plan_timeline`): the transition's blank motion frames are prepended
+   and the last driving frame is repeated up to 3 times to make 1 + 4k frames; both are cut from the
+   output, which has the driving video's frame count (frame t shows driving frame t).
 3. Segments: the timeline (lead-in + driving + tail) is cut into 1 + 4k-frame segments
    (`animation.plan_segments`); each later segment takes the last `overlap_frames` frames already
    generated as its given left frames, and `animation.stitch` writes only generated frames.
