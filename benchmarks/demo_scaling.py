@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
   phases.run("stage1", lambda: train_stage("stage1"))
   phases.run("bootstrap", lambda: demo.bootstrap(workdir, recipe))
   phases.run("stage2", lambda: train_stage("stage2"))
+
   def evaluate() -> None:
     stage2 = load_bundle(workdir / "stage2" / "bundle")
     methods = {"copy-reference": triplets.copy_reference,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -57,7 +57,7 @@ def plan_timeline(driving_frames: int, fps: float, seconds: float = 1.0, fit: Fi
   """
   if driving_frames < 1:
     raise ValueError(f"driving video has {driving_frames} frames; expected at least 1")
-  if fit not in ("pad", "error"):
+  if fit not in get_args(FitFrames):
     raise ValueError(f"fit={fit!r}; expected 'pad' or 'error'")
   lead = transition_frames(fps, seconds)
   total = lead + driving_frames
