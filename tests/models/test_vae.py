@@ -149,3 +149,22 @@ def test_few_channel_convolution_matches_the_plain_one_with_gradients(in_dim, ou
   np.testing.assert_allclose(ours, plain, rtol=1e-5, atol=1e-5)
   for got, expected in zip(ours_vjp(cotangent), plain_vjp(cotangent)):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("frames", [1, 3, 4, 6])
+def test_cpu_convolution_layouts_match_the_plain_one(monkeypatch, frames):
+  # 2D convolutions per time tap; for chunks of 2-4 frames (split size lowered here) one frame at a time.
+  monkeypatch.setattr(vae_module, "_FRAME_SPLIT_SIZE", 1)
+  keys = jax.random.split(jax.random.key(frames), 2)
+  x = jax.random.normal(keys[0], (2, frames + 2, 6, 7, 5))
+  kernel = jax.random.normal(keys[1], (3, 3, 3, 5, 8))
+  np.testing.assert_allclose(vae_module._conv3d(x, kernel, time_stride=1), vae_module._plain_conv3d(x, kernel),
+                             rtol=1e-5, atol=1e-4)
+
+
+def test_frame_at_a_time_chunks_match_diffusers(vaes, monkeypatch):
+  monkeypatch.setattr(vae_module, "_FRAME_SPLIT_SIZE", 1)
+  torch_model, vae = vaes
+  latents = np.random.default_rng(2).normal(size=(2, 3, 3, 5, 4)).astype(np.float32)
+  decoded = nnx.jit(lambda vae, z: vae.decode(z))(with_mode(vae, mode="chunked"), jnp.asarray(latents))
+  assert_close(np.asarray(decoded), torch_decode(torch_model, latents))
