@@ -5,8 +5,8 @@ Inputs are `[B, L, N, K]` (batch, tokens, heads, head dim), unmasked, scaled by 
 gets a memory-bounded core: cuDNN flash attention on GPU, Pallas splash attention on TPU, and
 elsewhere a blockwise kernel with an online softmax whose working set is one head's
 `[B, 1, block_q, block_kv]` tile, forward and backward (its gradient recomputes tiles from the
-saved log-sum-exp, as flash attention does). The UMT5 text encoder (unscaled scores plus a position bias and key
-mask, at 512 tokens) uses the XLA kernel with `bias`.
+saved log-sum-exp, as flash attention does). The UMT5 text encoder (unscaled scores plus a
+position bias and key mask, at 512 tokens) uses the XLA kernel with `bias`.
 
 Under a sharding plan (`parallel.ShardingPlan.activate`), the core runs inside `shard_map` with
 tokens split over the context axis (Ulysses or ring, `parallel/attention.py`); model code calls
