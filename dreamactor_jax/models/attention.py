@@ -60,7 +60,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: Imple
     return sharded_attention(q, k, v, plan=plan, kv_tokens=kv_tokens,
                              core=functools.partial(_core, **options),
                              core_with_lse=functools.partial(_core_with_lse, block_q=block_q, block_kv=block_kv,
-                                                             scale=scale))
+                                                             scale=scale, one_head=platform == "cpu"))
   return _core(q, k, v, None, **options)
 
 
@@ -70,7 +70,8 @@ def _core(q, k, v, kv_len, *, implementation: Implementation, platform: str, blo
   if implementation == "auto":
     implementation = _pick_implementation(q, k, platform)
   if implementation == "blockwise":
-    return _core_with_lse(q, k, v, kv_len, block_q=block_q, block_kv=block_kv, scale=scale)[0]
+    return _core_with_lse(q, k, v, kv_len, block_q=block_q, block_kv=block_kv, scale=scale,
+                          one_head=platform == "cpu")[0]
   if implementation == "splash":
     return _splash_attention(q, k, v, kv_len, scale=scale, interpret=platform != "tpu")
   lengths = None if kv_len is None else jnp.full((q.shape[0],), kv_len, jnp.int32)
@@ -130,13 +131,17 @@ def _fitting_block(length: int, block: int) -> int:
   return block
 
 
-@functools.partial(jax.jit, static_argnames=("block_q", "block_kv", "scale"))
-def _core_with_lse(q, k, v, kv_len, *, block_q: int, block_kv: int, scale: float | None
+@functools.partial(jax.jit, static_argnames=("block_q", "block_kv", "scale", "one_head"))
+def _core_with_lse(q, k, v, kv_len, *, block_q: int, block_kv: int, scale: float | None, one_head: bool = True
                    ) -> tuple[jax.Array, jax.Array]:
-  """Blockwise attention returning (out `[B, Lq, N, K]`, log-sum-exp `[B, Lq, N]` fp32)."""
+  """Blockwise attention returning (out `[B, Lq, N, K]`, log-sum-exp `[B, Lq, N]` fp32).
+
+  `one_head`: tiles of one head, heads in turn (`_heads_in_turn`, for CPU caches), else all heads.
+  """
   head_dim = q.shape[-1]
   scale = 1 / math.sqrt(head_dim) if scale is None else scale
-  return _flash(q, k, v, kv_len, scale, _fitting_block(q.shape[1], block_q), _fitting_block(k.shape[1], block_kv))
+  return _flash(q, k, v, kv_len, scale, _fitting_block(q.shape[1], block_q), _fitting_block(k.shape[1], block_kv),
+                one_head)
 
 
 def _blocks(x: jax.Array, block: int) -> jax.Array:
@@ -164,23 +169,27 @@ def _key_mask(num_kv: int, block_kv: int, key_len: int, kv_len) -> tuple[jax.Arr
   return valid, valid
 
 
-def _one_head_at_a_time(fn, *arrays):
-  """`fn` on each head's `[B, L, 1, ...]` slice of `[B, L, N, ...]` arrays in turn, outputs stacked back.
+def _heads_in_turn(fn, arrays, one_head: bool):
+  """`fn` on `[B, L, N, ...]` arrays; with `one_head`, on each head's `[B, L, 1, ...]` slices in turn.
 
-  A one-head score tile stays in cache where an all-heads tile goes through memory: on a 2-core CPU
-  this took the kernel from 142 to ~170 GFLOP/s at 32k tokens (README "Performance").
+  A one-head score tile stays in a CPU's cache where an all-heads tile goes through memory: on 2
+  cores this took the kernel from 142 to ~170 GFLOP/s at 32k tokens (README "Performance").
+  Accelerators keep all heads in one tile.
   """
+  if not one_head:
+    return fn(*arrays)
   outputs = jax.lax.map(lambda xs: fn(*xs), [jnp.moveaxis(x, 2, 0)[:, :, :, None] for x in arrays])
   return jax.tree.map(lambda y: jnp.moveaxis(y[:, :, :, 0], 0, 2), outputs)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _flash(q, k, v, kv_len, scale: float, block_q: int, block_kv: int):
-  return _flash_forward(q, k, v, kv_len, scale, block_q, block_kv)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _flash(q, k, v, kv_len, scale: float, block_q: int, block_kv: int, one_head: bool):
+  return _flash_forward(q, k, v, kv_len, scale, block_q, block_kv, one_head)
 
 
-def _flash_forward(q, k, v, kv_len, scale, block_q, block_kv):
-  return _one_head_at_a_time(lambda *qkv: _flash_forward_tiles(*qkv, kv_len, scale, block_q, block_kv), q, k, v)
+def _flash_forward(q, k, v, kv_len, scale, block_q, block_kv, one_head):
+  forward = lambda *qkv: _flash_forward_tiles(*qkv, kv_len, scale, block_q, block_kv)
+  return _heads_in_turn(forward, (q, k, v), one_head)
 
 
 def _flash_forward_tiles(q, k, v, kv_len, scale, block_q, block_kv):
@@ -217,12 +226,12 @@ def _flash_forward_tiles(q, k, v, kv_len, scale, block_q, block_kv):
   return _unblocks(out, q_len), _unblocks(lse, q_len)[..., 0]
 
 
-def _flash_fwd(q, k, v, kv_len, scale, block_q, block_kv):
-  out, lse = _flash_forward(q, k, v, kv_len, scale, block_q, block_kv)
+def _flash_fwd(q, k, v, kv_len, scale, block_q, block_kv, one_head):
+  out, lse = _flash_forward(q, k, v, kv_len, scale, block_q, block_kv, one_head)
   return (out, lse), (q, k, v, kv_len, out, lse)
 
 
-def _flash_bwd(scale, block_q, block_kv, residuals, cotangents):
+def _flash_bwd(scale, block_q, block_kv, one_head, residuals, cotangents):
   """Flash-attention backward: per key block, per query block, recompute p = exp(s - lse).
 
   With delta = rowsum(dout * out) - dlse: ds = p (dout v^T - delta), dq = scale ds k,
@@ -232,7 +241,7 @@ def _flash_bwd(scale, block_q, block_kv, residuals, cotangents):
   d_out, d_lse = cotangents
   delta = jnp.einsum("blnk,blnk->bln", d_out.astype(jnp.float32), out.astype(jnp.float32)) - d_lse
   backward = lambda *xs: _flash_backward_tiles(*xs, kv_len, scale, block_q, block_kv)
-  return (*_one_head_at_a_time(backward, q, k, v, d_out, lse, delta), None)
+  return (*_heads_in_turn(backward, (q, k, v, d_out, lse, delta), one_head), None)
 
 
 def _flash_backward_tiles(q, k, v, d_out, lse, delta, kv_len, scale, block_q, block_kv):

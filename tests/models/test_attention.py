@@ -81,11 +81,12 @@ def _masked_reference(q, k, v, kv_len):
   return jnp.einsum("bnqs,bsnk->bqnk", jax.nn.softmax(scores, -1), v), jax.nn.logsumexp(scores, -1).transpose(0, 2, 1)
 
 
-@pytest.mark.parametrize("kv_len", [53, 40, 0])
-def test_blockwise_gradients_and_lse(kv_len):
+@pytest.mark.parametrize("kv_len, one_head", [(53, True), (40, True), (40, False), (0, True), (0, False)])
+def test_blockwise_gradients_and_lse(kv_len, one_head):
   # The blockwise kernel's own backward (tiles recomputed from the saved log-sum-exp) equals
   # autodiff of plain attention, for the output and the lse it returns (ring attention merges by
   # it), with keys masked beyond kv_len; kv_len 0 (a ring block of padding only) stays finite.
+  # Tiles of one head in turn (CPU) or of all heads (accelerators).
   from dreamactor_jax.models.attention import _core_with_lse
 
   keys = jax.random.split(jax.random.key(3), 5)
@@ -93,7 +94,7 @@ def test_blockwise_gradients_and_lse(kv_len):
   k, v = jax.random.normal(keys[1], (2, 53, 3, 8)), jax.random.normal(keys[2], (2, 53, 3, 8))
   out_weights, lse_weights = jax.random.normal(keys[3], (2, 37, 3, 8)), jax.random.normal(keys[4], (2, 37, 3))
   ours = lambda q, k, v: _core_with_lse(q, k, v, None if kv_len == 53 else jnp.int32(kv_len), block_q=8, block_kv=16,
-                                        scale=None)
+                                        scale=None, one_head=one_head)
   loss = lambda fn: lambda q, k, v: (fn(q, k, v)[0] * out_weights).sum() + (fn(q, k, v)[1] * lse_weights).sum()
   if kv_len == 0:
     out, lse = ours(q, k, v)
