@@ -132,7 +132,7 @@ def _fitting_block(length: int, block: int) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("block_q", "block_kv", "scale", "one_head"))
-def _core_with_lse(q, k, v, kv_len, *, block_q: int, block_kv: int, scale: float | None, one_head: bool = True
+def _core_with_lse(q, k, v, kv_len, *, block_q: int, block_kv: int, scale: float | None, one_head: bool
                    ) -> tuple[jax.Array, jax.Array]:
   """Blockwise attention returning (out `[B, Lq, N, K]`, log-sum-exp `[B, Lq, N]` fp32).
 
