@@ -96,6 +96,8 @@ def get_config(arg: str = "wan2.1-t2v-1.3b") -> ml_collections.ConfigDict:
       bbox_fill=0.9,  # that box's larger relative side, as a fraction of the frame
       stage2_min_score=ml_collections.FieldReference(None, field_type=float),  # keep triplets whose mean score >= this
       stage2_flip_prob=0.0,  # stage 2: horizontal flip of target, reference and driving together
+      appearance_prob=0.0,  # share of examples recoloured: one colour map on target + reference, another on
+                            # stage 2's driving (data/augment.py); small datasets: colours come from the reference
       text_len=512,  # text tokens per prompt (zero-padded), as the DiT reads them
       text_dim=config.model.get_ref("text_dim"),  # width of the zeros used without a prompt cache
       max_retries=16,  # records tried for one batch slot before DataError (a dataset that is all bad)

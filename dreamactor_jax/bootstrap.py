@@ -54,14 +54,14 @@ from tqdm import tqdm
 from dreamactor_jax import animation, media
 from dreamactor_jax.bundle import BundleError, load_bundle, read_info
 from dreamactor_jax.checkpoints.orbax_model import CheckpointError, load_config, load_model
-from dreamactor_jax.data import (DataError, open_stage2, open_videos, remove_stage2_records, stage2_key, staging,
-                                 write_stage2_dataset, written_stage2_keys)
+from dreamactor_jax.data import (DataError, augment, open_stage2, open_videos, remove_stage2_records, stage2_key,
+                                 staging, write_stage2_dataset, written_stage2_keys)
 from dreamactor_jax.models.dit import DiTConfig
 from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
 from dreamactor_jax.pipeline import animate_batch
 from dreamactor_jax.training import pair_scores, review
 from dreamactor_jax.training.pairs import (ClipData, ClipPlan, DatasetReferences, FolderReferences, PairError,
-                                           Reference, appearance_augment, augment_rng, plan_clips, read_clip,
+                                           Reference, augment_rng, plan_clips, read_clip,
                                            record_identities)
 
 log = logging.getLogger(__name__)
@@ -373,7 +373,7 @@ def run_bootstrap(config: BootstrapConfig, *, process_index: int | None = None, 
     summary.rendered = renderer.rendered
   for clip in tqdm(pending_selves, desc="self pairs", unit="pair", disable=not config.progress):
     data = _clip_data(out, source, clip, config)
-    driving = appearance_augment(data.video, augment_rng(config.seed, clip.video_id))
+    driving = augment.appearance_augment(data.video, augment_rng(config.seed, clip.video_id))
     _save_candidate(out, self_key(clip.video_id), clip, driving_identity=clip.identity, reference="self",
                     driving=driving, driving_reference=data.reference, scores={"self": 1.0},
                     sheet=review.sheet_image([data.reference, data.video, driving], num_frames=config.sheet_frames))

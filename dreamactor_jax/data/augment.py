@@ -1,4 +1,5 @@
-"""Pose augmentation against shape leakage (PAPER.md section 3), deterministic given a generator.
+"""Pose augmentation against shape leakage (PAPER.md section 3) and appearance augmentation,
+deterministic given a generator.
 
 Bone-length scaling: the body's limbs form a tree rooted at the neck. Each limb belongs to an
 anatomical segment; a segment's factor is drawn from U(0.8, 1.2), once per clip, on 30% of clips.
@@ -12,6 +13,11 @@ Bounding-box normalisation: the box around every present joint of the clip (all 
 body, hands and face) is mapped, keeping its aspect ratio, to a box centred in the output frame
 whose larger relative side fills `fill` of the frame. Absolute position and scale are removed; the
 skeleton is then rendered at the output size (`skeleton.render_pose`).
+
+Appearance: one affine colour map applied to every pixel alike (hue rotation, channel permutation,
+saturation, contrast, brightness), never a geometric change. The bootstrap's self pairs drive a clip
+with its recoloured self; the training pipelines recolour a target clip and its reference together
+(`DataConfig.appearance_prob`), so a character's colours can only come from its reference.
 """
 
 from __future__ import annotations
@@ -97,3 +103,24 @@ def crop_resize_points(pose: Pose, box: tuple[float, float, float, float], heigh
   scale = np.array([width / (x1 - x0), height / (y1 - y0)], np.float32)
   return pose.map_points(lambda xy: (xy - np.array([x0, y0], np.float32)) * scale)
 
+
+def _hue_rotation(angle: float) -> np.ndarray:
+  """`[3, 3]` rotation of RGB about the grey axis by `angle` radians."""
+  axis = np.ones(3) / np.sqrt(3.0)
+  cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+  return np.cos(angle) * np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * np.outer(axis, axis)
+
+
+def appearance_augment(video: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """uint8 `[..., 3]` (frames, or a reference stacked with its clip) -> the same pixels under one
+  colour map drawn from `rng`: a hue rotation by U(60, 300) degrees, a random channel order,
+  saturation x U(0.5, 1.5), contrast x U(0.6, 1.4) about mid-grey and brightness
+  + U(-0.15, 0.15) x 255, then clipped."""
+  grey = np.full((3, 3), 1 / 3)
+  saturation, contrast = rng.uniform(0.5, 1.5), rng.uniform(0.6, 1.4)
+  matrix = _hue_rotation(np.deg2rad(rng.uniform(60, 300)))
+  matrix = np.eye(3)[rng.permutation(3)] @ matrix
+  matrix = contrast * (grey + saturation * (np.eye(3) - grey)) @ matrix
+  offset = 127.5 * (1 - contrast) + rng.uniform(-0.15, 0.15) * 255
+  out = video.astype(np.float32) @ matrix.T.astype(np.float32) + np.float32(offset)
+  return np.clip(np.round(out), 0, 255).astype(np.uint8)

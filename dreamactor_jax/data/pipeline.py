@@ -10,6 +10,9 @@ Stage 1 (PAPER.md section 3): a clip of T = 1 + 4k frames at a stride, the refer
 first frame, or a random frame outside the clip), and the clip's keypoints, bone-scaled and
 box-normalised (augment.py), rendered as OpenPose skeletons (skeleton.py). Stage 2 (section 5): the
 bootstrap's triplets (stage2.py) with one crop and flip shared by target, reference and driving.
+Both stages can recolour a share of examples (`appearance_prob`): one colour map on the target and
+its reference, another on a stage-2 driving clip. With few identities the model otherwise learns
+their colours by heart instead of reading them from the reference.
 
 Batches and buckets. Every batch has one frame size: each record goes to the bucket nearest its
 aspect ratio (from the dataset's index, no frame read). For epoch e a generator seeded by
@@ -84,6 +87,7 @@ class DataConfig:
   bbox_fill: float = 0.9
   stage2_min_score: float | None = None
   stage2_flip_prob: float = 0.0
+  appearance_prob: float = 0.0
   text_len: int = 512
   text_dim: int = 4096
   max_retries: int = 16
@@ -111,6 +115,8 @@ class DataConfig:
       raise ValueError("data.frame_stride and data.stage2_frame_stride must be >= 1")
     if self.reference not in ("first", "outside"):
       raise ValueError(f"data.reference={self.reference!r}; expected 'first' or 'outside'")
+    if not 0.0 <= self.appearance_prob <= 1.0:
+      raise ValueError(f"data.appearance_prob={self.appearance_prob}; expected a probability in [0, 1]")
     if self.batch_size < 1:
       raise ValueError(f"data.batch_size={self.batch_size}; expected >= 1")
     parse_buckets(self.buckets)
@@ -263,6 +269,16 @@ class BatchLoader:
   def crop_offset(self, rng: np.random.Generator) -> tuple[float, float]:
     return (float(rng.random()), float(rng.random())) if self.config.random_crop else (0.5, 0.5)
 
+  def recolour(self, rng: np.random.Generator, out: dict[str, np.ndarray], driving: bool) -> None:
+    """With probability `appearance_prob`, one colour map on the target clip and its reference together
+    (augment.py), and with `driving` another, independent one on the driving clip."""
+    if not self.config.appearance_prob or rng.random() >= self.config.appearance_prob:
+      return  # nothing drawn at probability 0: the batches are those of a pipeline without the option
+    both = augment.appearance_augment(np.concatenate([out["reference"][None], out["video"]]), rng)
+    out["reference"][...], out["video"][...] = both[0], both[1:]
+    if driving:
+      out["driving"][...] = augment.appearance_augment(out["driving"], rng)
+
 
 class Stage1Loader(BatchLoader):
   """One stage-1 example: clip, reference, rendered skeletons (module docstring)."""
@@ -290,6 +306,7 @@ class Stage1Loader(BatchLoader):
     decode_jpegs([jpegs[f] for f in frames], box, size, out=out["video"])
     decode_jpeg(jpegs[reference], box, size, out=out["reference"])
     render_pose(pose, *size, threshold=config.pose_threshold, out=out["driving"])
+    self.recolour(rng, out, driving=False)  # a skeleton has no appearance to hide
     return {
         "caption": staging.text(record["caption"]),
         "fps": np.float32(record["fps"] / config.frame_stride),
@@ -314,6 +331,7 @@ class Stage2Loader(BatchLoader):
     decode_jpegs([record["target"][f] for f in frames], box, size, flip=flip, out=out["video"])
     decode_jpeg(record["reference"], box, size, flip=flip, out=out["reference"])
     decode_jpegs([driving[f] for f in frames], driving_box, size, flip=flip, out=out["driving"])
+    self.recolour(rng, out, driving=True)
     return {
         "caption": staging.text(record["caption"]),
         "fps": np.float32(record["fps"] / config.stage2_frame_stride),

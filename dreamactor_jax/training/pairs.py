@@ -14,10 +14,10 @@ identities included; `FolderReferences`: image files, identity = file stem, or t
 files in sub-folders (one of its images drawn per pair). A clip gets K identities other than A's, drawn
 from (seed, video id) as a prefix of one permutation, so a larger K extends a smaller one.
 
-Self pairs (off by default): the clip drives itself under `appearance_augment`, one affine colour
-map per clip applied to every frame alike (hue rotation, channel permutation, saturation, contrast,
-brightness), never a geometric change: PAPER.md Fig. 2's unspecified driving augmentation, and the
-way stage 2 sees motion of characters the stage-1 model cannot render (no keypoints).
+Self pairs (off by default): the clip drives itself under `augment.appearance_augment`, one affine
+colour map per clip applied to every frame alike (hue rotation, channel permutation, saturation,
+contrast, brightness), never a geometric change: PAPER.md Fig. 2's unspecified driving augmentation,
+and the way stage 2 sees motion of characters the stage-1 model cannot render (no keypoints).
 """
 
 from __future__ import annotations
@@ -236,27 +236,6 @@ def record_identities(source: staging.LazySource, rows: Sequence[dict], cache: P
 
 
 # ------------------------------------------------------------------------------- self pairs
-
-
-def _hue_rotation(angle: float) -> np.ndarray:
-  """`[3, 3]` rotation of RGB about the grey axis by `angle` radians."""
-  axis = np.ones(3) / np.sqrt(3.0)
-  cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-  return np.cos(angle) * np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * np.outer(axis, axis)
-
-
-def appearance_augment(video: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """uint8 `[T, H, W, 3]` -> the same frames under one colour map drawn from `rng` (module docstring):
-  a hue rotation by U(60, 300) degrees, a random channel order, saturation x U(0.5, 1.5), contrast
-  x U(0.6, 1.4) about mid-grey and brightness + U(-0.15, 0.15) x 255, then clipped."""
-  grey = np.full((3, 3), 1 / 3)
-  saturation, contrast = rng.uniform(0.5, 1.5), rng.uniform(0.6, 1.4)
-  matrix = _hue_rotation(np.deg2rad(rng.uniform(60, 300)))
-  matrix = np.eye(3)[rng.permutation(3)] @ matrix
-  matrix = contrast * (grey + saturation * (np.eye(3) - grey)) @ matrix
-  offset = 127.5 * (1 - contrast) + rng.uniform(-0.15, 0.15) * 255
-  out = video.astype(np.float32) @ matrix.T.astype(np.float32) + np.float32(offset)
-  return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 def augment_rng(seed: int, video_id: str) -> np.random.Generator:

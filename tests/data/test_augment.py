@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from dreamactor_jax.data.augment import (LIMB_SEGMENT, SEGMENTS, bone_scale_factors, clip_box, normalize_to_box,
-                                         scale_bones)
+from dreamactor_jax.data.augment import (LIMB_SEGMENT, SEGMENTS, appearance_augment, bone_scale_factors, clip_box,
+                                         normalize_to_box, scale_bones)
 from dreamactor_jax.data.keypoints import BODY_LIMBS, L_WRIST, NOSE, R_WRIST
 from tests.data.fake_videos import figure_pose
 
@@ -61,3 +61,26 @@ def test_box_normalisation_maps_the_clip_box_to_a_centred_box():
   # Position and scale of the input are gone: a moved, enlarged copy normalises to the same points.
   moved = pose.map_points(lambda xy: xy * 1.7 + 30)
   np.testing.assert_allclose(normalize_to_box(moved, 64, 96, fill=0.5).body, out.body, atol=1e-3)
+
+
+def assert_one_colour_map(before, after):
+  """`after` is `before` under one per-pixel colour map: equal colours stay equal, and it recoloured."""
+  before, after = before.reshape(-1, 3), after.reshape(-1, 3)
+  colours, inverse = np.unique(before, axis=0, return_inverse=True)
+  image = np.zeros_like(colours)
+  image[inverse.ravel()] = after
+  np.testing.assert_array_equal(image[inverse.ravel()], after)
+  assert len(colours) > 50 and np.abs(after.astype(int) - before).mean() > 5
+
+
+def test_appearance_augment_is_one_colour_map_and_no_geometry():
+  rng = np.random.default_rng(0)
+  frame = rng.integers(0, 256, (24, 40, 3), np.uint8)
+  video = np.stack([frame, np.roll(frame, (3, 5), axis=(0, 1)), frame[::-1]])
+  for seed in range(10):
+    out = appearance_augment(video, np.random.default_rng(seed))
+    assert out.shape == video.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[1], np.roll(out[0], (3, 5), axis=(0, 1)))  # per-pixel, same every frame
+    np.testing.assert_array_equal(out[2], out[0][::-1])
+    assert np.abs(out.astype(int) - video).mean() > 30  # strong: a hue rotation of 60-300 degrees at least
+    np.testing.assert_array_equal(out, appearance_augment(video, np.random.default_rng(seed)))

@@ -11,6 +11,7 @@ from dreamactor_jax.data.pipeline import BatchPlan, DataConfig, make_index, stag
 from dreamactor_jax.data.staging import DataError
 from dreamactor_jax.data.video import encode_jpeg, nearest_bucket, parse_buckets
 from tests.data.fake_videos import VIDEOS, figure_pose
+from tests.data.test_augment import assert_one_colour_map
 
 BATCH_KEYS = {"video", "reference", "driving", "text", "fps", "video_id"}
 
@@ -51,6 +52,18 @@ def test_stage1_batch_is_the_training_batch(stage1_data):
     assert batch["driving"].reshape(2, -1).any(-1).all() and not batch["driving"][:, :, 0, 0].any()
     np.testing.assert_array_equal(batch["text"][:, 0, 0], [len(f"a person {v}") for v in batch["video_id"]])
   assert len(captions) == 6
+
+
+def test_recolouring_maps_clip_and_reference_alike(stage1_data):
+  out, _ = stage1_data
+  config = tiny_config(out, random_crop=False, bone_scale_prob=0.0)
+  plain, recoloured = next(iter(stage1_dataset(config))), next(iter(stage1_dataset(
+      dataclasses.replace(config, appearance_prob=1.0))))
+  np.testing.assert_array_equal(recoloured["driving"], plain["driving"])  # the skeletons are untouched
+  np.testing.assert_array_equal(recoloured["reference"], recoloured["video"][:, 0])
+  for b in range(2):  # one map per example, on its reference and every frame
+    assert_one_colour_map(np.concatenate([plain["reference"][b, None], plain["video"][b]]),
+                          np.concatenate([recoloured["reference"][b, None], recoloured["video"][b]]))
 
 
 def test_reference_outside_the_clip_and_too_short_records(stage1_data):
@@ -182,6 +195,8 @@ def test_config_errors_name_the_field(stage1_data):
     DataConfig.from_config({"num_frames": 8})
   with pytest.raises(ValueError, match="data.buckets has 50x80; H and W must be positive multiples of 16"):
     DataConfig.from_config({"buckets": [[50, 80]]})
+  with pytest.raises(ValueError, match="data.appearance_prob=1.5; expected a probability in \\[0, 1\\]"):
+    DataConfig.from_config({"appearance_prob": 1.5})
   with pytest.raises(ValueError, match="config.data has unknown fields \\['frames'\\]"):
     DataConfig.from_config({"frames": 3})
   out, _ = stage1_data

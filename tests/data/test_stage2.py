@@ -6,6 +6,7 @@ import pytest
 from dreamactor_jax.data import stage2 as stage2_module
 from dreamactor_jax.data.pipeline import DataConfig, dataset_captions, stage2_dataset
 from dreamactor_jax.data.stage2 import open_stage2, write_stage2_dataset, written_stage2_keys
+from tests.data.test_augment import assert_one_colour_map
 
 
 def clip(frames, height, width, seed):
@@ -61,6 +62,15 @@ def test_write_resumes_and_the_pipeline_transforms_all_three_alike(tmp_path, mon
     assert batch["video"][:, :, :, 0, 0].mean() > batch["video"][:, :, :, -1, 0].mean()
   unflipped = next(iter(stage2_dataset(dataclasses.replace(config, stage2_flip_prob=0.0))))
   assert unflipped["video"][:, :, :, 0, 0].mean() < unflipped["video"][:, :, :, -1, 0].mean()
+
+  # Recoloured: one colour map on target and reference, another on the driving clip.
+  plain = next(iter(stage2_dataset(config)))
+  recoloured = next(iter(stage2_dataset(dataclasses.replace(config, appearance_prob=1.0))))
+  for b in range(2):
+    assert_one_colour_map(np.concatenate([plain["reference"][b, None], plain["video"][b]]),
+                          np.concatenate([recoloured["reference"][b, None], recoloured["video"][b]]))
+    assert_one_colour_map(plain["driving"][b], recoloured["driving"][b])
+    assert np.abs(recoloured["video"][b].astype(int) - recoloured["driving"][b]).mean() > 20
 
 
 def test_writer_rejects_bad_records(tmp_path):

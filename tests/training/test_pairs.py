@@ -1,11 +1,11 @@
-"""Clip plans, reference picks and the self pairs' colour augmentation (training/pairs.py)."""
+"""Clip plans and reference picks (training/pairs.py)."""
 
 import numpy as np
 import pytest
 
 from dreamactor_jax import media
-from dreamactor_jax.training.pairs import (FolderReferences, PairError, ReferencePool, appearance_augment, clip_stride,
-                                           plan_clips, record_identities)
+from dreamactor_jax.training.pairs import (FolderReferences, PairError, ReferencePool, clip_stride, plan_clips,
+                                           record_identities)
 
 
 def row(video_id, frames, height=48, width=80, fps=24.0, persons=1):
@@ -65,19 +65,6 @@ def test_folder_references(tmp_path):
     FolderReferences(tmp_path / "empty")
   with pytest.raises(PairError, match="--references .*missing is not a folder"):
     FolderReferences(tmp_path / "missing")
-
-
-def test_appearance_augment_is_one_colour_map_and_no_geometry():
-  rng = np.random.default_rng(0)
-  frame = rng.integers(0, 256, (24, 40, 3), np.uint8)
-  video = np.stack([frame, np.roll(frame, (3, 5), axis=(0, 1)), frame[::-1]])
-  for seed in range(10):
-    out = appearance_augment(video, np.random.default_rng(seed))
-    assert out.shape == video.shape and out.dtype == np.uint8
-    np.testing.assert_array_equal(out[1], np.roll(out[0], (3, 5), axis=(0, 1)))  # per-pixel, same every frame
-    np.testing.assert_array_equal(out[2], out[0][::-1])
-    assert np.abs(out.astype(int) - video).mean() > 30  # strong: a hue rotation of 60-300 degrees at least
-    np.testing.assert_array_equal(out, appearance_augment(video, np.random.default_rng(seed)))
 
 
 def test_identities_of_datasets_built_without_the_index_column(tmp_path):
