@@ -4,6 +4,7 @@ batch, the steps and the number of training identities, beside copy-the-referenc
   python benchmarks/demo_scaling.py --workdir runs/scaling/base                          # the demo's sizes
   python benchmarks/demo_scaling.py --workdir runs/scaling/w256b16 --dim 256 --heads 4 --ffn 768 --batch 16
   python benchmarks/demo_scaling.py --workdir runs/scaling/d3 --identities 126 --pairs-per-clip 1
+  python benchmarks/demo_scaling.py --workdir runs/scaling/aug --appearance-prob 0.5 --flip-prob 0.5
 
 Each run renders its own world (`--identities`), fits the codec, trains stage 1, bootstraps, trains
 stage 2 (the full layout; the motion_cache model and the bundle are left out) and scores copy-the-
@@ -46,21 +47,27 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--pairs-per-clip", type=int, default=demo.Recipe.pairs_per_clip,
                       help="bootstrap pairs per humanoid clip")
   parser.add_argument("--workers", type=int, default=None, help="data-loader processes (demo: 0)")
+  parser.add_argument("--patch", type=int, default=None, help="DiT patch height and width in latents (demo: 2)")
+  parser.add_argument("--appearance-prob", type=float, default=None,
+                      help="share of training examples recoloured, target and reference together (demo: 0)")
+  parser.add_argument("--flip-prob", type=float, default=None, help="stage 2's shared horizontal flip (demo: 0)")
   args = parser.parse_args(argv)
 
   recipe = dataclasses.replace(demo.Recipe(), identities=args.identities, pairs_per_clip=args.pairs_per_clip,
                                stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps)
   model = {key: value for key, value in dict(dim=args.dim, num_heads=args.heads, ffn_dim=args.ffn,
                                              num_layers=args.layers).items() if value is not None}
+  if args.patch is not None:
+    model["patch_size"] = (1, args.patch, args.patch)
+  data = {key: value for key, value in dict(batch_size=args.batch, num_workers=args.workers,
+                                            appearance_prob=args.appearance_prob,
+                                            stage2_flip_prob=args.flip_prob).items() if value is not None}
   workdir = Path(args.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
 
   def stage_config(name: str):
     config = demo.stage_config(name, workdir, recipe, **model)
-    if args.batch is not None:
-      config.data.batch_size = args.batch
-    if args.workers is not None:
-      config.data.num_workers = args.workers
+    config.data.update(data)
     return config
 
   def train_stage(name: str) -> None:
@@ -85,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
   summary = json.loads((workdir / "evaluation" / "results.json").read_text())["summary"]
   losses = {stage: json.loads((workdir / stage / "last_metrics.json").read_text())["loss"]
             for stage in ("stage1", "stage2")}
-  result = dict(recipe=dataclasses.asdict(recipe), model=model, batch=args.batch, losses=losses,
+  result = dict(recipe=dataclasses.asdict(recipe), model=model, data=data, losses=losses,
                 seconds=phases.times, device=jax.devices()[0].device_kind, summary=summary)
   (workdir / "scaling.json").write_text(json.dumps(result, indent=1))
-  print(f"{jax.devices()[0].device_kind}; model {model or 'as the demo'}, batch {args.batch or 'as the demo'}, "
+  print(f"{jax.devices()[0].device_kind}; model {model or 'as the demo'}, data {data or 'as the demo'}, "
         f"steps {recipe.stage1_steps}/{recipe.stage2_steps}, {recipe.identities} identities; "
         f"last loss stage 1 {losses['stage1']:.3f}, stage 2 {losses['stage2']:.3f}; "
         + ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in phases.times.items()))
