@@ -16,11 +16,13 @@ skeleton is then rendered at the output size (`skeleton.render_pose`).
 
 Appearance: one affine colour map applied to every pixel alike (hue rotation, channel permutation,
 saturation, contrast, brightness), never a geometric change. The bootstrap's self pairs drive a clip
-with its recoloured self; the training pipelines recolour a target clip and its reference together
+with its recoloured self; the training pipelines apply one map to a target clip and its reference
 (`DataConfig.appearance_prob`), so a character's colours can only come from its reference.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -111,16 +113,28 @@ def _hue_rotation(angle: float) -> np.ndarray:
   return np.cos(angle) * np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * np.outer(axis, axis)
 
 
-def appearance_augment(video: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """uint8 `[..., 3]` (frames, or a reference stacked with its clip) -> the same pixels under one
-  colour map drawn from `rng`: a hue rotation by U(60, 300) degrees, a random channel order,
+def colour_map(rng: np.random.Generator) -> Callable[..., np.ndarray]:
+  """One colour map drawn from `rng`: a hue rotation by U(60, 300) degrees, a random channel order,
   saturation x U(0.5, 1.5), contrast x U(0.6, 1.4) about mid-grey and brightness
-  + U(-0.15, 0.15) x 255, then clipped."""
+  + U(-0.15, 0.15) x 255. Returns `apply(pixels, out=None)`: uint8 `[..., 3]` -> the same shape,
+  mapped and clipped (into `out` when given, e.g. the pixels themselves)."""
   grey = np.full((3, 3), 1 / 3)
   saturation, contrast = rng.uniform(0.5, 1.5), rng.uniform(0.6, 1.4)
   matrix = _hue_rotation(np.deg2rad(rng.uniform(60, 300)))
   matrix = np.eye(3)[rng.permutation(3)] @ matrix
-  matrix = contrast * (grey + saturation * (np.eye(3) - grey)) @ matrix
-  offset = 127.5 * (1 - contrast) + rng.uniform(-0.15, 0.15) * 255
-  out = video.astype(np.float32) @ matrix.T.astype(np.float32) + np.float32(offset)
-  return np.clip(np.round(out), 0, 255).astype(np.uint8)
+  matrix = (contrast * (grey + saturation * (np.eye(3) - grey)) @ matrix).T.astype(np.float32)
+  offset = np.float32(127.5 * (1 - contrast) + rng.uniform(-0.15, 0.15) * 255)
+
+  def apply(pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    mapped = np.clip(np.round(pixels.astype(np.float32) @ matrix + offset), 0, 255)
+    if out is None:
+      return mapped.astype(np.uint8)
+    out[...] = mapped
+    return out
+
+  return apply
+
+
+def appearance_augment(video: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """uint8 `[..., 3]` -> the same pixels under one colour map drawn from `rng` (`colour_map`)."""
+  return colour_map(rng)(video)

@@ -274,10 +274,11 @@ class BatchLoader:
     (augment.py), and with `driving` another, independent one on the driving clip."""
     if not self.config.appearance_prob or rng.random() >= self.config.appearance_prob:
       return  # nothing drawn at probability 0: the batches are those of a pipeline without the option
-    both = augment.appearance_augment(np.concatenate([out["reference"][None], out["video"]]), rng)
-    out["reference"][...], out["video"][...] = both[0], both[1:]
+    recolour = augment.colour_map(rng)
+    recolour(out["reference"], out=out["reference"])
+    recolour(out["video"], out=out["video"])
     if driving:
-      out["driving"][...] = augment.appearance_augment(out["driving"], rng)
+      augment.colour_map(rng)(out["driving"], out=out["driving"])
 
 
 class Stage1Loader(BatchLoader):
