@@ -8,6 +8,10 @@ elsewhere a blockwise kernel with an online softmax whose working set is one hea
 saved log-sum-exp, as flash attention does). The UMT5 text encoder (unscaled scores plus a
 position bias and key mask, at 512 tokens) uses the XLA kernel with `bias`.
 
+With `return_lse`, attention also returns each query's log-sum-exp, so attentions of the same
+queries over disjoint key sets merge exactly (`merge_partials`, re-exported from parallel/attention.py): how the Wan-Animate-2 layout adds
+per-frame driving keys to full self-attention without a mask (models/dit.py).
+
 Under a sharding plan (`parallel.ShardingPlan.activate`), the core runs inside `shard_map` with
 tokens split over the context axis (Ulysses or ring, `parallel/attention.py`); model code calls
 `attention()` the same way either way.
@@ -22,7 +26,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from dreamactor_jax.parallel.attention import sharded_attention
+from dreamactor_jax.parallel.attention import merge_partials, sharded_attention
 from dreamactor_jax.parallel.rules import current_plan
 
 Implementation = Literal["auto", "xla", "cudnn", "splash", "blockwise"]
@@ -39,25 +43,33 @@ _MASKED = -1e30
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: Implementation = "auto",
               block_q: int = 1024, block_kv: int = 4096, bias: jax.Array | None = None,
-              scale: float | None = None, kv_tokens: KVTokens = "tokens") -> jax.Array:
+              scale: float | None = None, kv_tokens: KVTokens = "tokens", return_lse: bool = False
+              ) -> jax.Array | tuple[jax.Array, jax.Array]:
   """Softmax attention. q `[B, Lq, N, K]`, k and v `[B, Lk, N, K]` -> `[B, Lq, N, K]` in q's dtype.
 
   `bias` (broadcastable to `[B, N, Lq, Lk]`, added to the fp32 scores) carries position biases and
   key masks, as UMT5 needs; `scale` multiplies q.k (default 1/sqrt(K); UMT5 uses 1). A bias means
   the full score matrix exists anyway, so "auto" then picks the XLA kernel (and a sharding plan
   leaves its partitioning to XLA). `kv_tokens` names the key token axis for the sharding plan.
+
+  `return_lse`: returns (out, lse) with lse `[B, Lq, N]` fp32, the natural log of each query's sum
+  of exp(scores). Only the blockwise kernel differentiates through lse: cuDNN's and splash's lse
+  carry no gradient (their backward drops it), so train through it with implementation="blockwise".
   """
   plan = current_plan()
   if bias is not None:
+    if return_lse:
+      raise ValueError("attention(bias=...) does not return the log-sum-exp; drop return_lse or the bias")
     if implementation not in ("auto", "xla", "cudnn"):
       raise ValueError(f"attention(implementation={implementation!r}) takes no bias; use 'xla' or 'auto'")
     return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale,
                                         implementation="xla" if implementation == "auto" else implementation
                                         ).astype(q.dtype)
   platform = plan.platform if plan is not None else jax.default_backend()
-  options = dict(implementation=implementation, platform=platform, block_q=block_q, block_kv=block_kv, scale=scale)
+  options = dict(implementation=implementation, platform=platform, block_q=block_q, block_kv=block_kv, scale=scale,
+                 return_lse=return_lse)
   if plan is not None and plan.mesh.size > 1:
-    return sharded_attention(q, k, v, plan=plan, kv_tokens=kv_tokens,
+    return sharded_attention(q, k, v, plan=plan, kv_tokens=kv_tokens, return_lse=return_lse,
                              core=functools.partial(_core, **options),
                              core_with_lse=functools.partial(_core_with_lse, block_q=block_q, block_kv=block_kv,
                                                              scale=scale, one_head=platform == "cpu"))
@@ -65,28 +77,36 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: Imple
 
 
 def _core(q, k, v, kv_len, *, implementation: Implementation, platform: str, block_q: int, block_kv: int,
-          scale: float | None) -> jax.Array:
-  """Unsharded attention; keys at positions >= kv_len (int32 scalar or None: all real) are masked."""
+          scale: float | None, return_lse: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+  """Unsharded attention; keys at positions >= kv_len (int32 scalar or None: all real) are masked.
+
+  Returns out, or (out, lse `[B, Lq, N]` fp32) with `return_lse`.
+  """
   if implementation == "auto":
-    implementation = _pick_implementation(q, k, platform)
+    implementation = _pick_implementation(q, k, platform, return_lse=return_lse)
   if implementation == "blockwise":
-    return _core_with_lse(q, k, v, kv_len, block_q=block_q, block_kv=block_kv, scale=scale,
-                          one_head=platform == "cpu")[0]
+    out, lse = _core_with_lse(q, k, v, kv_len, block_q=block_q, block_kv=block_kv, scale=scale,
+                              one_head=platform == "cpu")
+    return (out, lse) if return_lse else out
   if implementation == "splash":
-    return _splash_attention(q, k, v, kv_len, scale=scale, interpret=platform != "tpu")
+    return _splash_attention(q, k, v, kv_len, scale=scale, interpret=platform != "tpu", return_lse=return_lse)
   lengths = None if kv_len is None else jnp.full((q.shape[0],), kv_len, jnp.int32)
-  return jax.nn.dot_product_attention(q, k, v, scale=scale, key_value_seq_lengths=lengths,
-                                      implementation=implementation).astype(q.dtype)
+  result = jax.nn.dot_product_attention(q, k, v, scale=scale, key_value_seq_lengths=lengths,
+                                        implementation=implementation, return_residual=return_lse)
+  if return_lse:
+    return result[0].astype(q.dtype), result[1].astype(jnp.float32)
+  return result.astype(q.dtype)
 
 
-def _pick_implementation(q: jax.Array, k: jax.Array, platform: str | None = None) -> str:
+def _pick_implementation(q: jax.Array, k: jax.Array, platform: str | None = None, *, return_lse: bool = False) -> str:
   platform = platform or jax.default_backend()
   if platform == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16) and q.shape[-1] <= 128:
     return "cudnn"
   if platform == "tpu":
     return "splash"
   batch, q_len, heads, _ = q.shape
-  if batch * heads * q_len * k.shape[1] * 4 <= _FULL_SCORES_LIMIT:
+  # XLA's log-sum-exp is in the input dtype and carries no gradient: the blockwise kernel's does.
+  if not return_lse and batch * heads * q_len * k.shape[1] * 4 <= _FULL_SCORES_LIMIT:
     return "xla"
   return "blockwise"
 
@@ -95,9 +115,10 @@ def _round_up(length: int, multiple: int) -> int:
   return -(-length // multiple) * multiple
 
 
-def _splash_attention(q, k, v, kv_len, *, scale: float | None, interpret: bool) -> jax.Array:
+def _splash_attention(q, k, v, kv_len, *, scale: float | None, interpret: bool, return_lse: bool = False):
   """Pallas splash attention (TPU; `interpret` runs it anywhere, slowly). Pads tokens to its tiles
-  and masks padded keys with segment ids (queries segment 0, padded keys segment 1)."""
+  and masks padded keys with segment ids (queries segment 0, padded keys segment 1). Returns out,
+  or (out, lse `[B, Lq, N]` fp32) with `return_lse`."""
   from jax.experimental.pallas.ops.tpu import splash_attention as splash  # noqa: PLC0415 (TPU only)
 
   batch, q_len, heads, head_dim = q.shape
@@ -116,10 +137,14 @@ def _splash_attention(q, k, v, kv_len, *, scale: float | None, interpret: bool) 
                             block_kv_dkv=block_kv, block_kv_dkv_compute=block_kv, block_q_dq=block_q,
                             block_kv_dq=block_kv)
   mask = splash.MultiHeadMask([splash.FullMask((q_pad, kv_pad))] * heads)
-  kernel = splash.make_splash_mha_single_device(mask, block_sizes=sizes, interpret=interpret)
-  out = jax.vmap(kernel, in_axes=(0, 0, 0, None))(heads_first(q * scale, q_pad).astype(q.dtype),
-                                                  heads_first(k, kv_pad), heads_first(v, kv_pad), segment_ids)
-  return out.transpose(0, 2, 1, 3)[:, :q_len].astype(q.dtype)
+  kernel = splash.make_splash_mha_single_device(mask, block_sizes=sizes, interpret=interpret,
+                                                save_residuals=return_lse)
+  result = jax.vmap(kernel, in_axes=(0, 0, 0, None))(heads_first(q * scale, q_pad).astype(q.dtype),
+                                                     heads_first(k, kv_pad), heads_first(v, kv_pad), segment_ids)
+  out = (result[0] if return_lse else result).transpose(0, 2, 1, 3)[:, :q_len].astype(q.dtype)
+  if return_lse:
+    return out, result[1][0].transpose(0, 2, 1)[:, :q_len].astype(jnp.float32)  # B N L -> B L N
+  return out
 
 
 def _fitting_block(length: int, block: int) -> int:
@@ -287,3 +312,37 @@ _flash.defvjp(_flash_fwd, _flash_bwd)
 def _pad(x: jax.Array, length: int) -> jax.Array:
   """Zero-pads the token axis (1) of `[B, L, N, K]` to `length`."""
   return jnp.pad(x, ((0, 0), (0, length - x.shape[1]), (0, 0), (0, 0)))
+
+
+def frame_aligned_attention(q: jax.Array, k: jax.Array, v: jax.Array, frame_k: jax.Array, frame_v: jax.Array, *,
+                            key_log_scale: float = 0.0, implementation: Implementation = "auto") -> jax.Array:
+  """Self-attention of F equal frames plus, per frame j >= 1, the F - 1 extra frames' frame j - 1.
+
+  q, k, v `[B, F*T, N, K]` (T tokens a frame); frame_k, frame_v `[B, (F-1)*T, N, K]` -> `[B, F*T, N, K]`.
+  Query frame j attends to all of k plus frame j - 1 of frame_k (frame 0: none), as the
+  Wan-Animate-2 generation pass does. No mask: one attention over k, one per-frame attention with
+  the frames folded into the batch, merged by log-sum-exp; memory stays linear in the tokens, and
+  each part runs on the platform kernel (and its context-parallel split under a sharding plan).
+  `key_log_scale` (DiffSynth's `log_scale`) adds that much to every query's scores of k's frame 1,
+  as a third part of the merge.
+  """
+  batch, length, heads, depth = q.shape
+  per_frame = length - frame_k.shape[1]
+  if per_frame <= 0 or length % per_frame or frame_k.shape != frame_v.shape or k.shape[1] != length:
+    raise ValueError(f"frame_aligned_attention: q {q.shape} and k {k.shape} must hold one frame more than frame_k "
+                     f"{frame_k.shape} and frame_v {frame_v.shape}, of equally many tokens")
+  frames = length // per_frame
+  full = functools.partial(attention, implementation=implementation, return_lse=True)
+  if key_log_scale:
+    # Frame 1's keys apart from the others, their log-sum-exp shifted by the bias.
+    first = slice(per_frame, 2 * per_frame)
+    rest = lambda x: jnp.concatenate([x[:, :per_frame], x[:, 2 * per_frame:]], axis=1)
+    biased_out, biased_lse = full(q, k[:, first], v[:, first])
+    out, lse = merge_partials([full(q, rest(k), rest(v)), (biased_out, biased_lse + key_log_scale)])
+  else:
+    out, lse = full(q, k, v)
+  fold = lambda x: x.reshape(batch * (frames - 1), per_frame, heads, depth)  # frames into the batch
+  frame_out, frame_lse = full(fold(q[:, per_frame:]), fold(frame_k), fold(frame_v))
+  later, _ = merge_partials([(out[:, per_frame:], lse[:, per_frame:]),
+                             (frame_out.reshape(batch, -1, heads, depth), frame_lse.reshape(batch, -1, heads))])
+  return jnp.concatenate([out[:, :per_frame].astype(jnp.float32), later], axis=1).astype(q.dtype)

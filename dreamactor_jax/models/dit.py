@@ -14,6 +14,16 @@ denoising step then runs only the left (generated) half, whose queries attend to
 the cached ones. Both passes use the same blocks: a block takes optional extra keys/values and
 returns its own. RoPE positions are those of the full canvas (motion columns start at W/2 tokens),
 so the result equals a full-canvas forward in which motion queries see only motion keys.
+
+The `animate2` layout is Wan-Animate-2's (ANIMATE2.md), with the same two calls. `encode_motion`
+runs the driving latents `[B, Fd, H, W, 36]` (4 all-ones mask channels and the driving latents as
+condition) at timestep `motion_timestep` (1), with RoPE at (`refer_offset_t`, `_h`, `_w`), -1
+meaning that axis' size of the driving token grid, frames `refer_stride` apart. `__call__` runs
+the generation latents `[B, 1 + Fd, H, W, 36]` (a leading reference-image frame, then the video
+frames) with RoPE at 0: every query attends to all generation keys and, from frame j >= 1, to the
+cached driving frame j - 1 (`attention.frame_aligned_attention`: no mask, memory linear in the
+tokens). `unconditional` samples skip `unconditional_skip_layers` (block 9 in both references);
+`key_log_scale` is DiffSynth's bias on the keys of generation frame 1 (diffusers has none: 0).
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dreamactor_jax.models.attention import Implementation, attention
+from dreamactor_jax.models.attention import Implementation, attention, frame_aligned_attention
 from dreamactor_jax.models.config import ModelConfig
 from dreamactor_jax.models.layers import Dense, LayerNorm, LoRA, RMSNorm, gelu_exact, gelu_tanh, param
 from dreamactor_jax.models.lora import lora_layers
@@ -35,8 +45,8 @@ from dreamactor_jax.models.rope import RopeTables, apply_rope, rope_tables
 from dreamactor_jax.parallel.rules import constrain
 
 RematPolicy = Literal["none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"]
-# full: the paper's attention over the whole canvas; motion_cache: see the module docstring.
-AttentionLayout = Literal["full", "motion_cache"]
+# full: the paper's attention over the whole canvas; motion_cache, animate2: see the module docstring.
+AttentionLayout = Literal["full", "motion_cache", "animate2"]
 KeysValues = tuple[jax.Array, jax.Array]  # self-attention keys and values, each [B, L, N, K]
 
 # Wan's text encoder context is always padded to this many tokens (WAN.md).
@@ -69,6 +79,15 @@ class DiTConfig(ModelConfig):
   lora_dtype: str = "float32"  # adapter parameter dtype, fp32 also under a bf16 base
   layout: AttentionLayout = "full"  # read by the sampler and trainer: whether to use encode_motion
   motion_timestep: float = 0.0  # timestep at which encode_motion runs the motion half by default
+  # animate2: RoPE position of the driving tokens' first (frame, row, column), -1 = that axis' size
+  # of the driving token grid, and the position step between driving frames.
+  refer_offset_t: int = 1
+  refer_offset_h: int = 0
+  refer_offset_w: int = -1
+  refer_stride: int = 1
+  unconditional_skip_layers: tuple[int, ...] = ()  # blocks that `unconditional` samples skip ((9,): Animate-2)
+  key_log_scale: float = 0.0  # animate2: score bias on generation frame 1's keys (DiffSynth's log_scale); 0: off
+  text_len: int | None = None  # text zero-padded to this many tokens, as Wan does (512); None: used as given
 
   def __post_init__(self):
     if isinstance(self.lora_targets, str):  # "ffn,self_attn" from a command line
@@ -78,8 +97,20 @@ class DiTConfig(ModelConfig):
     if self.lora_rank and not self.lora_targets:
       raise ValueError(f"model.lora_rank={self.lora_rank} needs at least one group in model.lora_targets")
     lora_layers(self.lora_targets)
-    if self.layout not in ("full", "motion_cache"):
-      raise ValueError(f"model.layout={self.layout!r} is not one of 'full', 'motion_cache'")
+    if self.layout not in ("full", "motion_cache", "animate2"):
+      raise ValueError(f"model.layout={self.layout!r} is not one of 'full', 'motion_cache', 'animate2'")
+    if isinstance(self.unconditional_skip_layers, str):  # "9" or "9,10" from a command line
+      object.__setattr__(self, "unconditional_skip_layers",
+                         tuple(int(i) for i in self.unconditional_skip_layers.split(",") if i))
+    if any(not 0 <= i < self.num_layers for i in self.unconditional_skip_layers):
+      raise ValueError(f"model.unconditional_skip_layers={self.unconditional_skip_layers} must be block indices in "
+                       f"0..{self.num_layers - 1}")
+    offsets = (self.refer_offset_t, self.refer_offset_h, self.refer_offset_w)
+    if min(offsets) < -1 or self.refer_stride < 1:
+      raise ValueError(f"model.refer_offset_t/h/w={offsets} must be >= 0 or -1 (the grid size) and "
+                       f"model.refer_stride={self.refer_stride} >= 1")
+    if self.text_len is not None and self.text_len < 1:
+      raise ValueError(f"model.text_len={self.text_len} must be >= 1 or None (text used as given)")
 
   @property
   def head_dim(self) -> int:
@@ -155,11 +186,13 @@ class Attention(nnx.Module):
     return k, self._heads(self.v(source))
 
   def __call__(self, x: jax.Array, *, context: jax.Array | None = None, rope: RopeTables | None = None,
-               image_context: jax.Array | None = None, keys_values: KeysValues | None = None) -> jax.Array:
+               image_context: jax.Array | None = None, keys_values: KeysValues | None = None,
+               frame_keys_values: KeysValues | None = None, key_log_scale: float = 0.0) -> jax.Array:
     """x `[B, L, D]`; context `[B, Lc, D]`; image_context `[B, Li, D]` -> `[B, L, D]`.
 
     Keys and values are `keys_values` (`[B, Lk, N, K]` each) when given, else those of `context`,
-    else those of x (with RoPE).
+    else those of x (with RoPE). `frame_keys_values` (`[B, L - L/F, N, K]`, the animate2 driving
+    cache): x's frame j also attends to its frame j - 1 (`frame_aligned_attention`).
     """
     q = self._heads(self.norm_q(self.q(x)))
     if rope is not None:
@@ -167,7 +200,11 @@ class Attention(nnx.Module):
     if keys_values is None:
       keys_values = self.keys_values(x if context is None else context, rope=rope)
     k, v = keys_values
-    out = attention(q, k, v, implementation=self.implementation, kv_tokens="tokens" if context is None else "kv")
+    if frame_keys_values is not None:
+      out = frame_aligned_attention(q, k, v, *frame_keys_values, key_log_scale=key_log_scale,
+                                    implementation=self.implementation)
+    else:
+      out = attention(q, k, v, implementation=self.implementation, kv_tokens="tokens" if context is None else "kv")
     if self.image_branch:
       image_k = self._heads(self.norm_image_k(self.image_k(image_context)))
       image_v = self._heads(self.image_v(image_context))
@@ -194,21 +231,29 @@ class Block(nnx.Module):
                    dtype=jnp.dtype(config.dtype), param_dtype=pdtype, rngs=rngs,
                    lora=config.lora if "ffn.up" in adapted else None)
     self.dtype = jnp.dtype(config.dtype)
+    self.frame_aligned = config.layout == "animate2"
+    self.key_log_scale = config.key_log_scale
 
   def __call__(self, x: jax.Array, *, time_mod: jax.Array, context: jax.Array, rope: RopeTables,
                image_context: jax.Array | None, cached: KeysValues | None = None) -> tuple[jax.Array, KeysValues]:
     """x `[B, L, D]` fp32 residual stream; time_mod `[B, 6, D]` fp32; rope for x's tokens.
 
     `cached` keys and values (`[B, Lc, N, K]` each, e.g. the motion cache) are attended to by x's
-    queries beside x's own. Returns the new x `[B, L, D]` fp32 and x's own self-attention keys and
+    queries beside x's own: all of them, or with the animate2 layout frame by frame
+    (`frame_aligned_attention`). Returns the new x `[B, L, D]` fp32 and x's own self-attention keys and
     values `[B, L, N, K]` (what `encode_motion` caches).
     """
     shift, scale, gate, ffn_shift, ffn_scale, ffn_gate = jnp.split(
         self.modulation[...].astype(jnp.float32)[None] + time_mod, 6, axis=1)
     h = (self.norm_self(x) * (1 + scale) + shift).astype(self.dtype)
     own = self.self_attn.keys_values(h, rope=rope)
-    keys_values = own if cached is None else tuple(jnp.concatenate(pair, axis=1) for pair in zip(own, cached))
-    x = x + self.self_attn(h, rope=rope, keys_values=keys_values).astype(jnp.float32) * gate
+    if self.frame_aligned:
+      attended = self.self_attn(h, rope=rope, keys_values=own, frame_keys_values=cached,
+                                key_log_scale=self.key_log_scale)
+    else:
+      keys_values = own if cached is None else tuple(jnp.concatenate(pair, axis=1) for pair in zip(own, cached))
+      attended = self.self_attn(h, rope=rope, keys_values=keys_values)
+    x = x + attended.astype(jnp.float32) * gate
     h = self.norm_cross(x).astype(self.dtype)
     x = x + self.cross_attn(h, context=context, image_context=image_context).astype(jnp.float32)
     h = (self.norm_ffn(x) * (1 + ffn_scale) + ffn_shift).astype(self.dtype)
@@ -234,10 +279,14 @@ class ImageEmbedder(nnx.Module):
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class MotionCache:
-  """Self-attention keys and values of the motion (right) half of the canvas, per layer.
+  """Self-attention keys and values of the motion tokens, per layer: the canvas's motion (right)
+  half (`motion_cache`) or the driving video (`animate2`).
 
   k, v: `[layers, B, Lm, N, K]` (logical axes layers, batch, tokens, act_heads, kv), after the
-  key RMSNorm and RoPE at the motion half's canvas positions; `grid`: its token grid `(F, H, W)`.
+  key RMSNorm and RoPE at the motion tokens' positions; `grid`: their token grid `(F, H, W)`.
+  diffusers caches Animate-2's keys before RoPE and rotates them at the same driving positions
+  in every step; rotating once here gives the same keys (RoPE of a key depends only on its
+  position) and saves that work per step and layer.
   """
 
   k: jax.Array
@@ -258,8 +307,8 @@ class _Conditioning:
 class WanDiT(nnx.Module):
   """Wan2.1 DiT: `model(latents, timestep, text, image_context=None) -> velocity`.
 
-  With the `motion_cache` layout: `cache = model.encode_motion(motion_latents, text)` once per
-  sample, then `model(left_latents, timestep, text, motion=cache)` per step (module docstring).
+  With the `motion_cache` or `animate2` layout: `cache = model.encode_motion(motion_latents, text)`
+  once per sample, then `model(latents, timestep, text, motion=cache)` per step (module docstring).
   """
 
   def __init__(self, config: DiTConfig, *, rngs: nnx.Rngs):
@@ -293,26 +342,39 @@ class WanDiT(nnx.Module):
                       dtype=dtype, param_dtype=pdtype, rngs=rngs)
 
   def __call__(self, latents: jax.Array, timestep: jax.Array, text: jax.Array, *,
-               image_context: jax.Array | None = None, motion: MotionCache | None = None) -> jax.Array:
+               image_context: jax.Array | None = None, motion: MotionCache | None = None,
+               unconditional: bool | jax.Array = False) -> jax.Array:
     """Predicts the flow velocity.
 
     latents `[B, F, H, W, C_in]`; timestep `[B]` in 0..1000; text `[B, Lt, text_dim]` (UMT5
-    states, zero-padded); image_context `[B, Li, image_dim]` CLIP tokens for I2V models.
-    With `motion` (from `encode_motion`), latents are the canvas's left half only; its queries
-    attend to the cached motion keys too, and its RoPE positions are the canvas's left columns.
-    Returns `[B, F, H, W, C_out]` fp32.
+    states; zero-padded to `text_len` when set); image_context `[B, Li, image_dim]` CLIP tokens
+    for I2V models. With `motion` (from `encode_motion`) and the `motion_cache` layout, latents
+    are the canvas's left half only; its queries attend to the cached motion keys too, and its
+    RoPE positions are the canvas's left columns. With the `animate2` layout (`motion` required),
+    latents hold the reference frame and then one frame per cached driving frame (module
+    docstring). `unconditional` (a bool, or `[B]` bools so that one call batches both guidance
+    branches): those samples skip the blocks `unconditional_skip_layers`. Returns
+    `[B, F, H, W, C_out]` fp32.
     """
+    config = self.config
     grid = self._check_inputs(latents, image_context)
+    batch = latents.shape[0]
+    if config.layout == "animate2" and motion is None:
+      raise ValueError("model.layout='animate2' needs motion=model.encode_motion(driving, text_d, ...)")
     if motion is not None:
-      expected = (self.config.num_layers, latents.shape[0])
-      if motion.grid != grid or motion.k.shape[:2] != expected:
+      expected = (config.num_layers, batch)
+      fits = (grid[0] - 1, *grid[1:]) if config.layout == "animate2" else grid
+      if motion.grid != fits or motion.k.shape[:2] != expected:
         raise ValueError(f"latents {latents.shape} (token grid {grid}) do not fit the motion cache of grid "
-                         f"{motion.grid}, shape {motion.k.shape}: the canvas halves must be equally large and the "
-                         f"cache must hold [num_layers={expected[0]}, B={expected[1]}, ...]")
+                         f"{motion.grid}, shape {motion.k.shape}: it must have token grid {fits} "
+                         f"(layout {config.layout!r}) and hold [num_layers={expected[0]}, B={expected[1]}, ...]")
+    skip = None
+    if config.unconditional_skip_layers and not (isinstance(unconditional, bool) and not unconditional):
+      skip = jnp.broadcast_to(jnp.asarray(unconditional, bool), (batch,))
     conditioning = self._conditioning(timestep, text, image_context)
-    rope = rope_tables(grid, self.config.head_dim, theta=self.config.rope_theta)
+    rope = rope_tables(grid, config.head_dim, theta=config.rope_theta)
     cached = None if motion is None else (motion.k, motion.v)
-    x, _ = self._run_blocks(self._patchify(latents), conditioning, rope, cached=cached, collect=False)
+    x, _ = self._run_blocks(self._patchify(latents), conditioning, rope, cached=cached, collect=False, skip=skip)
 
     shift, scale = jnp.split(self.head_modulation[...].astype(jnp.float32)[None] + conditioning.temb[:, None], 2,
                              axis=1)
@@ -321,20 +383,29 @@ class WanDiT(nnx.Module):
 
   def encode_motion(self, motion_latents: jax.Array, text: jax.Array, *, timestep: jax.Array | None = None,
                     image_context: jax.Array | None = None) -> MotionCache:
-    """Runs the canvas's motion (right) half alone and caches every layer's self-attention keys/values.
+    """Runs the motion tokens alone and caches every layer's self-attention keys/values.
 
-    motion_latents `[B, F, H, W, C_in]`: the right half of the DiT input, by default the clean
-    driving latents as the noisy channels (mask 1, condition = driving latents); timestep `[B]`
-    (default `model.motion_timestep` for all); text and image_context as in `__call__` (batch the
-    unconditional prompt in too when sampling with guidance). Its RoPE positions are the canvas's
-    right columns, W/2 tokens on. Returns the `MotionCache` for `__call__(left_latents, ...,
-    motion=cache)`; the motion half's own output is never computed.
+    motion_latents `[B, F, H, W, C_in]`: with `motion_cache`, the right half of the DiT input, by
+    default the clean driving latents as the noisy channels (mask 1, condition = driving latents),
+    at RoPE positions of the canvas's right columns, W/2 tokens on; with `animate2`, the driving
+    latents plus 4 all-ones mask channels and the driving latents again as condition, at RoPE
+    positions `refer_offset_*` and `refer_stride`. timestep `[B]` (default `model.motion_timestep`
+    for all: 1 for Animate-2); text and image_context as in `__call__` (their own: the driving
+    prompt and CLIP tokens; with `motion_cache`, batch the unconditional prompt in too when
+    sampling with guidance). Returns the `MotionCache` for `__call__(latents, ..., motion=cache)`;
+    the motion tokens' own output is never computed.
     """
+    config = self.config
     grid = self._check_inputs(motion_latents, image_context)
     if timestep is None:
-      timestep = jnp.full((motion_latents.shape[0],), self.config.motion_timestep, jnp.float32)
+      timestep = jnp.full((motion_latents.shape[0],), config.motion_timestep, jnp.float32)
     conditioning = self._conditioning(timestep, text, image_context)
-    rope = rope_tables(grid, self.config.head_dim, theta=self.config.rope_theta, offset=(0, 0, grid[2]))
+    if config.layout == "animate2":
+      offsets = (config.refer_offset_t, config.refer_offset_h, config.refer_offset_w)
+      offset, stride = tuple(size if o == -1 else o for o, size in zip(offsets, grid)), (config.refer_stride, 1, 1)
+    else:
+      offset, stride = (0, 0, grid[2]), (1, 1, 1)
+    rope = rope_tables(grid, config.head_dim, theta=config.rope_theta, offset=offset, stride=stride)
     _, (k, v) = self._run_blocks(self._patchify(motion_latents), conditioning, rope, cached=None, collect=True)
     return MotionCache(k, v, grid)
 
@@ -353,16 +424,22 @@ class WanDiT(nnx.Module):
 
   def _conditioning(self, timestep: jax.Array, text: jax.Array, image_context: jax.Array | None) -> _Conditioning:
     config = self.config
+    if config.text_len is not None:
+      if text.shape[1] > config.text_len:
+        raise ValueError(f"text {text.shape} has more than model.text_len={config.text_len} tokens")
+      text = jnp.pad(text, ((0, 0), (0, config.text_len - text.shape[1]), (0, 0)))
     temb = self.time_embed(timestep_sinusoid(timestep, config.freq_dim))  # B D fp32
     time_mod = self.time_proj(jax.nn.silu(temb)).reshape(timestep.shape[0], 6, config.dim)
     image_tokens = self.image_embed(image_context) if self.image_embed is not None else None
     return _Conditioning(temb, time_mod, constrain(self.text_embed(text), ("batch", "kv", "act_embed")), image_tokens)
 
   def _run_blocks(self, tokens: jax.Array, conditioning: _Conditioning, rope: RopeTables, *,
-                  cached: KeysValues | None, collect: bool) -> tuple[jax.Array, KeysValues | None]:
+                  cached: KeysValues | None, collect: bool, skip: jax.Array | None = None
+                  ) -> tuple[jax.Array, KeysValues | None]:
     """Scans the blocks over tokens `[B, L, D]` fp32.
 
-    `cached`: per-layer keys/values `[layers, B, Lc, N, K]` the queries also attend to. Returns the
+    `cached`: per-layer keys/values `[layers, B, Lc, N, K]` the queries also attend to. `skip`
+    `[B]` bool: those samples pass the blocks `unconditional_skip_layers` unchanged. Returns the
     tokens and, when `collect`, every layer's own keys/values `[layers, B, L, N, K]` (else None).
     """
     # A plain jax.lax.scan over the split stack (not nnx.scan): it accepts parameters of any trace
@@ -371,16 +448,20 @@ class WanDiT(nnx.Module):
     # Tokens and the RoPE tables of the whole grid are split over devices alike (parallel/).
     tokens, rope = constrain(tokens, ("batch", "tokens", "act_embed")), constrain(rope, ("tokens", None))
 
+    skipped_layers = jnp.asarray(self.config.unconditional_skip_layers, jnp.int32)
+
     def apply_block(x: jax.Array, layer) -> tuple[jax.Array, KeysValues | None]:
-      params, layer_cached = layer
-      x, own = nnx.merge(graphdef, params)(x, time_mod=conditioning.time_mod, context=conditioning.context,
-                                           rope=rope, image_context=conditioning.image_tokens, cached=layer_cached)
-      return constrain(x, ("batch", "tokens", "act_embed")), (own if collect else None)
+      params, layer_cached, index = layer
+      out, own = nnx.merge(graphdef, params)(x, time_mod=conditioning.time_mod, context=conditioning.context,
+                                             rope=rope, image_context=conditioning.image_tokens, cached=layer_cached)
+      if skip is not None:  # a per-sample select, so both guidance branches share one call
+        out = jnp.where((skip & jnp.any(index == skipped_layers))[:, None, None], x, out)
+      return constrain(out, ("batch", "tokens", "act_embed")), (own if collect else None)
 
     if self.config.remat != "none":
       policy = None if self.config.remat == "full" else getattr(jax.checkpoint_policies, self.config.remat)
       apply_block = jax.checkpoint(apply_block, policy=policy, prevent_cse=False)
-    return jax.lax.scan(apply_block, tokens, (stacked, cached))
+    return jax.lax.scan(apply_block, tokens, (stacked, cached, jnp.arange(self.config.num_layers)))
 
   def _patchify(self, latents: jax.Array) -> jax.Array:
     """`[B, F, H, W, C] -> [B, L, D]` fp32: the stride-equals-kernel Conv3d as one matmul."""

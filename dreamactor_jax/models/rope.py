@@ -30,17 +30,17 @@ def axis_dims(head_dim: int) -> tuple[int, int, int]:
 
 
 def rope_tables(grid: tuple[int, int, int], head_dim: int, *, theta: float = 10000.0,
-                offset: tuple[int, int, int] = (0, 0, 0)) -> RopeTables:
-  """Rotation tables for a token grid `(F, H, W)` starting at position `offset`.
+                offset: tuple[int, int, int] = (0, 0, 0), stride: tuple[int, int, int] = (1, 1, 1)) -> RopeTables:
+  """Rotation tables for a token grid `(F, H, W)`: token i of an axis sits at `offset + stride * i`.
 
   Returns cos/sin of shape `[F*H*W, head_dim // 2]`.
   """
   if head_dim % 2 or any(d % 2 for d in axis_dims(head_dim)):
     raise ValueError(f"head_dim={head_dim} does not split into even rope parts {axis_dims(head_dim)}")
   angles = []
-  for axis, (size, dim, start) in enumerate(zip(grid, axis_dims(head_dim), offset)):
+  for axis, (size, dim, start, step) in enumerate(zip(grid, axis_dims(head_dim), offset, stride)):
     inv_freq = theta ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)
-    axis_angles = np.outer(np.arange(start, start + size, dtype=np.float64), inv_freq)  # size, dim/2
+    axis_angles = np.outer(start + step * np.arange(size, dtype=np.float64), inv_freq)  # size, dim/2
     shape = [1, 1, 1, dim // 2]
     shape[axis] = size
     angles.append(np.broadcast_to(axis_angles.reshape(shape), (*grid, dim // 2)))

@@ -35,11 +35,13 @@ CoreWithLse = Callable[[jax.Array, jax.Array, jax.Array, jax.Array | None], tupl
 
 
 def sharded_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, plan: ShardingPlan, kv_tokens: str,
-                      core: Core, core_with_lse: CoreWithLse) -> jax.Array:
+                      core: Core | CoreWithLse, core_with_lse: CoreWithLse, return_lse: bool = False
+                      ) -> jax.Array | tuple[jax.Array, jax.Array]:
   """Attention of global q `[B, Lq, N, K]` to k, v `[B, Lk, N, K]` laid out by `plan` -> `[B, Lq, N, K]`.
 
   q's axes are logical (`batch`, `tokens`, `act_heads`); k and v's token axis is `kv_tokens`
-  (`tokens` for self-attention layouts, `kv` for cross-attention context).
+  (`tokens` for self-attention layouts, `kv` for cross-attention context). With `return_lse`,
+  `core` returns (out, lse) too and so does this: lse `[B, Lq, N]` fp32, laid out like q.
   """
   batch, q_len, heads, _ = q.shape
   kv_len = k.shape[1]
@@ -54,6 +56,8 @@ def sharded_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, plan: Shardin
   q_spec = plan.spec(("batch", "tokens", "act_heads", None))
   kv_spec = plan.spec(("batch", kv_tokens, "act_heads", None))
 
+  lse_spec = plan.spec(("batch", "tokens", "act_heads"))
+
   q = _pad_tokens(q, context)
   if not kv_axes:
     local = lambda q, k, v: core(q, k, v, None)
@@ -65,28 +69,42 @@ def sharded_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, plan: Shardin
       if local_heads % context:
         raise ValueError(f"parallel.sequence_parallel='ulysses' splits the {local_heads} heads per device "
                          f"over context={context}, which does not divide them; use 'ring' or another mesh")
-      local = lambda q, k, v: _ulysses(q, k, v, valid, axes=token_axes, core=core)
+      local = lambda q, k, v: _ulysses(q, k, v, valid, axes=token_axes, core=core, return_lse=return_lse)
     else:
-      local = lambda q, k, v: _ring(q, k, v, kv_len, axes=token_axes, size=context, core_with_lse=core_with_lse)
+      local = lambda q, k, v: _ring(q, k, v, kv_len, axes=token_axes, size=context, core_with_lse=core_with_lse,
+                                    return_lse=return_lse)
   # check_vma off: Pallas kernels (splash) declare no varying-axis types. The transpose then sums
   # the cotangents of inputs not split on an axis (cross-attention keys) over it, as it must.
-  out = jax.shard_map(local, mesh=plan.mesh, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec,
-                      check_vma=False)(q, k, v)
-  return out[:, :q_len]
+  out_specs = (q_spec, lse_spec) if return_lse else q_spec
+  result = jax.shard_map(local, mesh=plan.mesh, in_specs=(q_spec, kv_spec, kv_spec), out_specs=out_specs,
+                         check_vma=False)(q, k, v)
+  return jax.tree.map(lambda x: x[:, :q_len], result)
 
 
-def _ulysses(q, k, v, kv_len, *, axes: tuple[str, ...], core: Core) -> jax.Array:
+def merge_partials(partials: list[tuple[jax.Array, jax.Array]]) -> tuple[jax.Array, jax.Array]:
+  """Attention of the same queries over disjoint key sets -> attention over their union.
+
+  Each partial is (out `[B, L, N, K]`, lse `[B, L, N]` fp32). out = sum_p exp(lse_p - lse) out_p
+  with lse = logsumexp_p lse_p; returns (out fp32, lse).
+  """
+  lse = jax.nn.logsumexp(jnp.stack([part_lse for _, part_lse in partials]), axis=0)
+  out = sum(part.astype(jnp.float32) * jnp.exp(part_lse - lse)[..., None] for part, part_lse in partials)
+  return out, lse
+
+
+def _ulysses(q, k, v, kv_len, *, axes: tuple[str, ...], core: Core | CoreWithLse, return_lse: bool):
   """Local blocks `[b, l/c, n, K]` -> all tokens of n/c heads -> core -> back to `[b, l/c, n, K]`."""
   to_heads = lambda x: jax.lax.all_to_all(x, axes, split_axis=2, concat_axis=1, tiled=True)
-  out = core(to_heads(q), to_heads(k), to_heads(v), kv_len)
-  return jax.lax.all_to_all(out, axes, split_axis=1, concat_axis=2, tiled=True)
+  result = core(to_heads(q), to_heads(k), to_heads(v), kv_len)
+  # lse `[b, l, n/c]` swaps back like out: its heads are axis 2 too.
+  return jax.tree.map(lambda x: jax.lax.all_to_all(x, axes, split_axis=1, concat_axis=2, tiled=True), result)
 
 
-def _ring(q, k, v, kv_len: int, *, axes: tuple[str, ...], size: int, core_with_lse: CoreWithLse) -> jax.Array:
+def _ring(q, k, v, kv_len: int, *, axes: tuple[str, ...], size: int, core_with_lse: CoreWithLse, return_lse: bool):
   """Local q `[b, lq, n, K]` against every k/v block `[b, lk, n, K]` as they pass round the ring.
 
-  Device i starts with block i and receives block i - s at step s. Blocks merge by log-sum-exp:
-  out = sum_s exp(lse_s - lse) out_s with lse = logsumexp_s lse_s, in fp32.
+  Device i starts with block i and receives block i - s at step s. Blocks merge by log-sum-exp
+  (`merge_partials`), in fp32. Returns out, or (out, lse) with `return_lse`.
   """
   index = jax.lax.axis_index(axes)
   block = k.shape[1]
@@ -97,16 +115,10 @@ def _ring(q, k, v, kv_len: int, *, axes: tuple[str, ...], size: int, core_with_l
     k_next, v_next = (jax.lax.ppermute(x, axes, send_next) for x in (k, v)) if step + 1 < size else (None, None)
     source = (index - step) % size
     valid = None if block * size == kv_len else jnp.clip(kv_len - source * block, 0, block).astype(jnp.int32)
-    block_out, block_lse = core_with_lse(q, k, v, valid)
-    block_out = block_out.astype(jnp.float32)
-    if out is None:
-      out, lse = block_out, block_lse
-    else:
-      merged = jnp.logaddexp(lse, block_lse)
-      out = out * jnp.exp(lse - merged)[..., None] + block_out * jnp.exp(block_lse - merged)[..., None]
-      lse = merged
+    part = core_with_lse(q, k, v, valid)
+    out, lse = (part[0].astype(jnp.float32), part[1]) if out is None else merge_partials([(out, lse), part])
     k, v = k_next, v_next
-  return out.astype(q.dtype)
+  return (out.astype(q.dtype), lse) if return_lse else out.astype(q.dtype)
 
 
 def _pad_tokens(x: jax.Array, multiple: int) -> jax.Array:
