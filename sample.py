@@ -20,9 +20,9 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dreamactor_jax import animation, media, parallel
+from dreamactor_jax import media, parallel
 from dreamactor_jax.bundle import BundleInfo, load_bundle, read_info
-from dreamactor_jax.pipeline import AnimateOptions, animate, fit_driving
+from dreamactor_jax.pipeline import AnimateOptions, animate, fit_inputs
 
 ROOT = Path(__file__).resolve().parent
 DEMO = Path("assets/demo")
@@ -112,7 +112,7 @@ def run() -> None:
   options = sampling_options(info, _CONFIG.value, overrides)
   plan = sampling_plan(_CONFIG.value, overrides)
   models = load_bundle(_CHECKPOINT.value, lora=_LORA.value, dtype=_DTYPE.value,
-                       prompts=[_PROMPT.value, options.negative_prompt])
+                       prompts=options.prompts(_PROMPT.value))
   print(f"{_CHECKPOINT.value}: stage {info.stage} ({'pose video' if info.stage == 'pose' else 'RGB video'} "
         f"drives), layout {options.layout}, {options.steps} steps, guidance {options.guidance}; "
         f"{len(driving.frames)} driving frames at {driving.fps:g} fps")
@@ -121,8 +121,8 @@ def run() -> None:
   height, width = video.shape[1:3]
   output = Path(_OUTPUT.value)
   media.write_video(output, video, driving.fps)
-  preview = media.side_by_side([media.to_uint8(animation.fit_reference(reference, height, width, pad=options.blank)),
-                                fit_driving(driving.frames, height, width), video])
+  reference_frame, driving_frames = fit_inputs(reference, driving.frames, height, width, options)
+  preview = media.side_by_side([media.to_uint8(reference_frame), driving_frames, video])
   preview_path = media.write_video(output.with_name(f"{output.stem}_preview.mp4"), preview, driving.fps)
   sheet_path = media.write_image(output.with_name(f"{output.stem}_sheet.png"), media.contact_sheet(preview))
   print(f"wrote {output} ({len(video)} frames, {height}x{width}, {driving.fps:g} fps), {preview_path}, {sheet_path}")

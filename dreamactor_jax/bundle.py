@@ -1,5 +1,8 @@
 """The sampling checkpoint ("bundle"): one folder holding everything `sample.py --checkpoint` and
-`pipeline.animate` need, written by the trainer (or by hand from converted models with `save_bundle`).
+`pipeline.animate` need, written by the trainer, or from converted models with `save_bundle` or
+
+    python -m dreamactor_jax.bundle --out bundles/animate2 --dit ckpt/animate2 --vae ckpt/vae --clip ckpt/clip \
+        --umt5 ckpt/umt5 --tokenizer umt5-xxl/ --preset base            # Wan-Animate-2 (docs/animate2.md)
 
     <bundle>/animation.json        what sampling needs from training (below); written last
     <bundle>/dit/                  the DiT: a `save_model` folder (config.json + Orbax params), may hold LoRA
@@ -12,7 +15,8 @@ animation.json:
 
     {"format": 1,
      "stage": "pose" | "rgb",            stage 1 reads rendered skeleton videos, stage 2 any RGB video
-     "layout": "full" | "motion_cache",  the attention layout it was trained in (sampling's default)
+     "layout": "full" | "motion_cache" | "animate2",  the DiT's layout (sampling's default)
+     "preset": "base" | "distilled",     animate2 only: pipeline.PRESETS' sections, below the two below
      "fps": 16.0,                        frame rate of its training clips (after the frame stride)
      "size": [480, 832],                 the (H, W) it was trained at: sampling's default resolution
      "text": "umt5" | "cache" | "none",  where text comes from; none: zeros [text_len, text_dim], no prompt
@@ -24,11 +28,13 @@ Every failure is one line naming the bundle and the missing or wrong part (`Bund
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import json
 import os
 import shutil
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -41,7 +47,7 @@ from dreamactor_jax.models.dit import TEXT_LEN, DiTConfig, WanDiT
 from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
 from dreamactor_jax.models.lora import merge_lora, rebuild
 from dreamactor_jax.models.text_encoder import UMT5Config, UMT5Encoder, encode_prompts, load_tokenizer
-from dreamactor_jax.pipeline import AnimateOptions, Models, TextEmbedder
+from dreamactor_jax.pipeline import LAYOUTS, PRESETS, AnimateOptions, Layout, Models, TextEmbedder
 from dreamactor_jax.prompt_cache import PromptCache
 
 FORMAT = 1
@@ -65,15 +71,18 @@ class BundleInfo:
   size: tuple[int, int]
   fps: float
   text: TextSource = "umt5"
-  layout: Literal["full", "motion_cache"] = "full"
+  layout: Layout = "full"
   text_len: int = TEXT_LEN
   animation: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   sampling: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  preset: str | None = None
 
   def __post_init__(self):
     checks = [("stage", self.stage in ("pose", "rgb"), "'pose' or 'rgb'"),
               ("text", self.text in ("umt5", "cache", "none"), "'umt5', 'cache' or 'none'"),
-              ("layout", self.layout in ("full", "motion_cache"), "'full' or 'motion_cache'"),
+              ("layout", self.layout in LAYOUTS, " or ".join(map(repr, LAYOUTS))),
+              ("preset", self.preset in PRESETS if self.layout == "animate2" else self.preset is None,
+               f"one of {sorted(PRESETS)} with layout 'animate2', none otherwise"),
               ("size", len(self.size) == 2 and all(isinstance(s, int) and s > 0 and s % 16 == 0 for s in self.size),
                "[H, W], positive multiples of 16"),
               ("fps", isinstance(self.fps, (int, float)) and self.fps > 0, "a positive number"),
@@ -82,9 +91,12 @@ class BundleInfo:
       if not ok:
         raise ValueError(f"{key}={getattr(self, key)!r}; expected {expected}")
     object.__setattr__(self, "size", tuple(self.size))
+    for name, preset in (PRESETS[self.preset] if self.preset else {}).items():  # the preset, below the bundle's own
+      object.__setattr__(self, name, {**preset, **_plain(getattr(self, name))})
 
   def to_json(self) -> dict[str, Any]:
-    return {"format": FORMAT, **dataclasses.asdict(self), "size": list(self.size),
+    values = {key: value for key, value in dataclasses.asdict(self).items() if key != "preset" or value}
+    return {"format": FORMAT, **values, "size": list(self.size),
             "animation": _plain(self.animation), "sampling": _plain(self.sampling)}
 
   def options(self, **overrides) -> AnimateOptions:
@@ -210,3 +222,71 @@ def save_bundle(out: str | os.PathLike, info: BundleInfo, *, dit: Part, vae: Par
   tmp.write_text(json.dumps(info.to_json(), indent=2))
   os.replace(tmp, out / INFO_FILE)
   return out
+
+
+def _size(text: str) -> tuple[int, int]:
+  parts = text.lower().split("x")
+  if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+    raise argparse.ArgumentTypeError(f"{text!r}: expected HxW, e.g. 800x640")
+  return int(parts[0]), int(parts[1])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """`python -m dreamactor_jax.bundle`: a bundle from converted parts (module docstring)."""
+  parser = argparse.ArgumentParser(prog="python -m dreamactor_jax.bundle", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--out", required=True, help="bundle folder to write (must not exist)")
+  parser.add_argument("--dit", required=True, help="DiT folder (`convert dit` or training's save_model); its "
+                      "config's layout is the bundle's")
+  parser.add_argument("--vae", required=True, help="VAE folder (`convert vae`)")
+  parser.add_argument("--clip", help="CLIP folder (`convert clip`): needed when the DiT has an image branch")
+  parser.add_argument("--umt5", help="UMT5 folder (`convert t5`); with --tokenizer: text 'umt5'")
+  parser.add_argument("--tokenizer", help="transformers tokenizer folder of UMT5 (e.g. google/umt5-xxl)")
+  parser.add_argument("--prompts", help="PromptCache file (prompt_cache.py): text 'cache' without --umt5, "
+                      "read first with it; it must hold every prompt sampling uses")
+  parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                      help="Wan-Animate-2 sampling preset (pipeline.PRESETS; default base): base 40 steps, "
+                      "guidance 3; distilled 10 steps, no guidance")
+  parser.add_argument("--stage", choices=["pose", "rgb"], default="rgb",
+                      help="what drives it: rendered pose videos (stage 1) or any RGB video")
+  parser.add_argument("--size", type=_size, default=None,
+                      help="HxW sampling default: the trained size (Wan-Animate-2: the target area, default 800x640)")
+  parser.add_argument("--fps", type=float, default=None,
+                      help="frame rate of its training clips (default 24 for Wan-Animate-2, else 16)")
+  parser.add_argument("--link", action="store_true", help="symlink the part folders instead of copying them")
+  args = parser.parse_args(argv)
+  out = Path(args.out)
+  try:
+    for flag in ("dit", "vae", "clip", "umt5", "tokenizer", "prompts"):
+      path = getattr(args, flag)
+      if path is not None and not Path(path).exists():
+        raise BundleError(f"--{flag}: {path} does not exist")
+    if (args.umt5 is None) != (args.tokenizer is None):
+      raise BundleError("--umt5 and --tokenizer: give both (text 'umt5') or neither")
+    if out.exists():
+      raise BundleError(f"--out: {out} exists already; expected a new folder")
+    layout = load_config(args.dit, DiTConfig).layout
+    animate2 = layout == "animate2"
+    if args.preset is not None and not animate2:
+      raise BundleError(f"--preset: the DiT at {args.dit} has layout {layout!r}; presets are for Wan-Animate-2 "
+                        "DiTs (layout 'animate2')")
+    if args.size is None and not animate2:
+      raise BundleError("--size: expected HxW, the size the DiT was trained at (e.g. 480x832)")
+    text = "umt5" if args.umt5 else "cache" if args.prompts else "none"
+    info = BundleInfo(stage=args.stage, size=args.size or (800, 640), fps=args.fps or (24.0 if animate2 else 16.0),
+                      text=text, layout=layout, preset=(args.preset or "base") if animate2 else None)
+    partial = out.with_name(f"{out.name}.partial")  # written aside, then renamed: `out` is whole or absent
+    shutil.rmtree(partial, ignore_errors=True)
+    save_bundle(partial, info, dit=args.dit, vae=args.vae, clip=args.clip, umt5=args.umt5, tokenizer=args.tokenizer,
+                prompts=args.prompts, link=args.link)
+    os.replace(partial, out)
+  except (ValueError, OSError) as e:  # BundleError and CheckpointError are ValueErrors
+    print(f"error: {e}".splitlines()[0], file=sys.stderr)
+    return 2
+  print(f"wrote {out}: layout {info.layout}" + (f", preset {info.preset}" if info.preset else "") +
+        f", text {info.text}, size {info.size[0]}x{info.size[1]}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

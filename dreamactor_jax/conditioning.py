@@ -10,6 +10,11 @@ motion half), in training and at every sampling step alike (`model_latents`): th
 to denoise what it is given, nothing unsupervised drifts during sampling, and the motion half is
 treated as in the motion_cache layout (clean). With the loss on the whole canvas, every position is
 noised and denoised, as in Wan I2V.
+
+Wan-Animate-2 (ANIMATE2.md) has no canvas: its generation stream is the reference image encoded alone
+as latent frame 0 (mask 1, `reference_frame`), then the video's frames (`animation.given_then_blank`:
+frames carried over from the previous segment, then blank), joined by `prepend_reference`; every
+position is noised. Its driving pass reads `driving_dit_input`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from dreamactor_jax.animation import Canvas, LossRegion, dit_input, generated_region, pack_mask, split_halves
+from dreamactor_jax.animation import (MASK_CHANNELS, Canvas, LossRegion, dit_input, generated_region, pack_mask,
+                                      split_halves)
 from dreamactor_jax.models.image_encoder import CLIPVisionEncoder, preprocess
 from dreamactor_jax.models.patch_codec import Codec
 
@@ -68,6 +74,25 @@ def split_for_motion_cache(latents: CanvasLatents) -> tuple[CanvasLatents, jax.A
   left_mask, motion_mask = split_halves(latents.mask)
   return (CanvasLatents(condition=left_condition, mask=left_mask),
           dit_input(motion_condition, motion_mask, motion_condition))
+
+
+def reference_frame(reference: jax.Array) -> Canvas:
+  """Wan-Animate-2's reference image `[B, H, W, 3]` as a one-frame video `[B, 1, H, W, 3]`, all given."""
+  return Canvas(video=reference[:, None], mask=jnp.ones((*reference.shape[:3],), reference.dtype)[:, None])
+
+
+def prepend_reference(reference: CanvasLatents, video: CanvasLatents) -> CanvasLatents:
+  """The generation stream's condition: the encoded `reference_frame` `[B, 1, h, w, .]`, then the
+  video's latents `[B, F, h, w, .]` -> `[B, 1 + F, h, w, .]`."""
+  return jax.tree.map(lambda r, v: jnp.concatenate([r, v], axis=1), reference, video)
+
+
+def driving_dit_input(driving_latents: jax.Array) -> jax.Array:
+  """Wan-Animate-2's driving pass input: latents `[B, F, h, w, z]` -> `[B, F, h, w, z + 4 + z]`, the
+  clean latents as the noisy channels, an all-ones mask and the latents as condition (read at the
+  DiT's `motion_timestep`)."""
+  mask = jnp.ones((*driving_latents.shape[:-1], MASK_CHANNELS), driving_latents.dtype)
+  return dit_input(driving_latents, mask, driving_latents)
 
 
 def reference_tokens(clip: CLIPVisionEncoder | None, reference: jax.Array) -> jax.Array | None:

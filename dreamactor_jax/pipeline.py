@@ -48,8 +48,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -59,9 +60,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from dreamactor_jax import animation, diffusion, media
-from dreamactor_jax.conditioning import (CanvasLatents, decode_latents, encode_canvas, model_latents, reference_tokens,
+from dreamactor_jax.conditioning import (CanvasLatents, decode_latents, driving_dit_input, encode_canvas, encode_video,
+                                         model_latents, prepend_reference, reference_frame, reference_tokens,
                                          split_for_motion_cache)
-from dreamactor_jax.models.dit import TEXT_LEN, AttentionLayout, MotionCache, WanDiT
+from dreamactor_jax.models.dit import TEXT_LEN, MotionCache, WanDiT
 from dreamactor_jax.models.image_encoder import CLIPVisionEncoder
 from dreamactor_jax.models.text_encoder import pad_prompt_embeddings
 from dreamactor_jax.models.patch_codec import Codec
@@ -127,6 +129,26 @@ class TextEmbedder:
     return pad_prompt_embeddings(embeddings, self.text_len).astype(np.float32)
 
 
+Layout = Literal["full", "motion_cache", "animate2"]
+LAYOUTS = ("full", "motion_cache", "animate2")
+# Wan-Animate-2 letterboxes the reference and the driving frames on black (diffusers'
+# WanAnimate2VideoProcessor, fill_color 0), in -1..1.
+LETTERBOX_FILL = -1.0
+
+# Wan-Animate-2's sampling presets: the `animation` and `sampling` config sections a bundle of that
+# family carries (`bundle.BundleInfo.preset`). Both references sample the base model with 40 steps and
+# guidance 3 and the distilled one with 10 steps and no guidance (diffusers' modular blocks, DiffSynth-
+# Studio's examples); the Euler sampler on DiffSynth's FlowMatchScheduler("Wan") grid at shift 5 (the
+# diffusers pipeline takes its scheduler from the checkpoint folder); 81-frame segments carrying 1
+# frame over (both); the driving prompt is diffusers' default `prompt_ref`.
+_ANIMATE2 = dict(animation=dict(segment_frames=81, overlap_frames=1),
+                 sampling=dict(sampler="euler", grid="flowmatch", shift=5.0, driving_prompt="人物动作的参考视频"))
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "base": {**_ANIMATE2, "sampling": {**_ANIMATE2["sampling"], "steps": 40, "guidance": 3.0}},
+    "distilled": {**_ANIMATE2, "sampling": {**_ANIMATE2["sampling"], "steps": 10, "guidance": 1.0}},
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class AnimateOptions:
   """How to sample; defaults are `configs/base.py`'s `animation` and `sampling` sections."""
@@ -137,18 +159,19 @@ class AnimateOptions:
   sampler: diffusion.Sampler = "unipc"
   grid: diffusion.SigmaGrid = "wan"
   negative_prompt: str = ""
+  driving_prompt: str = ""  # animate2: the text of the driving pass
   start_seconds: float = 1.0  # start transition: blank motion prepended, then cut
   fit_frames: animation.FitFrames = "pad"  # pad | error: lead-in + driving frames must be 1 + 4k (pad: repeat the last)
   blank: float = animation.BLANK
   segment_frames: int = 81  # frames per segment of a long video (1 + 4k)
   overlap_frames: int = 5  # frames each later segment continues from
-  layout: AttentionLayout = "full"
+  layout: Layout = "full"
   loss_region: animation.LossRegion = "generated"  # as trained: "generated" reads given positions clean
   seed: int = 0
 
   def __post_init__(self):
-    if self.layout not in ("full", "motion_cache"):
-      raise ValueError(f"layout {self.layout!r}; expected 'full' or 'motion_cache'")
+    if self.layout not in LAYOUTS:
+      raise ValueError(f"layout {self.layout!r}; expected one of {', '.join(map(repr, LAYOUTS))}")
     if self.steps < 1:
       raise ValueError(f"steps={self.steps}; expected at least 1")
     if self.loss_region not in ("generated", "canvas"):
@@ -163,6 +186,10 @@ class AnimateOptions:
     for section in (animation_config, sampling_config):
       values.update({k: v for k, v in (section or {}).items() if k in names})
     return cls(**{**values, **overrides})
+
+  def prompts(self, prompt: str) -> list[str]:
+    """Every prompt a call with `prompt` embeds (to `TextEmbedder.prepare` them at once)."""
+    return [prompt, self.negative_prompt, *([self.driving_prompt] if self.layout == "animate2" else [])]
 
 
 @dataclasses.dataclass
@@ -214,36 +241,68 @@ def resolve_size(size: tuple[int, int] | None, trained: tuple[int, int] | None,
   return height, width
 
 
-def fit_driving(driving: np.ndarray, height: int, width: int) -> np.ndarray:
-  """uint8 video `[..., T, h, w, 3]` -> `[..., T, height, width, 3]`: scaled to cover, aspect kept,
-  centre-cropped (antialiased bicubic, one PIL resize per frame)."""
+def area_size(area: tuple[int, int], image_size: tuple[int, int]) -> tuple[int, int]:
+  """Wan-Animate-2's working (H, W): about `area[0] * area[1]` pixels in the aspect of the reference
+  image `(h, w)` (first rounded down to multiples of 16), each side rounded down to a multiple of 16
+  (diffusers' WanAnimate2ProcessImagesInputStep)."""
+  image_h, image_w = (s // SIZE_MULTIPLE * SIZE_MULTIPLE for s in image_size)
+  if not image_h or not image_w:
+    raise ValueError(f"reference image {image_size[0]}x{image_size[1]}: Wan-Animate-2 needs at least "
+                     f"{SIZE_MULTIPLE} pixels on each side")
+  pixels, aspect = area[0] * area[1], image_h / image_w
+  height, width = (int(math.sqrt(pixels * r)) // SIZE_MULTIPLE * SIZE_MULTIPLE for r in (aspect, 1 / aspect))
+  return resolve_size((height, width), None, (height, width))
+
+
+def fit_driving(driving: np.ndarray, height: int, width: int, *, letterbox: bool = False) -> np.ndarray:
+  """uint8 video `[..., T, h, w, 3]` -> `[..., T, height, width, 3]`, aspect kept: scaled to cover and
+  centre-cropped (antialiased bicubic), or with `letterbox` scaled to fit inside and centred on black
+  (antialiased bilinear, as diffusers' Wan-Animate-2 video processor); one PIL resize per frame."""
   driving = np.asarray(driving)
   h, w = driving.shape[-3:-1]
   if (h, w) == (height, width):
     return driving
-  scale = max(height / h, width / w)
-  crop_h, crop_w = height / scale, width / scale
-  top, left = (h - crop_h) / 2, (w - crop_w) / 2
   frames = driving.reshape(-1, h, w, 3)
-  out = np.empty((len(frames), height, width, 3), np.uint8)
-  for i, frame in enumerate(frames):
-    out[i] = np.asarray(Image.fromarray(frame).resize((width, height), Image.Resampling.BICUBIC,
-                                                      box=(left, top, left + crop_w, top + crop_h)))
+  out = np.full((len(frames), height, width, 3), media.to_uint8(LETTERBOX_FILL), np.uint8)
+  if letterbox:
+    box = animation.fit_box(h, w, height, width)
+    for i, frame in enumerate(frames):
+      out[i, box.top:box.top + box.height, box.left:box.left + box.width] = np.asarray(
+          Image.fromarray(frame).resize((box.width, box.height), Image.Resampling.BILINEAR))
+  else:
+    scale = max(height / h, width / w)
+    crop_h, crop_w = height / scale, width / scale
+    top, left = (h - crop_h) / 2, (w - crop_w) / 2
+    for i, frame in enumerate(frames):
+      out[i] = np.asarray(Image.fromarray(frame).resize((width, height), Image.Resampling.BICUBIC,
+                                                        box=(left, top, left + crop_w, top + crop_h)))
   return out.reshape(*driving.shape[:-3], height, width, 3)
+
+
+def fit_inputs(reference: np.ndarray, driving: np.ndarray | None, height: int, width: int,
+               options: AnimateOptions) -> tuple[np.ndarray, np.ndarray | None]:
+  """A uint8 reference `[h0, w0(, c)]` and driving video `[..., T, h, w, 3]` (or None) fitted to
+  H x W as `animate` fits them (module docstring, step 1; animate2: both letterboxed on black): the
+  reference float32 `[H, W, 3]` in -1..1, the driving uint8 `[..., T, H, W, 3]`."""
+  animate2 = options.layout == "animate2"
+  reference = animation.fit_reference(reference, height, width, pad=LETTERBOX_FILL if animate2 else options.blank)
+  return reference, None if driving is None else fit_driving(driving, height, width, letterbox=animate2)
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class StepContext:
-  """Per-sample inputs of every velocity call, for the region the sampler denoises (the canvas, or
-  its left half under motion_cache): its condition latents `[B, F, h, w, z]` and mask
-  `[B, F, h, w, 4]`, text `[B, Lt, text_dim]`, image `[B, Li, image_dim]` CLIP tokens or None, and
-  (static) the loss region the model was trained with, which says whether given positions are read
-  clean (`conditioning.model_latents`)."""
+  """Per-sample inputs of every velocity call, for the latents the sampler denoises (the canvas, its
+  left half under motion_cache, the reference frame and the video frames under animate2): their
+  condition latents `[B, F, h, w, z]` and mask `[B, F, h, w, 4]`, text `[B, Lt, text_dim]`, image
+  `[B, Li, image_dim]` CLIP tokens or None, `unconditional` `[B]` bool (animate2: the guidance branch,
+  whose DiT skips `unconditional_skip_layers`) or None, and (static) the loss region the model was
+  trained with, which says whether given positions are read clean (`conditioning.model_latents`)."""
 
   latents: CanvasLatents
   text: jax.Array
   image: jax.Array | None
+  unconditional: jax.Array | None = None
   region: animation.LossRegion = dataclasses.field(default="generated", metadata=dict(static=True))
   plan: ShardingPlan | None = dataclasses.field(default=None, metadata=dict(static=True))
 
@@ -260,9 +319,10 @@ def _velocity(params: tuple[nnx.GraphDef, nnx.State, MotionCache | None], latent
   graphdef, state, motion = params
   given = context.latents
   noisy = model_latents(latents, given, context.region)
+  branch = {} if context.unconditional is None else {"unconditional": context.unconditional}
   with _sharded(context.plan):
     return nnx.merge(graphdef, state)(animation.dit_input(noisy, given.mask, given.condition), timestep,
-                                      context.text, image_context=context.image, motion=motion)
+                                      context.text, image_context=context.image, motion=motion, **branch)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -271,10 +331,16 @@ def _encode_canvas(graphdef: nnx.GraphDef, state: nnx.State, canvas: animation.C
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _decode_left(graphdef: nnx.GraphDef, state: nnx.State, canvas_latents: jax.Array) -> jax.Array:
-  """Canvas latents `[1, F, h, 2w, z]` decoded whole (as the VAE saw canvases in training) -> the
-  left half `[1, T, H, W, 3]`."""
-  return animation.left_half(decode_latents(nnx.merge(graphdef, state), canvas_latents))
+def _encode_video(graphdef: nnx.GraphDef, state: nnx.State, video: jax.Array) -> jax.Array:
+  return encode_video(nnx.merge(graphdef, state), video)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _decode(graphdef: nnx.GraphDef, left: bool, state: nnx.State, latents: jax.Array) -> jax.Array:
+  """Latents `[1, F, h, w', z]` decoded whole (canvases as the VAE saw them in training) -> the video
+  `[1, T, H, W', 3]`, or with `left` its left half."""
+  video = decode_latents(nnx.merge(graphdef, state), latents)
+  return animation.left_half(video) if left else video
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -285,7 +351,7 @@ def _reference_tokens(graphdef: nnx.GraphDef, state: nnx.State, reference: jax.A
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _motion_cache(graphdef: nnx.GraphDef, plan: ShardingPlan | None, state: nnx.State, motion_input: jax.Array,
                   text: jax.Array, image: jax.Array | None) -> MotionCache:
-  """Keys/values of the motion half from its DiT input (`conditioning.split_for_motion_cache`)."""
+  """Keys/values of the motion input (`conditioning.split_for_motion_cache`, `conditioning.driving_dit_input`)."""
   with _sharded(plan):
     return nnx.merge(graphdef, state).encode_motion(motion_input, text, image_context=image)
 
@@ -304,31 +370,48 @@ def _per_sample(fn: Callable[..., Any], *arrays: Any) -> Any:
   return jax.tree.map(lambda *parts: jnp.concatenate(parts), *outs)
 
 
-def _both(x: jax.Array | None) -> jax.Array | None:
-  return None if x is None else jnp.concatenate([x, x])
+def _both(x: Any) -> Any:
+  """A pytree with leading batch B -> 2B, for the stacked [prompt; negative] batch."""
+  return jax.tree.map(lambda a: jnp.concatenate([a, a]), x)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Conditions:
+  """What one segment's sampling reads: the context of the latents it denoises, the guidance branch's
+  context (None without guidance), the motion cache, and how its sampled latents become the segment's
+  video (`finish`: latents -> `[B, S, H, W, 3]`)."""
+
+  context: StepContext
+  uncond: StepContext | None
+  motion: MotionCache | None
+  finish: Callable[[jax.Array], np.ndarray]
 
 
 class _Segments:
   """The per-segment work of one `animate_batch` call (models split once)."""
 
   def __init__(self, models: Models, options: AnimateOptions, reference: np.ndarray, text: np.ndarray,
-               uncond: np.ndarray | None, progress: bool | StepHook, plan: ShardingPlan | None):
+               uncond: np.ndarray | None, progress: bool | StepHook, plan: ShardingPlan | None,
+               driving_first: np.ndarray):
     self.options, self.progress, self.plan = options, progress, plan
     graphdef, state = nnx.split(models.dit)
     self.dit = graphdef, state if plan is None else jax.device_put(state, plan.param_shardings(state))
     self.vae = nnx.split(models.vae)
     self.text, self.uncond = jnp.asarray(text), None if uncond is None else jnp.asarray(uncond)
-    self.image = None if models.clip is None else _reference_tokens(*nnx.split(models.clip), jnp.asarray(reference))
+    clip = None if models.clip is None else nnx.split(models.clip)
+    self.image = None if clip is None else _reference_tokens(*clip, jnp.asarray(reference))
     self.table = diffusion.solver_table(diffusion.sampling_schedule(options.steps, options.shift, options.grid),
                                         options.sampler)
+    if options.layout == "animate2":  # what every segment shares: the reference frame, the driving pass's text and image
+      self.reference = _per_sample(functools.partial(_encode_canvas, *self.vae), reference_frame(jnp.asarray(reference)))
+      self.driving_text = jnp.asarray(models.text([options.driving_prompt] * len(reference)))
+      self.driving_image = None if clip is None else _reference_tokens(*clip, jnp.asarray(driving_first))
 
-  def __call__(self, index: int, count: int, driving: np.ndarray, given: np.ndarray) -> np.ndarray:
-    """One segment: driving `[B, S, H, W, 3]` and given left frames `[B, g, H, W, 3]` (-1..1) -> the
-    left half of all S frames `[B, S, H, W, 3]`."""
-    options = self.options
+  def _canvas(self, driving: np.ndarray, given: np.ndarray) -> _Conditions:
+    """full and motion_cache: the canvas of the driving and given frames."""
+    options, guided = self.options, self.uncond is not None
     canvas = animation.build_canvas(jnp.asarray(driving), jnp.asarray(given), blank=options.blank)
     latents = _per_sample(functools.partial(_encode_canvas, *self.vae), canvas)
-    guided = self.uncond is not None
     part, motion = latents, None  # the latents of what the sampler denoises: the canvas, or its left half
     if options.layout == "motion_cache":  # the cache for the [prompt; negative] batch the sampler will run
       part, motion_input = split_for_motion_cache(latents)
@@ -336,8 +419,46 @@ class _Segments:
       text = jnp.concatenate([self.text, self.uncond]) if guided else self.text
       motion = _motion_cache(self.dit[0], self.plan, self.dit[1], stack(motion_input), text, stack(self.image))
     context = StepContext(latents=part, text=self.text, image=self.image, region=options.loss_region, plan=self.plan)
-    uncond = dataclasses.replace(context, text=self.uncond) if guided else None
-    noise = _noise(options.seed, index, part.condition.shape)  # the latents the sampler denoises
+
+    def finish(sampled: jax.Array) -> np.ndarray:
+      sampled = model_latents(sampled, part, options.loss_region)  # given positions as the DiT read them
+      if motion is not None:
+        sampled = animation.join_halves(sampled, animation.split_halves(latents.condition)[1])
+      return np.asarray(_per_sample(functools.partial(_decode, self.vae[0], True, self.vae[1]), sampled))
+
+    return _Conditions(context, dataclasses.replace(context, text=self.uncond) if guided else None, motion, finish)
+
+  def _animate2(self, driving: np.ndarray, given: np.ndarray) -> _Conditions:
+    """animate2 (ANIMATE2.md): the reference frame, then the given frames and blank, every position
+    noised and denoised as the references do; the driving pass once, its cache for both branches."""
+    frames = animation.given_then_blank(jnp.asarray(given), driving.shape[1], blank=self.options.blank)
+    latents = prepend_reference(self.reference, _per_sample(functools.partial(_encode_canvas, *self.vae), frames))
+    driving_latents = _per_sample(functools.partial(_encode_video, *self.vae), jnp.asarray(driving))
+    motion = _motion_cache(self.dit[0], self.plan, self.dit[1], driving_dit_input(driving_latents),
+                           self.driving_text, self.driving_image)
+    branch = jnp.zeros(driving.shape[:1], bool)
+    context = StepContext(latents=latents, text=self.text, image=self.image, unconditional=branch, region="canvas",
+                          plan=self.plan)
+    uncond = None
+    if self.uncond is not None:  # the driving pass reads neither prompt: one cache serves both branches
+      uncond = dataclasses.replace(context, text=self.uncond, unconditional=~branch)
+      motion = jax.tree.map(lambda a: jnp.concatenate([a, a], axis=1), motion)  # its arrays are [layers, B, ...]
+
+    def finish(sampled: jax.Array) -> np.ndarray:  # latent frame 0 is the reference's slot, not video
+      return np.asarray(_per_sample(functools.partial(_decode, self.vae[0], False, self.vae[1]), sampled[:, 1:]))
+
+    return _Conditions(context, uncond, motion, finish)
+
+  def conditions(self, driving: np.ndarray, given: np.ndarray) -> _Conditions:
+    """What sampling one segment reads (arguments as `__call__`'s)."""
+    return (self._animate2 if self.options.layout == "animate2" else self._canvas)(driving, given)
+
+  def __call__(self, index: int, count: int, driving: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """One segment: driving `[B, S, H, W, 3]` and given frames `[B, g, H, W, 3]` (-1..1) -> the
+    character's S frames `[B, S, H, W, 3]`."""
+    options = self.options
+    conditions = self.conditions(driving, given)
+    noise = _noise(options.seed, index, conditions.context.latents.condition.shape)  # the latents the sampler denoises
     with tqdm(total=options.steps, desc=f"segment {index + 1}/{count}", unit="step",
               disable=self.progress is not True) as bar:
       def report(done: int) -> None:
@@ -345,13 +466,52 @@ class _Segments:
         if callable(self.progress):
           self.progress(index, done)
 
-      sampled = diffusion.sample(_velocity, (*self.dit, motion), noise, context, self.table,
-                                 guidance=options.guidance, uncond_context=uncond,
+      sampled = diffusion.sample(_velocity, (*self.dit, conditions.motion), noise, conditions.context, self.table,
+                                 guidance=options.guidance, uncond_context=conditions.uncond,
                                  progress=report if self.progress else None)
-    sampled = model_latents(sampled, part, options.loss_region)  # given positions as the DiT read them
-    if motion is not None:
-      sampled = animation.join_halves(sampled, animation.split_halves(latents.condition)[1])
-    return np.asarray(_per_sample(functools.partial(_decode_left, *self.vae), sampled))
+    return conditions.finish(sampled)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Frames:
+  """The frames one call samples: the fitted references `[B, H, W, 3]`, the driving timeline
+  `[B, N, H, W, 3]` (-1..1), its segments, the output buffer `[B, N, H, W, 3]` and the output's frames."""
+
+  reference: np.ndarray
+  timeline: np.ndarray
+  segments: list[animation.Segment]
+  output: np.ndarray
+  keep: slice
+
+
+def _plan_frames(models: Models, options: AnimateOptions, references: Sequence[np.ndarray], driving: np.ndarray,
+                 fps: float, size: tuple[int, int] | None) -> _Frames:
+  """Steps 1-3 of the module docstring (animate2: its own sizing, no start transition, padded segments)."""
+  frames = driving.shape[1]
+  if options.layout != "animate2":
+    height, width = resolve_size(size, models.size, driving.shape[2:4])
+    timeline_plan = animation.plan_timeline(frames, fps, options.start_seconds, options.fit_frames)
+    reference = np.stack([fit_inputs(r, None, height, width, options)[0] for r in references])
+    timeline = np.asarray(animation.extend_driving(media.to_unit(fit_driving(driving, height, width)), timeline_plan,
+                                                   blank=options.blank))
+    segments = (animation.plan_segments(timeline.shape[1], options.segment_frames, options.overlap_frames)
+                if timeline.shape[1] > 1 else [])  # else the only frame is the reference itself
+    return _Frames(reference, timeline, segments, animation.output_buffer(reference[:, None], timeline.shape[1],
+                                                                          blank=options.blank),
+                   slice(timeline_plan.lead, timeline_plan.lead + frames))
+  area = resolve_size(size, models.size, driving.shape[2:4])
+  sizes = {area_size(area, np.shape(r)[:2]) for r in references}
+  if len(sizes) > 1:
+    raise ValueError(f"the references' aspects give Wan-Animate-2 sizes {sorted(sizes)}; animate references of "
+                     "different aspect one call at a time")
+  height, width = sizes.pop()
+  reference = np.stack([fit_inputs(r, None, height, width, options)[0] for r in references])
+  segments = animation.plan_segments(frames, options.segment_frames, options.overlap_frames, first_given=0,
+                                     last="pad")
+  timeline = animation.zigzag_pad(media.to_unit(fit_driving(driving, height, width, letterbox=True)),
+                                  segments[-1].stop)
+  return _Frames(reference, timeline, segments, animation.output_buffer(reference[:, None][:, :0], timeline.shape[1],
+                                                                        blank=options.blank), slice(0, frames))
 
 
 def animate_batch(models: Models, references: Sequence[np.ndarray] | np.ndarray, driving: np.ndarray,
@@ -376,23 +536,25 @@ def animate_batch(models: Models, references: Sequence[np.ndarray] | np.ndarray,
     raise ValueError(f"{len(references)} references and {len(prompts)} prompts for {batch} driving videos")
   if not frames:
     raise ValueError("the driving video has no frames")
-  height, width = resolve_size(size, models.size, driving.shape[2:4])
-  frame_plan = animation.plan_timeline(frames, fps, options.start_seconds, options.fit_frames)
-  reference = np.stack([animation.fit_reference(r, height, width, pad=options.blank) for r in references])
-  timeline = np.asarray(animation.extend_driving(media.to_unit(fit_driving(driving, height, width)), frame_plan,
-                                                 blank=options.blank))
-  output = animation.output_buffer(reference[:, None], timeline.shape[1], blank=options.blank)
-  if timeline.shape[1] > 1:  # else the only frame is the reference itself
+  dit_layout = models.dit.config.layout
+  if (options.layout == "animate2") != (dit_layout == "animate2"):
+    raise ValueError(f"{models.name}: sampling layout {options.layout!r} does not fit its DiT (layout "
+                     f"{dit_layout!r}); Wan-Animate-2 DiTs sample only in layout 'animate2'")
+  plan_frames = _plan_frames(models, options, references, driving, fps, size)
+  output = plan_frames.output
+  if plan_frames.segments:
     text = models.text(list(prompts))
     uncond = models.text([options.negative_prompt] * batch)
-    guided = options.guidance != 1.0 and not np.array_equal(text, uncond)
-    run = _Segments(models, options, reference, text, uncond if guided else None, progress, plan)
-    segments = animation.plan_segments(timeline.shape[1], options.segment_frames, options.overlap_frames)
-    for index, segment in enumerate(segments):
-      video = run(index, len(segments), timeline[:, segment.start:segment.stop],
+    # Guidance changes nothing when both branches read the same inputs; under animate2 they differ
+    # anyway: the unconditional branch skips DiT blocks.
+    guided = options.guidance != 1.0 and (options.layout == "animate2" or not np.array_equal(text, uncond))
+    run = _Segments(models, options, plan_frames.reference, text, uncond if guided else None, progress, plan,
+                    plan_frames.timeline[:, 0])
+    for index, segment in enumerate(plan_frames.segments):
+      video = run(index, len(plan_frames.segments), plan_frames.timeline[:, segment.start:segment.stop],
                   animation.given_frames(output, segment))
       animation.stitch(output, video, segment)
-  return media.to_uint8(animation.cut_to_driving(output, frame_plan))
+  return media.to_uint8(output[:, plan_frames.keep])
 
 
 def animate(models: Models, reference_image: np.ndarray, driving: np.ndarray, prompt: str = "", *, fps: float,

@@ -4,7 +4,7 @@ segments. Plain functions of jax/numpy arrays; the trainer and the sampler both 
 canvas layout exists once.
 """
 
-from dreamactor_jax.animation.canvas import (BLANK, Canvas, build_canvas, join_halves, left_half,
+from dreamactor_jax.animation.canvas import (BLANK, Canvas, build_canvas, given_then_blank, join_halves, left_half,
                                              split_halves)
 from dreamactor_jax.animation.frames import (check_frame_count, is_valid_frame_count, latent_frame_count,
                                              next_valid_frame_count, whole_latent_frames)
@@ -13,15 +13,16 @@ from dreamactor_jax.animation.latent_mask import (MASK_CHANNELS, check_dit_chann
 from dreamactor_jax.animation.reference import Box, fit_box, fit_reference, to_rgb
 from dreamactor_jax.animation.regions import (LossRegion, generated_latents, generated_region,
                                               generated_video, loss_weight)
-from dreamactor_jax.animation.segments import Segment, given_frames, output_buffer, plan_segments, stitch
+from dreamactor_jax.animation.segments import (LastSegment, Segment, given_frames, output_buffer, plan_segments, stitch,
+                                               zigzag_pad)
 from dreamactor_jax.animation.start_transition import (FitFrames, Timeline, blank_start, cut_to_driving,
                                                        extend_driving, plan_timeline, transition_frames)
 
 __all__ = [
-    "BLANK", "Box", "Canvas", "FitFrames", "LossRegion", "MASK_CHANNELS", "Segment", "Timeline", "blank_start",
-    "build_canvas", "check_dit_channels", "check_frame_count", "cut_to_driving", "dit_input", "dit_input_channels",
-    "extend_driving", "fit_box", "fit_reference", "generated_latents", "generated_region", "generated_video",
-    "given_frames", "is_valid_frame_count", "join_halves", "latent_frame_count", "left_half", "loss_weight",
-    "next_valid_frame_count", "output_buffer", "pack_mask", "plan_segments", "plan_timeline", "split_halves",
-    "stitch", "to_rgb", "transition_frames", "whole_latent_frames",
+    "BLANK", "Box", "Canvas", "FitFrames", "LastSegment", "LossRegion", "MASK_CHANNELS", "Segment", "Timeline",
+    "blank_start", "build_canvas", "check_dit_channels", "check_frame_count", "cut_to_driving", "dit_input",
+    "dit_input_channels", "extend_driving", "fit_box", "fit_reference", "generated_latents", "generated_region",
+    "generated_video", "given_frames", "given_then_blank", "is_valid_frame_count", "join_halves", "latent_frame_count",
+    "left_half", "loss_weight", "next_valid_frame_count", "output_buffer", "pack_mask", "plan_segments",
+    "plan_timeline", "split_halves", "stitch", "to_rgb", "transition_frames", "whole_latent_frames", "zigzag_pad",
 ]

@@ -58,6 +58,21 @@ def left_half(canvas: jax.Array) -> jax.Array:
   return split_halves(canvas)[0]
 
 
+def given_then_blank(given: jax.Array, frames: int, *, blank: float = BLANK, dtype=None) -> Canvas:
+  """The character's frames of a segment: the k given frames `[B, k, H, W, 3]` (0 <= k <= frames),
+  then blank; its pixel mask is 1 on the given frames. Returns video `[B, frames, H, W, 3]` and mask
+  `[B, frames, H, W]` in `dtype` (default given's). The canvas's left half; with k = 0 or 1, as
+  Wan-Animate-2's video condition (the carried-over frames, then zeros)."""
+  batch, k, height, width, _ = given.shape
+  if not 0 <= k <= frames:
+    raise ValueError(f"given frames = {k}; expected 0 .. {frames} (the segment's frame count)")
+  dtype = given.dtype if dtype is None else dtype
+  video = jnp.concatenate([given.astype(dtype), jnp.full((batch, frames - k, height, width, 3), blank, dtype)], axis=1)
+  mask = jnp.concatenate([jnp.ones((batch, k, height, width), dtype),
+                          jnp.zeros((batch, frames - k, height, width), dtype)], axis=1)
+  return Canvas(video=video, mask=mask)
+
+
 def build_canvas(driving: jax.Array, given: jax.Array, *, blank: float = BLANK) -> Canvas:
   """Canvas and pixel mask from the driving video and the first given left frames.
 
@@ -68,17 +83,12 @@ def build_canvas(driving: jax.Array, given: jax.Array, *, blank: float = BLANK) 
   """
   if driving.ndim != 5 or given.ndim != 5:
     raise ValueError(f"driving {driving.shape} and given {given.shape} must both be [B, T, H, W, 3]")
-  batch, frames, height, width, _ = driving.shape
-  k = given.shape[1]
+  _, frames, height, width, _ = driving.shape
   if given.shape[:1] + given.shape[2:] != driving.shape[:1] + driving.shape[2:]:
     raise ValueError(f"given frames {given.shape} do not match driving {driving.shape} in batch, H, W, channels")
-  if not 1 <= k <= frames:
-    raise ValueError(f"given frames = {k}; expected 1 .. {frames} (the driving video's frame count)")
+  if not 1 <= given.shape[1] <= frames:
+    raise ValueError(f"given frames = {given.shape[1]}; expected 1 .. {frames} (the driving video's frame count)")
   if height % (2 * SPACE_FACTOR) or width % (2 * SPACE_FACTOR):
     raise ValueError(f"video frames are {height}x{width}; H and W must be multiples of {2 * SPACE_FACTOR}")
-  dtype = driving.dtype
-  blank_frames = jnp.full((batch, frames - k, height, width, 3), blank, dtype)
-  left = jnp.concatenate([given.astype(dtype), blank_frames], axis=1)
-  given_mask = jnp.concatenate([jnp.ones((batch, k, height, width), dtype),
-                                jnp.zeros((batch, frames - k, height, width), dtype)], axis=1)
-  return Canvas(video=join_halves(left, driving), mask=join_halves(given_mask, jnp.ones_like(given_mask)))
+  left = given_then_blank(given, frames, blank=blank, dtype=driving.dtype)
+  return Canvas(video=join_halves(left.video, driving), mask=join_halves(left.mask, jnp.ones_like(left.mask)))

@@ -17,16 +17,25 @@ output. One loop drives it (`output_buffer`, `given_frames`, `stitch`):
     for segment in plan:
       video = animate(driving[:, segment.start:segment.stop], given=given_frames(output, segment))
       stitch(output, video, segment)                            # writes the generated frames only
+
+Wan-Animate-2 (`last="pad"`, DiffSynth-Studio's and diffusers' rule): the reference is not a frame of
+the video (`first_given=0`), every segment is exactly `segment_frames` long and advances by
+`segment_frames - overlap`, so the last one may run past the video; the driving video is extended
+to `plan[-1].stop` frames by `zigzag_pad` and the output cut back to the video's length.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import numpy as np
 
 from dreamactor_jax.animation.canvas import BLANK
 from dreamactor_jax.animation.frames import check_frame_count, next_valid_frame_count
+
+# How the last segment meets the video's end: "shorten" it, or "pad" the video (module docstring).
+LastSegment = Literal["shorten", "pad"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,25 +51,54 @@ class Segment:
     return self.stop - self.start
 
 
-def plan_segments(num_frames: int, segment_frames: int, overlap: int, first_given: int = 1) -> list[Segment]:
-  """Segments covering `num_frames` (1 + 4k) frames; rules in the module docstring.
+def plan_segments(num_frames: int, segment_frames: int, overlap: int, first_given: int = 1, *,
+                  last: LastSegment = "shorten") -> list[Segment]:
+  """Segments covering `num_frames` frames (1 + 4k with `last="shorten"`); rules in the module docstring.
 
-  `first_given`: given frames at the start of the video (1 = the reference image).
+  `first_given`: given frames at the start of the video (1 = the reference image; 0 with `last="pad"`,
+  where the reference is not a frame of the video).
   """
-  check_frame_count("long video", num_frames)
+  if last not in ("shorten", "pad"):
+    raise ValueError(f"last={last!r}; expected 'shorten' or 'pad'")
+  if last == "shorten":
+    check_frame_count("long video", num_frames)
+  elif num_frames < 1:
+    raise ValueError(f"long video = {num_frames} frames; expected at least 1")
   check_frame_count("segment_frames", segment_frames)
   if not 1 <= overlap < segment_frames:
     raise ValueError(f"overlap={overlap} must be between 1 and segment_frames - 1 = {segment_frames - 1}")
-  if not 1 <= first_given < min(segment_frames, num_frames):
-    raise ValueError(f"first_given={first_given} must be between 1 and {min(segment_frames, num_frames) - 1} "
+  lowest = 0 if last == "pad" else 1
+  highest = segment_frames - 1 if last == "pad" else min(segment_frames, num_frames) - 1
+  if not lowest <= first_given <= highest:
+    raise ValueError(f"first_given={first_given} must be between {lowest} and {highest} "
                      "(at least one frame of the first segment is generated)")
   plan, start, given = [], 0, first_given
   while start + segment_frames < num_frames:
     plan.append(Segment(start, start + segment_frames, given))
     start, given = start + segment_frames - overlap, overlap
+  if last == "pad":
+    return [*plan, Segment(start, start + segment_frames, given)]
   length = next_valid_frame_count(num_frames - start)  # <= num_frames, so the start stays >= 0
   plan.append(Segment(num_frames - length, num_frames, given + length - (num_frames - start)))
   return plan
+
+
+def zigzag_pad(video: np.ndarray, num_frames: int) -> np.ndarray:
+  """`[B, T, ...]` -> `[B, num_frames, ...]` (num_frames >= T): the video played forwards, then
+  backwards, then forwards again, ... without repeating the turning frames (0 1 2 3 2 1 0 1 ...).
+
+  Wan-Animate's and DiffSynth-Studio's `zigzag_padding` (the official rule); diffusers' modular
+  pipeline appends the last frames reversed instead (3 3 2 1 ...), which fails once the padding is
+  longer than the video.
+  """
+  frames = video.shape[1]
+  if num_frames < frames:
+    raise ValueError(f"cannot zigzag-pad {frames} frames to fewer ({num_frames})")
+  if frames == 1:
+    return np.repeat(video, num_frames, axis=1)
+  period = 2 * (frames - 1)
+  phase = np.arange(num_frames) % period
+  return video[:, np.where(phase < frames, phase, period - phase)]
 
 
 def output_buffer(given: np.ndarray, num_frames: int, *, blank: float = BLANK) -> np.ndarray:

@@ -11,6 +11,8 @@ Sampling grids (N steps; every grid ends at sigma = 0 after its N values):
   timesteps truncated to integers.
 - "euler": diffusers' FlowMatchEulerDiscreteScheduler(shift=s): N values from 1 to the shifted
   1/1000, shifted again (diffusers shifts its training table's end, then the grid); float timesteps.
+- "flowmatch": DiffSynth-Studio's FlowMatchScheduler("Wan"), which Wan-Animate-2's examples sample
+  with (Euler): linspace(1, 0, N + 1)[:-1], shifted; float timesteps.
 Grids are built on the host in float64, as the references do, and stored as float32.
 """
 
@@ -23,7 +25,7 @@ import jax
 import numpy as np
 
 NUM_TRAIN_TIMESTEPS = 1000
-SigmaGrid = Literal["wan", "unipc", "euler"]
+SigmaGrid = Literal["wan", "unipc", "euler", "flowmatch"]
 
 
 def shift_sigmas(sigmas, shift: float):
@@ -70,7 +72,10 @@ def sampling_schedule(steps: int, shift: float = 5.0, grid: SigmaGrid = "wan") -
     sigma_min = float(shift_sigmas(first, np.float32(shift)).astype(np.float32))
     sigmas = shift_sigmas(np.linspace(1.0, sigma_min, steps), shift)
     timesteps = timesteps_of(sigmas.astype(np.float32))
+  elif grid == "flowmatch":
+    sigmas = shift_sigmas(np.linspace(1.0, 0.0, steps + 1)[:-1], shift)
+    timesteps = timesteps_of(sigmas)
   else:
-    raise ValueError(f"sigma grid {grid!r}; expected 'wan', 'unipc' or 'euler'")
+    raise ValueError(f"sigma grid {grid!r}; expected 'wan', 'unipc', 'euler' or 'flowmatch'")
   sigmas = np.concatenate([sigmas, [0.0]]).astype(np.float32)
   return Schedule(sigmas=sigmas, timesteps=np.asarray(timesteps, np.float32))

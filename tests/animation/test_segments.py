@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dreamactor_jax.animation import (Segment, given_frames, is_valid_frame_count, output_buffer, plan_segments,
-                                      stitch)
+                                      stitch, zigzag_pad)
 
 
 def test_plans():
@@ -68,3 +68,39 @@ def test_errors():
   output = np.zeros((1, 9, 2, 2, 3), np.float32)
   with pytest.raises(ValueError, match=r"video has shape \(1, 4, 2, 2, 3\); expected \(1, 5, 2, 2, 3\)"):
     stitch(output, np.zeros((1, 4, 2, 2, 3), np.float32), Segment(0, 5, 1))
+
+
+def test_padded_plans_follow_the_references():
+  """Wan-Animate-2: full segments advancing by segment_frames - overlap, the reference not a frame;
+  the padded length is DiffSynth's `clip_len + (num_clips - 1) * step` (diffusers' count too)."""
+  assert plan_segments(10, 81, 1, first_given=0, last="pad") == [Segment(0, 81, 0)]
+  assert plan_segments(81, 81, 1, first_given=0, last="pad") == [Segment(0, 81, 0)]
+  assert plan_segments(82, 81, 1, first_given=0, last="pad") == [Segment(0, 81, 0), Segment(80, 161, 1)]
+  for num_frames in range(1, 60):
+    for length, overlap in ((9, 1), (13, 4), (5, 2)):
+      plan = plan_segments(num_frames, length, overlap, first_given=0, last="pad")
+      step = length - overlap
+      clips = 1 if num_frames <= length else (num_frames - length + step - 1) // step + 1
+      assert len(plan) == clips and plan[-1].stop == length + (clips - 1) * step >= num_frames
+      assert all(s.frames == length and s.given == (overlap if i else 0) for i, s in enumerate(plan))
+      assert all(b.start == a.stop - overlap for a, b in zip(plan, plan[1:]))
+
+
+def test_zigzag_pad():
+  video = np.arange(4)[None, :, None] * np.ones((2, 1, 3))
+  np.testing.assert_array_equal(zigzag_pad(video, 11)[0, :, 0], [0, 1, 2, 3, 2, 1, 0, 1, 2, 3, 2])
+  np.testing.assert_array_equal(zigzag_pad(video, 4), video)
+  np.testing.assert_array_equal(zigzag_pad(video[:, :1], 3)[1, :, 0], [0, 0, 0])
+  with pytest.raises(ValueError, match=r"cannot zigzag-pad 4 frames to fewer \(3\)"):
+    zigzag_pad(video, 3)
+
+
+def test_padded_plan_errors():
+  with pytest.raises(ValueError, match="long video = 0 frames; expected at least 1"):
+    plan_segments(0, 81, 1, first_given=0, last="pad")
+  with pytest.raises(ValueError, match="first_given=81 must be between 0 and 80"):
+    plan_segments(10, 81, 1, first_given=81, last="pad")
+  with pytest.raises(ValueError, match="first_given=0 must be between 1 and 32"):
+    plan_segments(81, 33, 1, first_given=0)
+  with pytest.raises(ValueError, match="last='trim'; expected 'shorten' or 'pad'"):
+    plan_segments(81, 33, 1, last="trim")

@@ -44,8 +44,16 @@ def test_wan_grid():
   assert ours.sigmas[0] < sampling_schedule(4, 5.0, "unipc").sigmas[0]  # Wan starts at 0.999, diffusers at 1 - 1e-6
 
 
+def test_flowmatch_grid():
+  """DiffSynth-Studio's FlowMatchScheduler("Wan"): linspace(1, 0, N + 1)[:-1], shifted, float timesteps
+  (what its Wan-Animate-2 examples sample with at shift 5)."""
+  ours = sampling_schedule(4, 5.0, "flowmatch")
+  np.testing.assert_allclose(ours.sigmas, [1.0, 15 / 16, 5 / 6, 5 / 8, 0.0], rtol=1e-7)
+  np.testing.assert_allclose(ours.timesteps, [1000.0, 937.5, 2500 / 3, 625.0], rtol=1e-7)
+
+
 def test_errors():
-  with pytest.raises(ValueError, match="sigma grid 'karras'; expected 'wan', 'unipc' or 'euler'"):
+  with pytest.raises(ValueError, match="sigma grid 'karras'; expected 'wan', 'unipc', 'euler' or 'flowmatch'"):
     sampling_schedule(10, 3.0, "karras")
   with pytest.raises(ValueError, match="sampling steps = 0"):
     sampling_schedule(0)
