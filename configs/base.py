@@ -60,10 +60,12 @@ def get_config(arg: str = "wan2.1-t2v-1.3b") -> ml_collections.ConfigDict:
   config.sampling = ml_collections.ConfigDict(dict(
       sampler="unipc",  # unipc (bh2, order 2, x0-prediction) | euler
       grid="wan",  # sigma grid: wan (original Wan sampler) | unipc (diffusers' UniPC) | euler (diffusers' Euler)
+                   # | flowmatch (DiffSynth-Studio's, Wan-Animate-2's presets)
       steps=40,  # denoising steps (Wan: 40 for I2V, 50 for T2V)
       shift=3.0,  # sampling sigma shift s*sig/(1+(s-1)*sig): 3.0 for 480p I2V, 5.0 for 720p
       guidance=5.0,  # classifier-free guidance on text: uncond + g * (cond - uncond); 1.0 turns it off
       negative_prompt="",  # text of the unconditional branch
+      driving_prompt="",  # layout animate2: text of the driving pass (its presets set diffusers' default)
       # Training noise levels (diffusion.sample_training_sigmas keyword arguments):
       train=ml_collections.ConfigDict(dict(
           distribution="logit_normal",  # logit_normal | uniform

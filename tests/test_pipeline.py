@@ -212,3 +212,37 @@ def test_options_from_config_sections():
   config = base.get_config("tiny")
   options = AnimateOptions.from_config(config.animation, config.sampling, steps=7)
   assert options == AnimateOptions(steps=7)  # the dataclass defaults are base.py's
+
+
+def test_animate2_size_letterbox_and_prompts():
+  """Wan-Animate-2: the target area in the reference's aspect (diffusers' rule), letterboxing on black."""
+  assert pipeline.area_size((800, 640), (1280, 720)) == (944, 528)  # a portrait 720p reference
+  assert pipeline.area_size((800, 640), (1080, 1920)) == (528, 944)  # its aspect from 1072 x 1920
+  assert pipeline.area_size((32, 48), (40, 56)) == (32, 48)
+  with pytest.raises(ValueError, match="reference image 10x40: Wan-Animate-2 needs at least 16 pixels on each side"):
+    pipeline.area_size((32, 48), (10, 40))
+  frame = np.full((20, 60, 3), 200, np.uint8)  # wide: fitted 16 x 48, 8 black rows above and below
+  out = fit_driving(frame[None], 32, 48, letterbox=True)
+  assert out.shape == (1, 32, 48, 3)
+  assert (out[0, :8] == 0).all() and (out[0, -8:] == 0).all() and (out[0, 8:24] == 200).all()
+  options = AnimateOptions(**{**pipeline.PRESETS["distilled"]["animation"], **pipeline.PRESETS["distilled"]["sampling"]},
+                           layout="animate2")
+  assert (options.steps, options.guidance, options.grid, options.sampler) == (10, 1.0, "flowmatch", "euler")
+  assert options.prompts("a cat") == ["a cat", "", "人物动作的参考视频"]
+  assert AnimateOptions().prompts("a cat") == ["a cat", ""]
+
+
+def test_animate2_errors(models):
+  references, driving = videos(4, 2, 6)
+  animate2 = dataclasses.replace(OPTIONS, layout="animate2")
+  with pytest.raises(ValueError, match=r"the model: sampling layout 'animate2' does not fit its DiT \(layout 'full'\)"):
+    animate_batch(models, references, driving, ["", ""], fps=4.0, options=animate2)
+  with pytest.raises(ValueError, match="sampling layout 'full' does not fit its DiT"):
+    dit = nnx.eval_shape(lambda: pipeline.WanDiT(dataclasses.replace(models.dit.config, layout="animate2"),
+                                                 rngs=nnx.Rngs(0)))
+    animate_batch(dataclasses.replace(models, dit=dit), references, driving, ["", ""], fps=4.0)
+  with pytest.raises(ValueError, match=r"the references' aspects give Wan-Animate-2 sizes \[\(32, 48\), \(48, 32\)\]"):
+    wide, tall = np.zeros((40, 60, 3), np.uint8), np.zeros((60, 40, 3), np.uint8)
+    animate_batch(dataclasses.replace(models, dit=dit), [wide, tall], driving, ["", ""], fps=4.0, options=animate2)
+  with pytest.raises(ValueError, match="layout 'motion'; expected one of 'full', 'motion_cache', 'animate2'"):
+    AnimateOptions(layout="motion")

@@ -204,3 +204,19 @@ def test_text_from_a_prompt_cache_or_umt5(models, tmp_path):
   np.testing.assert_allclose(loaded.text(["a dog runs", "a cat"]),
                              np.stack([np.pad(expected[0], ((0, TEXT_LEN - len(expected[0])), (0, 0))),
                                        cache.padded(["a cat"], TEXT_LEN)[0]]), atol=1e-6)
+
+
+def test_animate2_bundle_info_presets():
+  """An animate2 bundle names its preset; the preset's sections sit below the bundle's own."""
+  info = BundleInfo(stage="rgb", size=(800, 640), fps=24.0, layout="animate2", preset="distilled",
+                    sampling={"steps": 12})
+  assert info.sampling["steps"] == 12 and info.sampling["guidance"] == 1.0 and info.sampling["grid"] == "flowmatch"
+  assert info.animation == {"segment_frames": 81, "overlap_frames": 1}
+  assert BundleInfo(**{k: v for k, v in info.to_json().items() if k != "format"}) == info  # round trip
+  options = info.options()
+  assert (options.layout, options.steps, options.guidance, options.shift) == ("animate2", 12, 1.0, 5.0)
+  assert "preset" not in BundleInfo(stage="rgb", size=(32, 48), fps=8.0).to_json()  # earlier bundles read as before
+  with pytest.raises(ValueError, match=r"preset=None; expected one of \['base', 'distilled'\] with layout 'animate2'"):
+    BundleInfo(stage="rgb", size=(800, 640), fps=24.0, layout="animate2")
+  with pytest.raises(ValueError, match="preset='base'; expected .* none otherwise"):
+    BundleInfo(stage="rgb", size=(32, 48), fps=8.0, preset="base")
