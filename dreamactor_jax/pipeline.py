@@ -34,8 +34,22 @@ the left half `[B, F, h, w, 16]`. The cache rides with the weights in the sample
 arrays are `[layers, B, ...]` (what the layer scan reads), so the sampler's stacking of contexts on
 axis 0 cannot double it; it is computed for the stacked [prompt; negative] batch instead.
 
+`animate2` (Wan-Animate-2, ANIMATE2.md; docs/animate2.md) changes steps 1-4: H x W holds about the
+`size` area in the reference's aspect (`area_size`), the reference and the driving frames are
+letterboxed into it on black; there is no start transition; segments all have `segment_frames`
+frames, each later one carrying `overlap_frames` generated frames over (`plan_segments(...,
+last="pad")`), the driving video zigzag-padded to whole segments and the output cut back to its
+length. Per segment: the reference's latent frame (encoded once, mask 1), then the VAE latents of
+the carried frames and blank (`animation.given_then_blank`) are the condition of latents
+`[B, 1 + F, h, w, 16]`, all noised; the driving frames' latents run once through
+`WanDiT.encode_motion` (driving prompt, CLIP of the driving's first frame); that cache, tiled over
+the batched [prompt; negative] call, serves both guidance branches, the negative's samples marked
+`unconditional` (the DiT skips `unconditional_skip_layers` for them); latent frame 0 is dropped
+before decoding.
+
 Guidance is skipped (one velocity call of B per step) when it is 1 or when the prompt's text equals
-the negative prompt's (e.g. models without text, whose text is zeros): it would not change the result.
+the negative prompt's (e.g. models without text, whose text is zeros) outside animate2: it would not
+change the result.
 
 Compilation: the VAE, CLIP, motion pass and sampler are module-level jitted functions of
 `(graphdef, state, arrays)`, so each compiles once per shape and is reused by every segment, call and
