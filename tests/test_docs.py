@@ -200,12 +200,13 @@ COMMANDS = doc_commands()
 ENTRIES = sorted({(c.entry, c.subcommand) for c in COMMANDS}, key=lambda e: (e[0], e[1] or ""))
 
 
-@functools.cache
-def read_all_help() -> None:
-  """Runs every entry point's help at once (each is an interpreter start and the package's imports).
+@pytest.fixture(scope="module")
+def read_help(request) -> None:
+  """Runs the help of every selected entry point at once (each is an interpreter start and the
+  package's imports). A failure is not cached: the entry point's own test runs it again and reports it."""
+  selected = [item.callspec.params["entry"] for item in request.session.items
+              if getattr(item, "callspec", None) and "entry" in item.callspec.params]
 
-  A failure is not cached: the entry point's own test runs it again and reports it.
-  """
   def read(entry):
     try:
       help_text(*entry)
@@ -213,7 +214,7 @@ def read_all_help() -> None:
       pass
 
   with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool:
-    list(pool.map(read, ENTRIES))
+    list(pool.map(read, selected))
 
 
 def test_pages_have_commands():
@@ -223,9 +224,8 @@ def test_pages_have_commands():
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=str)
-def test_command_flags_exist(entry):
+def test_command_flags_exist(entry, read_help):
   """Each documented command of this entry point uses only flags (and config fields) that exist."""
-  read_all_help()
   problems = [f"{c}\n    {p}" for c in COMMANDS if (c.entry, c.subcommand) == entry for p in flag_problems(c)]
   assert not problems, "documented flags that do not exist:\n" + "\n".join(problems)
 
