@@ -39,6 +39,8 @@ def test_auto_is_memory_bounded_on_cpu():
   big = jax.ShapeDtypeStruct((1, 32760, 12, 128), jnp.float32)
   assert _pick_implementation(small, small) == "xla"
   assert _pick_implementation(big, big) == "blockwise"
+  # XLA's log-sum-exp is in the input dtype and has no gradient: return_lse takes the blockwise kernel.
+  assert _pick_implementation(small, small, return_lse=True) == "blockwise"
 
 
 def test_bf16_inputs_give_bf16_outputs():
@@ -126,3 +128,16 @@ def test_auto_picks_the_platform_kernel():
   assert _pick_implementation(bf16, bf16, "gpu") == "cudnn"
   assert _pick_implementation(bf16, bf16, "tpu") == "splash"
   assert _pick_implementation(bf16, bf16, "cpu") == "blockwise"
+
+
+def test_attention_returns_the_log_sum_exp():
+  keys = jax.random.split(jax.random.key(4), 3)
+  q, k, v = (jax.random.normal(key, (2, 9, 2, 8)) * 2 for key in keys)
+  scores = np.einsum("bqnk,bsnk->bqns", np.asarray(q, np.float64), np.asarray(k, np.float64)) / np.sqrt(8)
+  expected = np.log(np.exp(scores).sum(-1))
+  # Attentions over disjoint key sets then merge exactly (frame_aligned_attention, ring attention).
+  for implementation in ("blockwise", "xla", "splash"):
+    out, lse = attention(q, k, v, implementation=implementation, return_lse=True)
+    assert lse.shape == (2, 9, 2) and lse.dtype == jnp.float32
+    np.testing.assert_allclose(lse, expected, atol=2e-5)
+    np.testing.assert_allclose(out, attention(q, k, v, implementation=implementation), atol=1e-6)
