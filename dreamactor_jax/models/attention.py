@@ -91,11 +91,30 @@ def _core(q, k, v, kv_len, *, implementation: Implementation, platform: str, blo
   if implementation == "splash":
     return _splash_attention(q, k, v, kv_len, scale=scale, interpret=platform != "tpu", return_lse=return_lse)
   lengths = None if kv_len is None else jnp.full((q.shape[0],), kv_len, jnp.int32)
+  if return_lse and implementation == "cudnn":
+    return _cudnn_with_lse(q, k, v, lengths, scale=scale)
   result = jax.nn.dot_product_attention(q, k, v, scale=scale, key_value_seq_lengths=lengths,
                                         implementation=implementation, return_residual=return_lse)
   if return_lse:
     return result[0].astype(q.dtype), result[1].astype(jnp.float32)
   return result.astype(q.dtype)
+
+
+def _cudnn_with_lse(q, k, v, kv_lengths, *, scale: float | None) -> tuple[jax.Array, jax.Array]:
+  """cuDNN flash attention with its fp32 softmax statistics (the log-sum-exp, `[B, N, Lq]`).
+
+  `jax.nn.dot_product_attention(return_residual=True)` calls this same cuDNN wrapper but casts the
+  statistics to the input dtype: in bf16, a log-sum-exp near 10 is then up to 0.03 off, a 3% error
+  in the weights of a merge. The wrapper is called here as jax.nn calls it, minus that cast.
+  """
+  from jax._src.cudnn import fused_attention_stablehlo as cudnn  # noqa: PLC0415 (GPU only; see docstring)
+
+  batch, q_len = q.shape[:2]
+  q_lengths = None if kv_lengths is None else jnp.full((batch,), q_len, jnp.int32)
+  out, lse = cudnn.dot_product_attention(
+      q, k, v, None, None, q_lengths, kv_lengths, scale=1 / math.sqrt(q.shape[-1]) if scale is None else scale,
+      mask_type=cudnn.MaskType.NO_MASK if kv_lengths is None else cudnn.MaskType.PADDING, return_residual=True)
+  return out.astype(q.dtype), lse.transpose(0, 2, 1).astype(jnp.float32)
 
 
 def _pick_implementation(q: jax.Array, k: jax.Array, platform: str | None = None, *, return_lse: bool = False) -> str:
