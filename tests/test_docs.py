@@ -173,6 +173,11 @@ def flag_problems(command: Command) -> list[str]:
   """What in one command does not match the entry point's flags (empty when it all does)."""
   flags = defined_flags(command.entry, command.subcommand)
   problems, config_spec = [], None
+  text = help_text(command.entry, command.subcommand)
+  if command.subcommand and ABSL_FLAG.search(text) and not re.search(
+      rf"{re.escape(command.entry[-1])}\s+{re.escape(command.subcommand)}\b", text):
+    # absl tools take every input as a --flag; a sub-command must be one their own help shows
+    problems.append(f"{command.subcommand}: {command.entry[-1]} shows no such sub-command in its --help")
   options = [a for a in command.args if re.match(r"--?[a-zA-Z]", a)]
   for option in options:
     name = option.lstrip("-").split("=", 1)[0]
