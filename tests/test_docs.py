@@ -125,6 +125,10 @@ def doc_commands() -> list[Command]:
 @functools.cache
 def help_text(entry: tuple[str, ...], subcommand: str | None) -> str:
   """The entry point's flag listing: absl's `--helpfull` (every defined flag; it exits 1), else argparse's `--help`."""
+  script = ROOT / (entry[1].replace(".", "/") if entry[0] == "-m" else entry[0])
+  # this tree's own file: an editable install elsewhere could still import a module deleted here
+  assert any(path.is_file() for path in (script.with_suffix(".py"), script / "__main__.py", script)), \
+      f"{' '.join(entry)}: no such entry point in this tree"
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
   base = [sys.executable, *entry, *([subcommand] if subcommand else [])]
   for help_flag in ("--helpfull", "--help"):
@@ -145,7 +149,7 @@ def defined_flags(entry: tuple[str, ...], subcommand: str | None) -> frozenset[s
       names.add("no" + name)
   for options in ARGPARSE_OPTIONS.findall(text):
     names.update(re.findall(r"(?:^|, )--?([\w-]+)", options))
-  return frozenset(names)
+  return frozenset(names | {"help"})  # every entry point takes --help, listed or not
 
 
 def load_config(spec: str):
