@@ -128,6 +128,10 @@ def test_auto_picks_the_platform_kernel():
   assert _pick_implementation(bf16, bf16, "gpu") == "cudnn"
   assert _pick_implementation(bf16, bf16, "tpu") == "splash"
   assert _pick_implementation(bf16, bf16, "cpu") == "blockwise"
+  # With the log-sum-exp (frame_aligned_attention): the same kernels, never XLA's bf16 one.
+  for platform, kernel in (("gpu", "cudnn"), ("tpu", "splash"), ("cpu", "blockwise")):
+    assert _pick_implementation(bf16, bf16, platform, return_lse=True) == kernel
+  assert _pick_implementation(*[jax.ShapeDtypeStruct((1, 64, 2, 8), jnp.float32)] * 2, "gpu", return_lse=True) == "blockwise"
 
 
 def test_attention_returns_the_log_sum_exp():
