@@ -53,8 +53,9 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: Imple
   leaves its partitioning to XLA). `kv_tokens` names the key token axis for the sharding plan.
 
   `return_lse`: returns (out, lse) with lse `[B, Lq, N]` fp32, the natural log of each query's sum
-  of exp(scores). Only the blockwise kernel differentiates through lse: cuDNN's and splash's lse
-  carry no gradient (their backward drops it), so train through it with implementation="blockwise".
+  of exp(scores). Only the blockwise kernel differentiates through lse: cuDNN's, splash's and
+  XLA's lse carry no gradient (their backward would drop it silently), so differentiating it raises;
+  train through it with implementation="blockwise".
   """
   plan = current_plan()
   if bias is not None:
@@ -88,16 +89,40 @@ def _core(q, k, v, kv_len, *, implementation: Implementation, platform: str, blo
     out, lse = _core_with_lse(q, k, v, kv_len, block_q=block_q, block_kv=block_kv, scale=scale,
                               one_head=platform == "cpu")
     return (out, lse) if return_lse else out
-  if implementation == "splash":
-    return _splash_attention(q, k, v, kv_len, scale=scale, interpret=platform != "tpu", return_lse=return_lse)
   lengths = None if kv_len is None else jnp.full((q.shape[0],), kv_len, jnp.int32)
-  if return_lse and implementation == "cudnn":
-    return _cudnn_with_lse(q, k, v, lengths, scale=scale)
-  result = jax.nn.dot_product_attention(q, k, v, scale=scale, key_value_seq_lengths=lengths,
-                                        implementation=implementation, return_residual=return_lse)
-  if return_lse:
-    return result[0].astype(q.dtype), result[1].astype(jnp.float32)
-  return result.astype(q.dtype)
+  if not return_lse:
+    if implementation == "splash":
+      return _splash_attention(q, k, v, kv_len, scale=scale, interpret=platform != "tpu")
+    return jax.nn.dot_product_attention(q, k, v, scale=scale, key_value_seq_lengths=lengths,
+                                        implementation=implementation).astype(q.dtype)
+  if implementation == "splash":
+    out, lse = _splash_attention(q, k, v, kv_len, scale=scale, interpret=platform != "tpu", return_lse=True)
+  elif implementation == "cudnn":
+    out, lse = _cudnn_with_lse(q, k, v, lengths, scale=scale)
+  else:
+    out, lse = jax.nn.dot_product_attention(q, k, v, scale=scale, key_value_seq_lengths=lengths,
+                                            implementation=implementation, return_residual=True)
+  return out.astype(q.dtype), _without_gradient(lse.astype(jnp.float32), q, k, v)
+
+
+@jax.custom_vjp
+def _without_gradient(lse: jax.Array, q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+  """lse, from a kernel whose backward ignores it: differentiating it with respect to q, k or v
+  raises (XLA's lse is a stop_gradient, so the guard hangs on the inputs, not on lse)."""
+  return lse
+
+
+def _without_gradient_fwd(lse, q, k, v):
+  return lse, None
+
+
+def _without_gradient_bwd(_, cotangent):
+  raise NotImplementedError("the log-sum-exp of cuDNN, splash and XLA attention has no gradient (their backward "
+                            "drops it); differentiate attention(return_lse=True), e.g. the animate2 layout, with "
+                            "implementation='blockwise' (model.attention='blockwise')")
+
+
+_without_gradient.defvjp(_without_gradient_fwd, _without_gradient_bwd)
 
 
 def _cudnn_with_lse(q, k, v, kv_lengths, *, scale: float | None) -> tuple[jax.Array, jax.Array]:

@@ -145,3 +145,14 @@ def test_attention_returns_the_log_sum_exp():
     assert lse.shape == (2, 9, 2) and lse.dtype == jnp.float32
     np.testing.assert_allclose(lse, expected, atol=2e-5)
     np.testing.assert_allclose(out, attention(q, k, v, implementation=implementation), atol=1e-6)
+
+
+def test_log_sum_exp_gradient_only_through_the_blockwise_kernel():
+  x = jax.random.normal(jax.random.key(5), (1, 6, 2, 8))
+  lse_sum = lambda implementation: lambda q: attention(q, x, x, implementation=implementation, return_lse=True)[1].sum()
+  scores = lambda q: jnp.einsum("bqnk,bsnk->bqns", q, x) / np.sqrt(8)
+  np.testing.assert_allclose(jax.grad(lse_sum("blockwise"))(x),
+                             jax.grad(lambda q: jax.nn.logsumexp(scores(q), -1).sum())(x), atol=1e-5)
+  with pytest.raises(NotImplementedError, match=r"log-sum-exp of cuDNN, splash and XLA attention has no gradient.*"
+                                                r"implementation='blockwise'"):
+    jax.grad(lse_sum("xla"))(x)
