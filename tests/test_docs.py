@@ -125,10 +125,6 @@ def doc_commands() -> list[Command]:
 @functools.cache
 def help_text(entry: tuple[str, ...], subcommand: str | None) -> str:
   """The entry point's flag listing: absl's `--helpfull` (every defined flag; it exits 1), else argparse's `--help`."""
-  script = ROOT / (entry[1].replace(".", "/") if entry[0] == "-m" else entry[0])
-  # this tree's own file: an editable install elsewhere could still import a module deleted here
-  assert any(path.is_file() for path in (script.with_suffix(".py"), script / "__main__.py", script)), \
-      f"{' '.join(entry)}: no such entry point in this tree"
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
   base = [sys.executable, *entry, *([subcommand] if subcommand else [])]
   for help_flag in ("--helpfull", "--help"):
@@ -173,8 +169,19 @@ def config_has(config, dotted: str) -> bool:
   return True
 
 
+def entry_exists(entry: tuple[str, ...]) -> bool:
+  """The entry point is this tree's own file (an editable install elsewhere could still import a module
+  deleted here)."""
+  script = ROOT / (entry[1].replace(".", "/") if entry[0] == "-m" else entry[0])
+  return any(path.is_file() for path in (script.with_suffix(".py"), script / "__main__.py", script))
+
+
 def flag_problems(command: Command) -> list[str]:
   """What in one command does not match the entry point's flags (empty when it all does)."""
+  if not entry_exists(command.entry):
+    return [f"{' '.join(command.entry)}: no such entry point in this tree"]
+  if not command.args:
+    return []
   flags = defined_flags(command.entry, command.subcommand)
   problems, config_spec = [], None
   text = help_text(command.entry, command.subcommand)
@@ -213,8 +220,9 @@ ENTRIES = sorted({(c.entry, c.subcommand) for c in COMMANDS}, key=lambda e: (e[0
 def read_help(request) -> None:
   """Runs the help of every selected entry point at once (each is an interpreter start and the
   package's imports). A failure is not cached: the entry point's own test runs it again and reports it."""
-  selected = [item.callspec.params["entry"] for item in request.session.items
-              if getattr(item, "callspec", None) and "entry" in item.callspec.params]
+  selected = {item.callspec.params["entry"] for item in request.session.items
+              if getattr(item, "callspec", None) and "entry" in item.callspec.params}
+  selected = [entry for entry in selected if any((c.entry, c.subcommand) == entry and c.args for c in COMMANDS)]
 
   def read(entry):
     try:
