@@ -1,7 +1,8 @@
-"""Converts PyTorch Wan2.1 checkpoints to ours and back.
+"""Converts PyTorch Wan2.1 and Wan-Animate-2 checkpoints to ours and back.
 
   python -m dreamactor_jax.convert dit --src Wan2.1-T2V-1.3B-Diffusers/transformer --out ckpt/t2v-1.3b
   python -m dreamactor_jax.convert dit --src Wan2.1-T2V-14B --out ckpt/t2v-14b --dtype bf16
+  python -m dreamactor_jax.convert dit --src Wan2.2-Animate-2-14B-Diffusers/transformer --out ckpt/animate2 --dtype bf16
   python -m dreamactor_jax.convert export-dit --src ckpt/t2v-1.3b --out exported --layout original
   python -m dreamactor_jax.convert export-dit --src ckpt/t2v-1.3b --lora runs/stage1/lora --out stage1-merged
   python -m dreamactor_jax.convert vae --src Wan2.1-T2V-1.3B/Wan2.1_VAE.pth --out ckpt/vae
@@ -11,6 +12,9 @@
 `--src` is a diffusers folder (sharded safetensors + index json + config.json), an original Wan
 folder or file (safetensors, with or without the `model.diffusion_model.` prefix, or a `.pth` read
 with `torch.load(weights_only=True)`). Layout and config are detected from tensor names and shapes.
+Wan-Animate-2 is told apart by its names (the official `wan_animate_2_bf16*.safetensors` wraps each
+block as `blocks.N.block.`; its diffusers folder names attention `self_attn.to_q`), which a
+config.json class must not contradict; `export-dit` writes such a model back in its own two layouts.
 """
 
 from __future__ import annotations
@@ -107,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m dreamactor_jax.convert", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   commands = parser.add_subparsers(dest="command", required=True)
-  dit = commands.add_parser("dit", help="PyTorch Wan2.1 DiT (diffusers or original layout) -> Orbax folder")
+  dit = commands.add_parser("dit", help="PyTorch Wan2.1 or Wan-Animate-2 DiT (diffusers or original layout) -> "
+                                        "Orbax folder")
   dit.add_argument("--src", required=True, help="checkpoint file or folder (safetensors shards or .pth)")
   dit.add_argument("--out", required=True, help="output folder: params/ (Orbax) and config.json")
   dit.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="parameter dtype to store")
@@ -134,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                            "saved inside --src are merged anyway")
   export.add_argument("--out", required=True, help="output folder")
   export.add_argument("--layout", choices=["diffusers", "original"], default="diffusers",
-                      help="tensor names of diffusers' WanTransformer3DModel or of the original Wan code")
+                      help="tensor names of diffusers' WanTransformer3DModel or of the original Wan code; for a "
+                           "Wan-Animate-2 model, WanAnimate2Transformer3DModel or the official file")
   export.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="tensor dtype to write")
   args = parser.parse_args(argv)
   try:

@@ -4,6 +4,11 @@ Two layouts exist: diffusers (`WanTransformer3DModel`) and the original Wan code
 (`wan/modules/model.py`, optionally prefixed `model.diffusion_model.`). Each of our parameters maps
 to one tensor per layout (per layer for the stacked blocks), with a fixed transform between our
 channels-last layout and PyTorch's.
+
+Wan-Animate-2 (a model whose config has `layout="animate2"`) has the same parameters under other
+names (ANIMATE2.md, "Layouts"): its official file keeps the original names but wraps each block as
+`blocks.N.block.`; its diffusers folder (`WanAnimate2Transformer3DModel`) keeps the original names
+too, except the attention projections, which take diffusers' names.
 """
 
 from __future__ import annotations
@@ -13,13 +18,14 @@ import re
 from collections.abc import Mapping
 from typing import Literal
 
-from dreamactor_jax.checkpoints import torch_import
 from dreamactor_jax.checkpoints.tensor_files import CheckpointError
 from dreamactor_jax.checkpoints.torch_import import TensorSpec
-from dreamactor_jax.models.dit import DiTConfig
+from dreamactor_jax.models.dit import TEXT_LEN, DiTConfig
 
 Layout = Literal["diffusers", "original"]
 ORIGINAL_PREFIX = "model.diffusion_model."
+# The diffusers class named by a config.json, and whether it is Wan-Animate-2.
+_CLASS_IS_ANIMATE2 = {"WanTransformer3DModel": False, "WanAnimate2Transformer3DModel": True}
 
 # Our module path -> (diffusers module, original module). "{i}" is the block index.
 _MODULES: dict[str, tuple[str, str]] = {
@@ -61,23 +67,43 @@ _TENSORS: dict[str, tuple[str, str]] = {
     "head_modulation": ("scale_shift_table", "head.modulation"),
 }
 _LEAVES = {"kernel": "weight", "scale": "weight", "bias": "bias"}
+# Wan-Animate-2 diffusers: original attention projection names -> diffusers' (inside self_attn/cross_attn).
+_ANIMATE2_ATTENTION = {"q": "to_q", "k": "to_k", "v": "to_v", "o": "to_out.0", "k_img": "add_k_proj",
+                       "v_img": "add_v_proj", "norm_k_img": "norm_added_k"}
+# Wan-Animate-2's driving-pass RoPE settings, config.json fields of the same name as ours.
+ANIMATE2_DRIVING_FIELDS = ("refer_offset_t", "refer_offset_h", "refer_offset_w", "refer_stride")
+ANIMATE2_SKIPPED_BLOCK = 9  # by the unconditional branch of both references
 # Tensors the original checkpoints carry that no computation reads.
 _IGNORED = re.compile(r"^(blocks\.\d+\.attn2\.norm_added_q\.weight|freqs)$")
 
 
+def _template(key: str, layout: Layout, animate2: bool) -> str:
+  """The PyTorch name of one of our modules (`_MODULES`) or whole tensors (`_TENSORS`); "{i}" is the block."""
+  names = _TENSORS.get(key) or _MODULES[key]
+  if not animate2:
+    return names[0 if layout == "diffusers" else 1]
+  original = names[1]
+  if layout == "original":
+    return original.replace("blocks.{i}.", "blocks.{i}.block.")
+  parent, _, leaf = original.rpartition(".")
+  if parent.endswith((".self_attn", ".cross_attn")) and leaf in _ANIMATE2_ATTENTION:
+    return f"{parent}.{_ANIMATE2_ATTENTION[leaf]}"
+  return original
+
+
 def tensor_specs(config: DiTConfig, layout: Layout, param_paths: list[str]) -> list[TensorSpec]:
   """The PyTorch tensor behind each of our parameter paths (dotted, as in `nnx.state`)."""
-  column = 0 if layout == "diffusers" else 1
+  animate2 = config.layout == "animate2"
   specs = []
   for path in param_paths:
     if path in _TENSORS:
-      template = _TENSORS[path][column]
+      template = _template(path, layout, animate2)
       kind = {"patch_embed": "conv3d", "patch_bias": "vector"}.get(path, "table")
     else:
       module, leaf = path.rsplit(".", 1)
       if module not in _MODULES or leaf not in _LEAVES:
         raise KeyError(f"no PyTorch name for parameter {path}")
-      template = f"{_MODULES[module][column]}.{_LEAVES[leaf]}"
+      template = f"{_template(module, layout, animate2)}.{_LEAVES[leaf]}"
       kind = "linear" if leaf == "kernel" else "vector"
     specs.append(TensorSpec.from_template(path, template, kind, config.num_layers))
   return specs
@@ -88,26 +114,49 @@ def strip_prefix(names: Mapping[str, object]) -> dict[str, str]:
   return {name.removeprefix(ORIGINAL_PREFIX): name for name in names}
 
 
-# One tensor name that only each layout has.
-_PROBES = {"diffusers": "blocks.0.attn1.to_q.weight",
-            "original": "blocks.0.self_attn.q.weight"}
+# What marks each naming, (layout, animate2): its block self-attention query (or, official
+# Wan-Animate-2, the block wrapper). Exactly one must occur.
+_MARKERS = {("diffusers", False): re.compile(r"blocks\.\d+\.attn1\.to_q\."),
+            ("original", False): re.compile(r"blocks\.\d+\.self_attn\.q\."),
+            ("diffusers", True): re.compile(r"blocks\.\d+\.self_attn\.to_q\."),
+            ("original", True): re.compile(r"blocks\.\d+\.block\.")}
 
 
-def detect_layout(names: Mapping[str, object], source: str) -> Layout:
-  return torch_import.detect_layout(names, _PROBES, model="Wan2.1 DiT", source=source)
+def _naming(layout: Layout, animate2: bool) -> str:
+  return f"{'Wan-Animate-2' if animate2 else 'Wan2.1'} {layout}"
+
+
+def detect_layout(names: Mapping[str, object], source: str, *, class_name: str | None = None
+                  ) -> tuple[Layout, bool]:
+  """The layout of a DiT checkpoint and whether it is Wan-Animate-2, from its tensor names.
+
+  `class_name` (a config.json `_class_name`) must agree when it is a diffusers DiT class.
+  """
+  found = [naming for naming, marker in _MARKERS.items() if any(marker.match(name) for name in names)]
+  if not found:
+    raise CheckpointError(f"{source}: not a Wan2.1 DiT checkpoint (no block self-attention named as in "
+                          "diffusers or the original Wan code)")
+  if len(found) > 1:
+    raise CheckpointError(f"{source}: mixes the tensor names of {' and '.join(_naming(*n) for n in found)}; "
+                          "expected one layout")
+  layout, animate2 = found[0]
+  if class_name in _CLASS_IS_ANIMATE2 and _CLASS_IS_ANIMATE2[class_name] != animate2:
+    raise CheckpointError(f"{source}: config.json names {class_name} but the tensors are named as in "
+                          f"{_naming(layout, animate2)}")
+  return layout, animate2
 
 
 def is_ignored(name: str) -> bool:
   return bool(_IGNORED.match(name))
 
 
-def infer_config(tensors: Mapping[str, object], layout: Layout, *, hints: Mapping[str, object],
-                 source: str) -> DiTConfig:
-  """A DiTConfig from tensor shapes; head count and eps come from `hints` (a config.json)."""
-  column = 0 if layout == "diffusers" else 1
+def infer_config(tensors: Mapping[str, object], layout: Layout, *, animate2: bool = False,
+                 hints: Mapping[str, object], source: str) -> DiTConfig:
+  """A DiTConfig from tensor shapes; head count, eps and the Wan-Animate-2 driving offsets come
+  from `hints` (a config.json)."""
 
-  def shape(path: str) -> tuple[int, ...]:
-    name = _TENSORS[path][column] if path in _TENSORS else f"{_MODULES[path][column]}.weight"
+  def shape(key: str) -> tuple[int, ...]:
+    name = _template(key, layout, animate2) + ("" if key in _TENSORS else ".weight")
     name = name.format(i=0)
     if name not in tensors:
       raise CheckpointError(f"{source}: missing tensor {name}, needed to infer the model config")
@@ -118,16 +167,23 @@ def infer_config(tensors: Mapping[str, object], layout: Layout, *, hints: Mappin
                           "weight [dim, in_channels, pt, ph, pw]")
   dim, in_channels, *patch_size = shape("patch_embed")
   num_layers = 1 + max(int(m.group(1)) for m in map(re.compile(r"^blocks\.(\d+)\.").match, tensors) if m)
-  image_key = f"{_MODULES['image_embed.norm_in'][column]}.weight"
+  image_key = f"{_template('image_embed.norm_in', layout, animate2)}.weight"
   num_heads = hints.get("num_heads") or hints.get("num_attention_heads")
   if num_heads is None:
     if dim % 128:
       raise CheckpointError(f"{source}: cannot infer the head count of dim={dim}; "
                             "pass num_heads or put a config.json beside the weights")
     num_heads = dim // 128  # every released Wan2.1 model uses head_dim 128
+  # Wan-Animate-2 runs the driving clip through the same DiT at timestep 1 with its own RoPE
+  # offsets, pads text to 512 tokens, and its unconditional branch skips block 9 where there is
+  # one (ANIMATE2.md, "Forward: two passes").
+  animate2_fields = dict(
+      layout="animate2", motion_timestep=1.0, text_len=int(hints.get("text_len", TEXT_LEN)),
+      unconditional_skip_layers=(ANIMATE2_SKIPPED_BLOCK,) if num_layers > ANIMATE2_SKIPPED_BLOCK else (),
+      **{key: int(hints[key]) for key in ANIMATE2_DRIVING_FIELDS if key in hints}) if animate2 else {}
   return DiTConfig(
       dim=dim, num_heads=int(num_heads), num_layers=num_layers, ffn_dim=shape("blocks.ffn.up")[0],
       in_channels=in_channels, out_channels=shape("head")[0] // math.prod(patch_size),
       text_dim=shape("text_embed.up")[1], freq_dim=shape("time_embed.up")[1], patch_size=tuple(patch_size),
       image_dim=tensors[image_key].shape[0] if image_key in tensors else None,
-      eps=float(hints.get("eps", 1e-6)))
+      eps=float(hints.get("eps", 1e-6)), **animate2_fields)

@@ -1,4 +1,5 @@
-"""Import of PyTorch Wan2.1 DiT checkpoints (diffusers or original layout) and export back.
+"""Import of PyTorch Wan2.1 and Wan-Animate-2 DiT checkpoints (diffusers or original layout) and
+export back (dit_keys.py has the names).
 
 Import is strict: every tensor must be used, present and of the right shape, or one error lists
 the missing, unexpected and mis-shaped names. Tensors stream one at a time from memory-mapped
@@ -21,7 +22,10 @@ from tqdm import tqdm
 from dreamactor_jax.checkpoints import dit_keys, torch_import
 from dreamactor_jax.checkpoints.dit_keys import Layout
 from dreamactor_jax.checkpoints.tensor_files import open_tensors, write_safetensors
-from dreamactor_jax.models.dit import DiTConfig
+from dreamactor_jax.models.dit import TEXT_LEN, DiTConfig
+
+# diffusers' WanAnimate2Transformer3DModel fixes the CLIP width of its image branch.
+ANIMATE2_IMAGE_DIM = 1280
 
 
 def _config_hints(src: Path) -> dict:
@@ -30,19 +34,36 @@ def _config_hints(src: Path) -> dict:
 
 
 def read_torch_dit(src: str | os.PathLike, *, num_heads: int | None = None) -> tuple[dict[str, np.ndarray], Layout, DiTConfig]:
-  """Opens a DiT checkpoint lazily; returns its tensors (original prefix stripped), layout and config."""
+  """Opens a DiT checkpoint lazily; returns its tensors (original prefix stripped), layout and config.
+
+  A Wan-Animate-2 checkpoint (told by its names; a config.json class must agree) gives a config
+  with `layout="animate2"`.
+  """
   src = Path(src)
   stored = open_tensors(src)
   tensors = {name: stored[full] for name, full in dit_keys.strip_prefix(stored).items()}
-  layout = dit_keys.detect_layout(tensors, str(src))
   hints = _config_hints(src)
+  layout, animate2 = dit_keys.detect_layout(tensors, str(src), class_name=hints.get("_class_name"))
   if num_heads is not None:
     hints["num_heads"] = num_heads
-  return tensors, layout, dit_keys.infer_config(tensors, layout, hints=hints, source=str(src))
+  return tensors, layout, dit_keys.infer_config(tensors, layout, animate2=animate2, hints=hints, source=str(src))
 
 
 def export_config(config: DiTConfig, layout: Layout) -> dict:
-  """The config.json each layout's own loader expects."""
+  """The config.json each layout's own loader expects.
+
+  Wan-Animate-2 gets the arguments of diffusers' `WanAnimate2Transformer3DModel` in both layouts:
+  that class takes the original Wan names, and its single-file loader reads the official file.
+  """
+  if config.layout == "animate2":
+    if config.image_dim not in (None, ANIMATE2_IMAGE_DIM):
+      raise ValueError(f"Wan-Animate-2 export needs image_dim {ANIMATE2_IMAGE_DIM} or None, got {config.image_dim}")
+    return {"_class_name": "WanAnimate2Transformer3DModel", "patch_size": list(config.patch_size),
+            "text_len": config.text_len or TEXT_LEN, "in_dim": config.in_channels, "dim": config.dim,
+            "ffn_dim": config.ffn_dim, "freq_dim": config.freq_dim, "text_dim": config.text_dim,
+            "out_dim": config.out_channels, "num_heads": config.num_heads, "num_layers": config.num_layers,
+            "cross_attn_norm": True, "eps": config.eps, "use_img_emb": config.image_dim is not None,
+            **{key: getattr(config, key) for key in dit_keys.ANIMATE2_DRIVING_FIELDS}}
   if layout == "diffusers":
     return {"_class_name": "WanTransformer3DModel", "patch_size": list(config.patch_size),
             "num_attention_heads": config.num_heads, "attention_head_dim": config.head_dim,
