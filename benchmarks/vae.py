@@ -1,10 +1,12 @@
-"""Wan2.1 VAE: our encode/decode time against diffusers' AutoencoderKLWan, and peak memory.
+"""Wan VAEs: our encode/decode time against diffusers' AutoencoderKLWan, and peak memory.
 
   python benchmarks/vae.py speed --frames 5 --height 128 --width 128
+  python benchmarks/vae.py speed --vae wan2.2 --frames 5 --height 128 --width 128
   python benchmarks/vae.py memory --frames 81 --height 480 --width 832 --run
+  python benchmarks/vae.py memory --vae wan2.2 --frames 81 --height 704 --width 1280
   python benchmarks/vae.py convs
 
-`speed` builds the released VAE config with random weights in diffusers, loads the same weights
+`speed` builds the released VAE config (`--vae`: Wan2.1 or Wan2.2) with random weights in diffusers, loads the same weights
 into ours through the importer, and times encode and decode of one clip (ours jitted, timed after
 compilation; both on all CPU threads; the fastest of `--repeats` runs each). `memory` compiles decode ahead of time in both
 formulations and prints XLA's buffer sizes; `--run` also decodes in a fresh process with the
@@ -15,6 +17,7 @@ shapes (ours as `models/vae.py` runs it vs torch's conv3d), where the VAE spends
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import resource
 import subprocess
@@ -30,7 +33,7 @@ from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dreamactor_jax.models import vae as vae_module  # noqa: E402
-from dreamactor_jax.models.vae import VAEConfig, WanVAE  # noqa: E402
+from dreamactor_jax.models.vae import VAE_SIZES, VAEConfig, WanVAE  # noqa: E402
 
 GIB = 1 << 30
 
@@ -43,6 +46,16 @@ def _timed(fn, *args) -> tuple[float, object]:
   return time.perf_counter() - start, out
 
 
+def _diffusers_kwargs(config: VAEConfig) -> dict:
+  """AutoencoderKLWan's arguments for one of our configs."""
+  return dict(base_dim=config.base_dim, decoder_base_dim=config.decoder_base_dim, z_dim=config.z_dim,
+              dim_mult=list(config.dim_mult), num_res_blocks=config.num_res_blocks,
+              temperal_downsample=list(config.temporal_downsample), is_residual=config.residual_stages,
+              patch_size=config.patch_size if config.patch_size > 1 else None, in_channels=config.pixel_channels,
+              out_channels=config.pixel_channels, scale_factor_spatial=config.space_factor,
+              latents_mean=list(config.latents_mean), latents_std=list(config.latents_std))
+
+
 def speed(args: argparse.Namespace) -> None:
   import torch
   from diffusers import AutoencoderKLWan
@@ -50,7 +63,7 @@ def speed(args: argparse.Namespace) -> None:
   from dreamactor_jax.convert import load_torch_vae
 
   torch.manual_seed(0)
-  reference = AutoencoderKLWan().eval()
+  reference = AutoencoderKLWan(**_diffusers_kwargs(VAE_SIZES[args.vae])).eval()
   with tempfile.TemporaryDirectory() as folder:
     reference.save_pretrained(folder)
     vae, _ = load_torch_vae(folder)
@@ -66,7 +79,7 @@ def speed(args: argparse.Namespace) -> None:
     torch_latents = reference.encode(torch_video).latent_dist.mode()
     theirs_encode = min(_timed(reference.encode, torch_video)[0] for _ in range(args.repeats))
     theirs_decode = min(_timed(reference.decode, torch_latents)[0] for _ in range(args.repeats))
-  print(f"clip {args.frames}x{args.height}x{args.width}, Wan2.1 VAE config, fp32, {jax.devices()[0].device_kind}, "
+  print(f"clip {args.frames}x{args.height}x{args.width}, {args.vae} VAE config, fp32, {jax.devices()[0].device_kind}, "
         f"torch threads {torch.get_num_threads()}; our compile {compile_time:.1f} s")
   for name, ours, theirs in (("encode", ours_encode, theirs_encode), ("decode", ours_decode, theirs_decode)):
     print(f"{name}: ours {ours:.2f} s, diffusers {theirs:.2f} s, speed ratio (diffusers/ours) {theirs / ours:.2f}")
@@ -109,19 +122,25 @@ def _decode_fn(config: VAEConfig, latent_shape: tuple[int, ...]):
   return jax.jit(run), state, jax.ShapeDtypeStruct(latent_shape, jnp.float32)
 
 
+def _latent_shape(args: argparse.Namespace) -> tuple[int, ...]:
+  config = VAE_SIZES[args.vae]
+  space = config.space_factor
+  return (1, 1 + (args.frames - 1) // config.time_factor, args.height // space, args.width // space, config.z_dim)
+
+
 def memory(args: argparse.Namespace) -> None:
-  latent_shape = (1, 1 + (args.frames - 1) // 4, args.height // 8, args.width // 8, 16)
-  print(f"decode of {args.frames}x{args.height}x{args.width} (latents {latent_shape}), Wan2.1 VAE config, fp32")
+  latent_shape = _latent_shape(args)
+  print(f"decode of {args.frames}x{args.height}x{args.width} (latents {latent_shape}), {args.vae} VAE config, fp32")
   for mode in ("single", "chunked"):
-    fn, state, latents = _decode_fn(VAEConfig(mode=mode), latent_shape)
+    fn, state, latents = _decode_fn(dataclasses.replace(VAE_SIZES[args.vae], mode=mode), latent_shape)
     stats = fn.lower(state, latents).compile().memory_analysis()
     peak = stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes
     print(f"{mode:8s} XLA buffers: temporaries {stats.temp_size_in_bytes / GIB:.2f} GiB, "
           f"arguments {stats.argument_size_in_bytes / GIB:.2f} GiB, output {stats.output_size_in_bytes / GIB:.2f} GiB, "
           f"total {peak / GIB:.2f} GiB")
   if args.run:
-    command = [sys.executable, __file__, "_decode", "--frames", str(args.frames), "--height", str(args.height),
-               "--width", str(args.width)]
+    command = [sys.executable, __file__, "_decode", "--vae", args.vae, "--frames", str(args.frames),
+               "--height", str(args.height), "--width", str(args.width)]
     start = time.perf_counter()
     subprocess.run(command, check=True)
     peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
@@ -130,9 +149,9 @@ def memory(args: argparse.Namespace) -> None:
 
 def _decode_once(args: argparse.Namespace) -> None:
   """Child process of `memory --run`: random weights, one chunked decode."""
-  fn, _, latents = _decode_fn(VAEConfig(mode="chunked"), (1, 1 + (args.frames - 1) // 4, args.height // 8,
-                                                          args.width // 8, 16))
-  vae = WanVAE(VAEConfig(mode="chunked"), rngs=nnx.Rngs(0))
+  config = dataclasses.replace(VAE_SIZES[args.vae], mode="chunked")
+  fn, _, latents = _decode_fn(config, _latent_shape(args))
+  vae = WanVAE(config, rngs=nnx.Rngs(0))
   noise = jax.random.normal(jax.random.key(0), latents.shape, latents.dtype)
   jax.block_until_ready(fn(nnx.state(vae), noise))
 
@@ -140,9 +159,10 @@ def _decode_once(args: argparse.Namespace) -> None:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("command", choices=["speed", "memory", "convs", "_decode"], help="what to measure")
+  parser.add_argument("--vae", choices=sorted(VAE_SIZES), default="wan2.1", help="which released VAE config")
   parser.add_argument("--frames", type=int, default=5, help="video frames, 1 + 4k")
-  parser.add_argument("--height", type=int, default=128, help="frame height in pixels, divisible by 8")
-  parser.add_argument("--width", type=int, default=128, help="frame width in pixels, divisible by 8")
+  parser.add_argument("--height", type=int, default=128, help="frame height in pixels, divisible by 8 (wan2.2: 16)")
+  parser.add_argument("--width", type=int, default=128, help="frame width in pixels, divisible by 8 (wan2.2: 16)")
   parser.add_argument("--repeats", type=int, default=3, help="speed, convs: timed runs of each; the fastest counts")
   parser.add_argument("--run", action="store_true", help="memory: also run the chunked decode and measure peak RSS")
   args = parser.parse_args()

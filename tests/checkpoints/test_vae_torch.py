@@ -1,6 +1,7 @@
-"""PyTorch import of the Wan2.1 VAE: both layouts, other configs, the CLI and bad checkpoints."""
+"""PyTorch import of the Wan VAEs (2.1 and 2.2): both layouts, other configs, the CLI and bad checkpoints."""
 
 import json
+import re
 
 import jax.numpy as jnp
 import numpy as np
@@ -13,10 +14,30 @@ from dreamactor_jax import convert
 from dreamactor_jax.checkpoints import CheckpointError, load_model
 from dreamactor_jax.checkpoints.model_state import model_params
 from dreamactor_jax.checkpoints.importers import tensor_specs
-from dreamactor_jax.models.vae import VAEConfig, WanVAE
+from dreamactor_jax.models.vae import VAE_SIZES, VAEConfig, WanVAE
 
 # The shape diffusers' own converter assumes (4 stages, 2 residual blocks), at a tiny width.
 CONVERTER_SHAPE = dict(base_dim=4, z_dim=4, dim_mult=[1, 2, 4, 4], num_res_blocks=2)
+# Wan2.2's VAE at a tiny width, with its 48 latent channels and their statistics.
+WAN22 = VAE_SIZES["wan2.2"]
+WAN22_SHAPE = dict(base_dim=4, decoder_base_dim=6, z_dim=48, dim_mult=[1, 2, 4, 2], num_res_blocks=2,
+                   is_residual=True, patch_size=2, in_channels=12, out_channels=12, scale_factor_spatial=16,
+                   latents_mean=list(WAN22.latents_mean), latents_std=list(WAN22.latents_std))
+
+# diffusers -> official Wan2.2 (`wan/modules/vae2_2.py`) tensor names, read off the official module: flat
+# Sequentials per stage (residual blocks, then the resampler), `residual.{0,2,3,6}`, `middle`, `head`.
+_WAN22_RULES = [
+    (r"^quant_conv\.", "conv1."), (r"^post_quant_conv\.", "conv2."), (r"\.conv_in\.", ".conv1."),
+    (r"\.norm_out\.", ".head.0."), (r"\.conv_out\.", ".head.2."),
+    (r"mid_block\.resnets\.0\.", "middle.0."), (r"mid_block\.attentions\.0\.", "middle.1."),
+    (r"mid_block\.resnets\.1\.", "middle.2."),
+    (r"down_blocks\.(\d+)\.resnets\.(\d+)\.", r"downsamples.\1.downsamples.\2."),
+    (r"down_blocks\.(\d+)\.downsampler\.", r"downsamples.\1.downsamples.{blocks}."),
+    (r"up_blocks\.(\d+)\.resnets\.(\d+)\.", r"upsamples.\1.upsamples.\2."),
+    (r"up_blocks\.(\d+)\.upsampler\.", r"upsamples.\1.upsamples.{blocks_up}."),
+    (r"\.norm1\.", ".residual.0."), (r"(samples|middle)\.(\d+)\.conv1\.", r"\1.\2.residual.2."),
+    (r"\.norm2\.", ".residual.3."), (r"\.conv2\.", ".residual.6."), (r"\.conv_shortcut\.", ".shortcut."),
+]
 
 
 def original_state(torch_model, config: VAEConfig) -> dict[str, torch.Tensor]:
@@ -92,15 +113,71 @@ def test_bad_checkpoints_name_the_keys(edit, message, tmp_path):
     convert.load_torch_vae(tmp_path / "vae.pth")
 
 
-def test_wan22_vae_is_refused(tmp_path):
+def test_attention_in_stages_is_refused(tmp_path):
   make_torch_vae(**CONVERTER_SHAPE).save_pretrained(tmp_path)
   config = json.loads((tmp_path / "config.json").read_text())
-  (tmp_path / "config.json").write_text(json.dumps({**config, "is_residual": True}))
-  with pytest.raises(CheckpointError, match="is_residual=True; only the Wan2.1 VAE"):
+  (tmp_path / "config.json").write_text(json.dumps({**config, "attn_scales": [0.5]}))
+  with pytest.raises(CheckpointError, match=r"attn_scales=\[0.5\]; Wan VAEs have attention only in the middle"):
     convert.load_torch_vae(tmp_path)
 
 
 def test_foreign_checkpoint_is_refused(tmp_path):
   torch.save({"conv.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
-  with pytest.raises(CheckpointError, match="not a Wan2.1 VAE checkpoint"):
+  with pytest.raises(CheckpointError, match="not a Wan VAE checkpoint"):
     convert.load_torch_vae(tmp_path / "other.pth")
+
+
+def official_wan22_state(torch_model) -> dict[str, torch.Tensor]:
+  """A diffusers Wan2.2 VAE's tensors under the official `Wan2.2_VAE.pth` names."""
+  blocks = torch_model.config.num_res_blocks
+  rules = [(pattern, target.format(blocks=blocks, blocks_up=blocks + 1)) for pattern, target in _WAN22_RULES]
+  state = {}
+  for name, tensor in torch_model.state_dict().items():
+    for pattern, target in rules:
+      name = re.sub(pattern, target, name)
+    state[name] = tensor
+  return state
+
+
+@pytest.fixture(scope="module")
+def wan22_checkpoints(tmp_path_factory):
+  """One tiny random Wan2.2 VAE written as a diffusers folder and as an official .pth."""
+  folder = tmp_path_factory.mktemp("wan22")
+  torch_model = make_torch_vae(**WAN22_SHAPE)
+  torch_model.save_pretrained(folder / "vae")
+  torch.save(official_wan22_state(torch_model), folder / "Wan2.2_VAE.pth")
+  return folder
+
+
+def test_wan22_layouts_import_identically(wan22_checkpoints, tmp_path):
+  expected = VAEConfig(base_dim=4, decoder_base_dim=6, z_dim=48, dim_mult=(1, 2, 4, 2), num_res_blocks=2,
+                       patch_size=2, residual_stages=True, latents_mean=WAN22.latents_mean,
+                       latents_std=WAN22.latents_std)
+  from_folder, config = convert.load_torch_vae(wan22_checkpoints / "vae")
+  assert config == expected  # the official .pth has no config.json: its statistics are the released 48
+  assert convert.main(["vae", "--src", str(wan22_checkpoints / "Wan2.2_VAE.pth"), "--out", str(tmp_path / "ours")]) == 0
+  from_pth, config = load_model(tmp_path / "ours", WanVAE, VAEConfig)
+  assert config == expected
+  ours, theirs = model_params(from_pth), model_params(from_folder)
+  assert sorted(ours) == sorted(theirs)
+  for name, value in theirs.items():
+    np.testing.assert_array_equal(np.asarray(ours[name]), np.asarray(value), err_msg=name)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.pop("decoder.upsamples.1.upsamples.3.time_conv.weight"),
+     r"does not match the VAE: missing \(1\): decoder.upsamples.1.upsamples.3.time_conv.weight"),
+    (lambda s: s.update({"encoder.conv1.weight": torch.zeros(4, 13, 3, 3, 3)}),
+     r"reads 13 channels; expected 3 p\^2"),
+    (lambda s: [s.pop(name) for name in list(s) if name.startswith("encoder.downsamples.1.downsamples.2.")],
+     r"cannot read the encoder's stages \(residual blocks \[2, 2, 2, 2\], downsamplings \['down2d', None, "
+     r"'down3d', None\]\)"),
+])
+def test_bad_wan22_checkpoints_name_the_problem(wan22_checkpoints, edit, message, tmp_path, capsys):
+  state = torch.load(wan22_checkpoints / "Wan2.2_VAE.pth", weights_only=True)
+  edit(state)
+  torch.save(state, tmp_path / "Wan2.2_VAE.pth")
+  assert convert.main(["vae", "--src", str(tmp_path / "Wan2.2_VAE.pth"), "--out", str(tmp_path / "out")]) == 2
+  error = capsys.readouterr().err
+  assert error.count("\n") == 1 and re.match(r"error: \S*Wan2.2_VAE.pth", error)
+  assert re.search(message, error), error
