@@ -374,6 +374,8 @@ class WanDiT(nnx.Module):
         raise ValueError(f"latents {latents.shape} (token grid {grid}) do not fit the motion cache of grid "
                          f"{motion.grid}, shape {motion.k.shape}: it must have token grid {fits} "
                          f"(layout {config.layout!r}) and hold [num_layers={expected[0]}, B={expected[1]}, ...]")
+    if jnp.shape(unconditional) not in ((), (batch,)):
+      raise ValueError(f"unconditional has shape {jnp.shape(unconditional)}: expected a bool or [B={batch}] bools")
     skip = None
     if config.unconditional_skip_layers and not (isinstance(unconditional, bool) and not unconditional):
       skip = jnp.broadcast_to(jnp.asarray(unconditional, bool), (batch,))

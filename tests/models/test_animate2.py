@@ -193,6 +193,9 @@ def test_errors(case):
   with pytest.raises(ValueError, match=r"do not fit the motion cache of grid \(3, 2, 3\).*must have token grid "
                                        r"\(2, 2, 3\) \(layout 'animate2'\)"):
     model(x["latents"][:, 1:], jnp.asarray(TIMESTEPS), x["text"], image_context=x["clip_r"], motion=cache)
+  with pytest.raises(ValueError, match=r"unconditional has shape \(3,\): expected a bool or \[B=2\] bools"):
+    model(x["latents"], jnp.asarray(TIMESTEPS), x["text"], image_context=x["clip_r"], motion=cache,
+          unconditional=jnp.array([True, False, True]))
   with pytest.raises(ValueError, match=r"model.layout='animate2' needs motion=model.encode_motion"):
     model(x["latents"], jnp.asarray(TIMESTEPS), x["text"], image_context=x["clip_r"])
   with pytest.raises(ValueError, match=r"text \(2, 513, 24\) has more than model.text_len=512 tokens"):
