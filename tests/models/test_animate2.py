@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from conftest import assert_close
 from dreamactor_jax import convert
@@ -29,13 +28,6 @@ TIMESTEPS = (300.0, 870.0)
 # Offsets and stride unlike the defaults (1, 0, -1), 1: -1 on two axes, frames 2 apart.
 OTHER_ROPE = dict(refer_offset_t=3, refer_offset_h=-1, refer_offset_w=-1, refer_stride=2)
 
-# diffusers' hybrid names -> the original Wan names, until the importer reads the diffusers folder.
-_ORIGINAL_NAMES = {"self_attn.to_q.": "self_attn.q.", "self_attn.to_k.": "self_attn.k.",
-                   "self_attn.to_v.": "self_attn.v.", "self_attn.to_out.0.": "self_attn.o.",
-                   "cross_attn.to_q.": "cross_attn.q.", "cross_attn.to_k.": "cross_attn.k.",
-                   "cross_attn.to_v.": "cross_attn.v.", "cross_attn.to_out.0.": "cross_attn.o.",
-                   "add_k_proj.": "k_img.", "add_v_proj.": "v_img.", "norm_added_k.": "norm_k_img."}
-
 
 def reference_model(**rope) -> torch.nn.Module:
   torch.manual_seed(0)
@@ -46,16 +38,10 @@ def reference_model(**rope) -> torch.nn.Module:
   return model
 
 
-def load_ours(reference: torch.nn.Module, folder, **overrides):
-  tensors = {}
-  for name, tensor in reference.state_dict().items():
-    for hybrid, original in _ORIGINAL_NAMES.items():
-      name = name.replace(hybrid, original)
-    tensors[name] = tensor.contiguous()
-  path = folder / "animate2.safetensors"
-  save_file(tensors, path)
-  return convert.load_torch_dit(path, num_heads=HEADS, layout="animate2", motion_timestep=1.0,
-                                unconditional_skip_layers=(9,), text_len=512, **overrides)
+def load_ours(reference: torch.nn.Module, folder):
+  """Through the importer: diffusers' folder (hybrid names, config.json) -> our DiT and config."""
+  reference.save_pretrained(folder)
+  return convert.load_torch_dit(folder)
 
 
 def make_inputs() -> dict[str, torch.Tensor]:
@@ -113,6 +99,9 @@ def pad(text, length):
 @pytest.mark.parametrize("branch", ["cond", "uncond"])
 def test_both_passes_match_diffusers(case, branch):
   x, model = case["inputs"], case["model"]
+  config = case["config"]
+  assert (config.layout, config.unconditional_skip_layers, config.motion_timestep, config.text_len) == (
+      "animate2", (9,), 1.0, 512)
   cache = model.encode_motion(x["driving"], x["text_d"], image_context=x["clip_d"])
   assert cache.grid == GRID and cache.k.shape == (LAYERS, BATCH, np.prod(GRID), HEADS, 12)
   text = x["text"] if branch == "cond" else x["text_neg"]
@@ -140,7 +129,8 @@ def test_guidance_branches_batch_into_one_call(case):
 
 def test_refer_offsets_and_stride_match_diffusers(case, tmp_path):
   x = case["inputs"]
-  model, _ = load_ours(reference_model(**OTHER_ROPE), tmp_path, **OTHER_ROPE)
+  model, config = load_ours(reference_model(**OTHER_ROPE), tmp_path)
+  assert (config.refer_offset_t, config.refer_offset_h, config.refer_offset_w, config.refer_stride) == (3, -1, -1, 2)
   cache = model.encode_motion(x["driving"], x["text_d"], image_context=x["clip_d"])
   velocity = model(x["latents"], jnp.asarray(TIMESTEPS), x["text"], image_context=x["clip_r"], motion=cache)
   assert_close(velocity, case["expected_other"]["cond"], rel=1e-5)
