@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -28,14 +30,24 @@ from dreamactor_jax.models.vae import VAEConfig, WanVAE
 
 
 def save_model(out: str | os.PathLike, params: Mapping[str, np.ndarray | jax.Array], config) -> Path:
-  """Writes `out/params` (Orbax, atomic) and `out/config.json`. Arrays may be memory-mapped."""
+  """Writes `out/params` (Orbax) and `out/config.json`. Arrays may be memory-mapped.
+
+  Both are written in a staging folder inside `out` first; a model already in `out` is moved aside
+  only once the new one is complete, so a failed or killed save leaves the old model whole.
+  """
   out = Path(out).absolute()
   out.mkdir(parents=True, exist_ok=True)
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(out / "params", unflatten(params), force=True)
-  tmp = out / "config.json.partial"
-  tmp.write_text(json.dumps(config.to_dict(), indent=2))
-  os.replace(tmp, out / "config.json")
+  staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=out))
+  try:
+    with ocp.StandardCheckpointer() as checkpointer:
+      checkpointer.save(staging / "params", unflatten(params))
+    (staging / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    if (out / "params").exists():
+      (out / "params").rename(staging / "replaced")  # deleted with the staging folder
+    (staging / "params").rename(out / "params")
+    os.replace(staging / "config.json", out / "config.json")
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
   return out
 
 
@@ -49,9 +61,34 @@ def load_config(ckpt: str | os.PathLike, config_class):
     raise CheckpointError(f"{path}: not a {config_class.__name__} ({e})") from None
 
 
+def _check_params(folder: Path) -> Path:
+  """`folder/params`, after the checks that give one line where Orbax would fail obscurely: a
+  missing folder, an unparsable `_METADATA`, an empty data file (Orbax fails on it from several
+  threads at once, each printing a traceback)."""
+  params = folder.absolute() / "params"
+  if not params.is_dir():
+    raise CheckpointError(f"{params}: no such folder; expected the Orbax parameters written by `convert` or training")
+  try:
+    metadata = json.loads((params / "_METADATA").read_bytes())
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"{params / '_METADATA'}: expected Orbax's JSON tree metadata "
+                          f"({type(e).__name__}: {e})".splitlines()[0]) from None
+  if not isinstance(metadata, dict) or "tree_metadata" not in metadata:
+    raise CheckpointError(f"{params / '_METADATA'}: expected Orbax's JSON tree metadata (no tree_metadata)")
+  for path in sorted(params.rglob("*")):
+    if path.is_file() and path.stat().st_size == 0:
+      raise CheckpointError(f"{path}: empty Orbax data file; expected the bytes of saved parameters "
+                            "(the checkpoint is incomplete: convert or save it again)")
+  return params
+
+
 def _stored_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+  params = _check_params(folder)
   with ocp.StandardCheckpointer() as checkpointer:
-    stored = checkpointer.metadata(folder.absolute() / "params")
+    stored = checkpointer.metadata(params)
+  if stored.item_metadata is None:
+    raise CheckpointError(f"{params}: Orbax cannot read the parameter tree; expected a checkpoint written by "
+                          "`convert` or training")
   return {k: tuple(v.shape) for k, v in flatten(dict(stored.item_metadata.tree)).items()}
 
 
@@ -66,8 +103,15 @@ def _restore(folder: Path, shapes: Mapping[str, jax.ShapeDtypeStruct], what: str
     raise CheckpointError(f"{folder}: params do not match {what}: missing {missing}, unexpected {unexpected}, "
                           f"wrong shape {wrong}")
   target = unflatten({k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in shapes.items()})
-  with ocp.StandardCheckpointer() as checkpointer:
-    return flatten(checkpointer.restore(folder.absolute() / "params", target))
+  try:
+    with ocp.StandardCheckpointer() as checkpointer:
+      return flatten(checkpointer.restore(folder.absolute() / "params", target))
+  except Exception as e:  # Orbax wraps tensorstore's error (corrupt or truncated data) in a bare Exception
+    cause = e
+    while cause.__cause__ is not None:
+      cause = cause.__cause__
+    raise CheckpointError(f"{folder / 'params'}: cannot read the saved parameters "
+                          f"({type(cause).__name__}: {cause})".splitlines()[0]) from None
 
 
 def load_model(ckpt: str | os.PathLike, model_class, config_class, *, dtype: str | None = None,

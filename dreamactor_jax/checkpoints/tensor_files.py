@@ -28,6 +28,15 @@ class CheckpointError(ValueError):
   """A checkpoint that cannot be read or does not match the model; the message is one line."""
 
 
+def _is_entry(info: object) -> bool:
+  """Whether a safetensors header entry has a dtype name, an int shape and two int data offsets."""
+  def ints(value, length=None):
+    return (isinstance(value, list) and all(isinstance(v, int) and v >= 0 for v in value)
+            and (length is None or len(value) == length))
+  return (isinstance(info, dict) and isinstance(info.get("dtype"), str) and ints(info.get("shape"))
+          and ints(info.get("data_offsets"), 2))
+
+
 def _read_header(path: Path) -> tuple[dict, int]:
   size = path.stat().st_size
   with open(path, "rb") as f:
@@ -41,7 +50,14 @@ def _read_header(path: Path) -> tuple[dict, int]:
       header = json.loads(f.read(header_len))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
       raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from None
+  if not isinstance(header, dict):
+    raise CheckpointError(f"{path}: safetensors header is a JSON {type(header).__name__}, expected an object "
+                          "of tensor entries")
   header.pop("__metadata__", None)
+  for name, info in header.items():
+    if not _is_entry(info):
+      raise CheckpointError(f"{path}: safetensors entry {name} is {json.dumps(info)[:80]}, expected "
+                            '{"dtype": str, "shape": [int, ...], "data_offsets": [begin, end]}')
   data_start = 8 + header_len
   end = max((info["data_offsets"][1] for info in header.values()), default=0)
   if data_start + end > size:
@@ -79,8 +95,12 @@ def _open_torch_pickle(path: Path) -> dict[str, np.ndarray]:
     raise CheckpointError(f"{path}: cannot read torch checkpoint ({type(e).__name__}: {e})".splitlines()[0]) from None
   if isinstance(state, Mapping) and "state_dict" in state:
     state = state["state_dict"]
+  if not isinstance(state, Mapping):
+    raise CheckpointError(f"{path}: holds a {type(state).__name__}, expected a mapping of tensor names to tensors")
   tensors = {}
   for name, tensor in state.items():
+    if not isinstance(tensor, torch.Tensor):
+      raise CheckpointError(f"{path}: entry {name!r} is a {type(tensor).__name__}, expected a tensor")
     if tensor.dtype == torch.bfloat16:
       tensors[name] = tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
     else:
