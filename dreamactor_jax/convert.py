@@ -23,76 +23,23 @@ import argparse
 import functools
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from dreamactor_jax.checkpoints import dit_torch
-from dreamactor_jax.checkpoints.importers import DTYPES, build, convert_to_orbax, read_params
+from dreamactor_jax.checkpoints.importers import DTYPES, convert_to_orbax, load_torch
 from dreamactor_jax.checkpoints.model_state import model_params
 from dreamactor_jax.checkpoints.orbax_model import load_dit
 from dreamactor_jax.checkpoints.tensor_files import CheckpointError
-from dreamactor_jax.models.dit import DiTConfig, WanDiT, expand_input_channels
-from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
 from dreamactor_jax.models.lora import merge_lora
-from dreamactor_jax.models.text_encoder import UMT5Config, UMT5Encoder
-from dreamactor_jax.models.vae import VAEConfig, WanVAE
 
 
-def load_torch_dit(path: str | os.PathLike, *, dtype: str = "float32", compute_dtype: str | None = None,
-                   num_heads: int | None = None, in_channels: int | None = None,
-                   **overrides) -> tuple[WanDiT, DiTConfig]:
-  """Loads a PyTorch DiT checkpoint (any layout) into a `WanDiT` in memory.
-
-  `dtype` is the parameter dtype ("fp32"/"float32" or "bf16"/"bfloat16"), `compute_dtype` that of
-  matmuls (default: the parameter dtype); `in_channels` widens the patch embedding with zeros (e.g.
-  36 to start the in-context model from T2V); `overrides` set other runtime config fields
-  (`remat`, `attention`).
-  """
-  params, config = read_params("dit", path, dtype=dtype, num_heads=num_heads)
-  if in_channels is not None:
-    params, config = expand_input_channels(params, config, in_channels)
-  return build("dit", params, config, dtype=DTYPES[compute_dtype or dtype], **overrides)
-
-
-def load_torch_vae(path: str | os.PathLike, *, dtype: str = "float32", compute_dtype: str | None = None,
-                   **overrides) -> tuple[WanVAE, VAEConfig]:
-  """Loads a PyTorch Wan2.1 VAE (diffusers `vae/` folder or `Wan2.1_VAE.pth`) into a `WanVAE`.
-
-  `overrides` set runtime fields: `mode` ("chunked" or "single"), `tile_sample_size`,
-  `tile_sample_stride`.
-  """
-  params, config = read_params("vae", path, dtype=dtype)
-  return build("vae", params, config, dtype=DTYPES[compute_dtype or dtype], **overrides)
-
-
-def load_torch_umt5(path: str | os.PathLike, *, dtype: str = "float32", compute_dtype: str | None = None,
-                    max_distance: int | None = None, **overrides) -> tuple[UMT5Encoder, UMT5Config]:
-  """Loads a PyTorch UMT5 encoder (transformers `text_encoder/` folder or Wan's
-  `models_t5_umt5-xxl-enc-bf16.pth`) into a `UMT5Encoder`.
-
-  `max_distance` of the relative position buckets, when no config.json sits beside the weights
-  (default 128); `overrides` set runtime fields (`remat`).
-  """
-  params, config = read_params("t5", path, dtype=dtype, max_distance=max_distance)
-  return build("t5", params, config, dtype=DTYPES[compute_dtype or dtype], **overrides)
-
-
-def load_torch_clip(path: str | os.PathLike, *, dtype: str = "float32", compute_dtype: str | None = None,
-                    num_heads: int | None = None, **overrides) -> tuple[CLIPVisionEncoder, CLIPVisionConfig]:
-  """Loads a PyTorch CLIP vision tower (transformers `image_encoder/` folder or Wan's
-  `models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth`) into a `CLIPVisionEncoder`.
-
-  `num_heads` is needed only without a transformers config.json when the width is not a multiple
-  of 80; `overrides` set runtime fields (`remat`).
-  """
-  params, config = read_params("clip", path, dtype=dtype, num_heads=num_heads)
-  return build("clip", params, config, dtype=DTYPES[compute_dtype or dtype], **overrides)
-
-
-def convert_dit(src: str | os.PathLike, out: str | os.PathLike, *, dtype: str = "float32",
-                num_heads: int | None = None, in_channels: int | None = None) -> DiTConfig:
-  """Converts a PyTorch DiT checkpoint to an Orbax folder, staging each parameter on disk."""
-  transform = None if in_channels is None else functools.partial(expand_input_channels, in_channels=in_channels)
-  return convert_to_orbax("dit", src, out, dtype=dtype, transform=transform, num_heads=num_heads)
+# The loaders the README names, one per family: `load_torch_dit(path, dtype="bf16")` is
+# `checkpoints.load_torch("dit", path, dtype="bf16")`.
+load_torch_dit = functools.partial(load_torch, "dit")
+load_torch_vae = functools.partial(load_torch, "vae")
+load_torch_umt5 = functools.partial(load_torch, "t5")
+load_torch_clip = functools.partial(load_torch, "clip")
 
 
 def export_dit(src: str | os.PathLike, out: str | os.PathLike, *, layout: str = "diffusers",
@@ -105,6 +52,18 @@ def export_dit(src: str | os.PathLike, out: str | os.PathLike, *, layout: str = 
   model = merge_lora(load_dit(src, lora=lora)[0])
   return dit_torch.export_torch_dit(model_params(model), model.config, out, layout=layout, dtype=DTYPES[dtype],
                                     progress=True)
+
+
+def check_writable(out: Path) -> None:
+  """Raises unless `out` is, or can be made, a folder this process can write into; by trying, since
+  permissions do not tell (root ignores them, a read-only mount does not)."""
+  existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+  if not existing.is_dir():
+    raise CheckpointError(f"{existing}: is a file; expected a folder for the output {out}")
+  try:
+    tempfile.TemporaryFile(dir=existing).close()
+  except OSError as e:
+    raise CheckpointError(f"{out}: expected a folder this process can write ({e.strerror})") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,16 +103,17 @@ def main(argv: list[str] | None = None) -> int:
   export.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="tensor dtype to write")
   args = parser.parse_args(argv)
   try:
-    if args.command == "dit":
-      config = convert_dit(args.src, args.out, dtype=args.dtype, num_heads=args.num_heads,
-                           in_channels=args.in_channels)
-      print(f"wrote {args.out}: {config}")
-    elif args.command == "export-dit":
+    check_writable(Path(args.out))
+    if args.command == "export-dit":
       print(f"wrote {export_dit(args.src, args.out, layout=args.layout, dtype=args.dtype, lora=args.lora)}")
     else:
-      print(f"wrote {args.out}: {convert_to_orbax(args.command, args.src, args.out, dtype=args.dtype)}")
+      options = {"num_heads": args.num_heads, "in_channels": args.in_channels} if args.command == "dit" else {}
+      print(f"wrote {args.out}: {convert_to_orbax(args.command, args.src, args.out, dtype=args.dtype, **options)}")
   except CheckpointError as e:
     print(f"error: {e}", file=sys.stderr)
+    return 2
+  except OSError as e:  # e.g. the disk filled up while writing
+    print(f"error: {e.filename}: {e.strerror}", file=sys.stderr)
     return 2
   return 0
 

@@ -95,5 +95,7 @@ def export_torch_dit(params: Mapping[str, np.ndarray | jax.Array], config: DiTCo
   weights = out / "diffusion_pytorch_model.safetensors"
   write_safetensors(weights, shapes, tqdm(tensors, total=len(shapes), desc="export", unit="tensor",
                                           disable=not progress))
-  (out / "config.json").write_text(json.dumps(export_config(config, layout), indent=2))
+  tmp = out / "config.json.partial"
+  tmp.write_text(json.dumps(export_config(config, layout), indent=2))
+  os.replace(tmp, out / "config.json")
   return weights

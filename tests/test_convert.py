@@ -1,0 +1,80 @@
+"""The conversion CLI's edges: output folders replaced whole or not at all, checked before work
+starts, and one loader for every model family behind the README's names."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_torch_dit, save_torch_dit
+from dreamactor_jax import checkpoints, convert
+from dreamactor_jax.checkpoints import load_dit
+from dreamactor_jax.checkpoints.model_state import model_params
+
+
+def assert_same_params(model, other):
+  first, second = model_params(model), model_params(other)
+  assert first.keys() == second.keys()
+  for key in first:
+    np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("torch")
+  return save_torch_dit(make_torch_dit(seed=1), folder / "a"), save_torch_dit(make_torch_dit(seed=2), folder / "b")
+
+
+def test_convert_over_an_existing_model(two_models, tmp_path, capsys):
+  first, second = two_models
+  out = tmp_path / "ours"
+  assert convert.main(["dit", "--src", str(first), "--out", str(out)]) == 0
+  # A failing conversion leaves the model there untouched ...
+  assert convert.main(["dit", "--src", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+  assert "no such file or folder" in capsys.readouterr().err
+  assert_same_params(load_dit(out)[0], convert.load_torch_dit(first)[0])
+  # ... a finished one replaces it, leaving nothing else behind.
+  assert convert.main(["dit", "--src", str(second), "--out", str(out)]) == 0
+  assert_same_params(load_dit(out)[0], convert.load_torch_dit(second)[0])
+  assert sorted(p.name for p in out.iterdir()) == ["config.json", "params"]
+
+
+def unwritable_folder(tmp_path: Path) -> Path:
+  """A folder this process cannot create files in: a chmod'ed one, or, as root (which ignores
+  permissions), a sysfs folder."""
+  folder = tmp_path / "read-only"
+  folder.mkdir()
+  folder.chmod(0o555)
+  if os.geteuid() == 0:
+    folder = Path("/sys/kernel")
+  try:
+    (folder / "probe").touch()
+  except OSError:
+    return folder
+  pytest.skip(f"{folder} is writable here")
+
+
+@pytest.mark.parametrize("command", ["dit", "export-dit"])
+def test_unwritable_out_is_refused_before_work(tmp_path, capsys, command):
+  out = unwritable_folder(tmp_path) / "ours"
+  # --src does not exist either: the output is checked first, before any reading.
+  assert convert.main([command, "--src", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+  err = capsys.readouterr().err
+  assert err == f"error: {out}: expected a folder this process can write (Permission denied)\n"
+
+
+def test_out_under_a_file_is_refused(two_models, tmp_path, capsys):
+  first, _ = two_models
+  out = first / "config.json" / "ours"
+  assert convert.main(["dit", "--src", str(first), "--out", str(out)]) == 2
+  assert capsys.readouterr().err == f"error: {first / 'config.json'}: is a file; expected a folder for the output {out}\n"
+
+
+def test_one_loader_behind_the_public_names(two_models):
+  first, _ = two_models
+  model, config = checkpoints.load_torch("dit", first, in_channels=36, attention="blockwise", num_heads=3)
+  assert (config.in_channels, config.attention, config.num_heads) == (36, "blockwise", 3)
+  public, public_config = convert.load_torch_dit(first, in_channels=36, attention="blockwise")
+  assert public_config == config
+  assert_same_params(public, model)
