@@ -456,7 +456,6 @@ class _Segments:
     uncond = None
     if self.uncond is not None:  # the driving pass reads neither prompt: one cache serves both branches
       uncond = dataclasses.replace(context, text=self.uncond, unconditional=~branch)
-      motion = motion.tile(2)
 
     def finish(sampled: jax.Array) -> np.ndarray:  # latent frame 0 is the reference's slot, not video
       return np.asarray(_per_sample(functools.partial(_decode, self.vae[0], False, self.vae[1]), sampled[:, 1:]))

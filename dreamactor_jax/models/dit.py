@@ -358,8 +358,9 @@ class WanDiT(nnx.Module):
     are the canvas's left half only; its queries attend to the cached motion keys too, and its
     RoPE positions are the canvas's left columns. With the `animate2` layout (`motion` required),
     latents hold the reference frame and then one frame per cached driving frame (module
-    docstring). `unconditional` (a bool, or `[B]` bools so that one call batches both guidance
-    branches): those samples skip the blocks `unconditional_skip_layers`. Returns
+    docstring). A cache of Bm samples serves latents that repeat them (B a multiple of Bm: one
+    driving pass for the [cond; uncond] guidance batch), tiled one layer at a time. `unconditional` (a bool, or `[B]` bools so that one call
+    batches both guidance branches): those samples skip the blocks `unconditional_skip_layers`. Returns
     `[B, F, H, W, C_out]` fp32.
     """
     config = self.config
@@ -368,12 +369,12 @@ class WanDiT(nnx.Module):
     if config.layout == "animate2" and motion is None:
       raise ValueError("model.layout='animate2' needs motion=model.encode_motion(driving, text_d, ...)")
     if motion is not None:
-      expected = (config.num_layers, batch)
       fits = (grid[0] - 1, *grid[1:]) if config.layout == "animate2" else grid
-      if motion.grid != fits or motion.k.shape[:2] != expected:
+      if motion.grid != fits or motion.k.shape[0] != config.num_layers or batch % motion.k.shape[1]:
         raise ValueError(f"latents {latents.shape} (token grid {grid}) do not fit the motion cache of grid "
                          f"{motion.grid}, shape {motion.k.shape}: it must have token grid {fits} "
-                         f"(layout {config.layout!r}) and hold [num_layers={expected[0]}, B={expected[1]}, ...]")
+                         f"(layout {config.layout!r}) and hold [num_layers={config.num_layers}, a divisor of "
+                         f"B={batch}, ...]")
     if jnp.shape(unconditional) not in ((), (batch,)):
       raise ValueError(f"unconditional has shape {jnp.shape(unconditional)}: expected a bool or [B={batch}] bools")
     skip = None
@@ -460,6 +461,8 @@ class WanDiT(nnx.Module):
 
     def apply_block(x: jax.Array, layer) -> tuple[jax.Array, KeysValues | None]:
       params, layer_cached, index = layer
+      # A cache of fewer samples is tiled a layer at a time: tiling it whole would double it.
+      layer_cached = jax.tree.map(lambda c: jnp.tile(c, (x.shape[0] // c.shape[0], 1, 1, 1)), layer_cached)
       out, own = nnx.merge(graphdef, params)(x, time_mod=conditioning.time_mod, context=conditioning.context,
                                              rope=rope, image_context=conditioning.image_tokens, cached=layer_cached)
       if skip is not None:  # a per-sample select, so both guidance branches share one call

@@ -119,3 +119,23 @@ def test_step_flops_are_half_the_full_layout():
   step = flops(lambda s, x, c: nnx.merge(graphdef, s)(x, timestep, text, image_context=image, motion=c),
                canvas[:, :, :, :HALF], cache)
   assert 0.45 < step / full < 0.55, step / full
+
+
+@pytest.mark.parametrize("layout", ["motion_cache", "animate2"])
+def test_a_cache_of_fewer_samples_serves_a_batch_that_repeats_them(layout):
+  """One driving pass serves both guidance branches: a batch-1 cache gives what it gives tiled to the batch."""
+  model = make_model("i2v", layout=layout, unconditional_skip_layers=(1,))
+  inputs = make_inputs(model.config)
+  latents, driving = inputs["canvas"][:, :, :, :HALF], inputs["canvas"][:1, :, :, HALF:]
+  if layout == "animate2":  # a leading reference frame, then one frame per driving frame
+    latents = jnp.concatenate([latents[:, :1], latents], axis=1)
+  cache = model.encode_motion(driving, inputs["text"][:1], image_context=inputs["image_context"][:1])
+  assert cache.k.shape[1] == 1
+  tiled = jax.tree.map(lambda x: jnp.concatenate([x, x], axis=1), cache)
+  step = lambda motion: model(latents, inputs["timestep"], inputs["text"], image_context=inputs["image_context"],
+                              motion=motion, unconditional=jnp.array([False, True]))
+  assert_close(step(cache), np.asarray(step(tiled)), rel=1e-6)
+  three = lambda x: jnp.concatenate([x, x[:1]])
+  with pytest.raises(ValueError, match=r"hold \[num_layers=3, a divisor of B=3, ...\]"):
+    model(three(latents), three(inputs["timestep"]), three(inputs["text"]), image_context=three(inputs["image_context"]),
+          motion=tiled)
