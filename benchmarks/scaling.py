@@ -49,6 +49,7 @@ import jax  # noqa: E402
 import functools  # noqa: E402
 
 import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -82,8 +83,31 @@ CHIPS = {
     # The local GPUs, measured rather than compiled for (`--chips gpu-1`): an 80 GB H100 SXM.
     "gpu": Chip("", "", GPU_HBM_BYTES, 989e12, {n: f"local x{n}" for n in (1, 2, 4, 8)}),
 }
-RESOLUTIONS = {"480p": (480, 832), "720p": (720, 1280)}  # video height, width of the driving video
+# Video height, width of the driving video; --resolution also takes any <height>x<width>.
+RESOLUTIONS = {"480p": (480, 832), "720p": (720, 1280)}
 CLIP_TOKENS = 257
+GPUS = {"80 GB": GPU_HBM_BYTES, "141 GB": 141e9}  # one H100/A100 80 GB, one H200 141 GB
+
+
+def video_size(resolution: str) -> tuple[int, int]:
+  """(height, width) in pixels of a RESOLUTIONS name or `<height>x<width>` (multiples of 16)."""
+  if resolution in RESOLUTIONS:
+    return RESOLUTIONS[resolution]
+  match = re.fullmatch(r"(\d+)x(\d+)", resolution)
+  if not match or any(int(side) % 16 for side in match.groups()):
+    raise ValueError(f"--resolution {resolution}: expected one of {sorted(RESOLUTIONS)} or <height>x<width>, "
+                     "multiples of 16")
+  return int(match.group(1)), int(match.group(2))
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingGrids:
+  """Latent grids (F, H, W) of one sampling step: what is denoised, and what the driving pass
+  encodes into the cache (None without one), for a cache of `cache_batch` samples."""
+
+  denoised: tuple[int, int, int]
+  driving: tuple[int, int, int] | None
+  cache_batch: int
 
 
 def topology_devices(chip: str, count: int):
@@ -113,7 +137,7 @@ def choose_mesh(chips: int, heads: int, context: int | None) -> dict[str, int]:
 
 def canvas_latents(resolution: str, frames: int) -> tuple[int, int, int]:
   """Latent (F, H, W) of the in-context canvas: the video's width doubled (CONTRACTS "Canvas")."""
-  height, width = RESOLUTIONS[resolution]
+  height, width = video_size(resolution)
   return (frames - 1) // 4 + 1, height // 8, 2 * width // 8
 
 
@@ -243,18 +267,13 @@ def plan_training(args, size: str, target: str, resolution: str) -> dict:
          "ffn_sharding": {"/".join(map(str, path)): str(s.get_value().spec) for part in (shardings.params, shardings.frozen)
                           for path, s in nnx.to_flat_state(part) if "ffn" in path}}
   row["trace_s"] = time.perf_counter() - start
-  try:
-    compiled = traced.lower().compile()
-    memory = compiled.memory_analysis()
-    row.update(fits=True, peak_bytes=memory.peak_memory_in_bytes, argument_bytes=memory.argument_size_in_bytes,
-               xla_cost_flops_per_chip=compiled.cost_analysis().get("flops"))
+  result = compile_peak(traced.lower(), "tpu")
+  compiled = result.pop("compiled")
+  row.update(result)
+  if compiled is not None:
+    row["xla_cost_flops_per_chip"] = compiled.cost_analysis().get("flops")
     if chip == "gpu":
       row.update(measure_train_step(compiled, make_model, optimizer, trainable, shardings, batch, key.sharding))
-  except Exception as error:  # noqa: BLE001 (the compiler's refusal is a result)
-    message = str(error)
-    if "RESOURCE_EXHAUSTED" not in message and "hbm" not in message.lower():
-      raise
-    row.update(fits=False, peak_bytes=_hbm_used(message), error=message.splitlines()[0][:300])
   row["compile_s"] = time.perf_counter() - start
   return row
 
@@ -275,50 +294,155 @@ def measure_train_step(compiled, make_model, optimizer, trainable, shardings, ba
           "device": device.device_kind}
 
 
-def plan_sampling(args, size: str, resolution: str, platform: str) -> dict:
-  """One DiT evaluation of the CFG batch on one device: a TPU v5p chip or XLA:CPU (fallback), both
-  compiled only, or measured on the local GPU (random weights created on it, one call, peak bytes)."""
-  devices = topology_devices("v5p", 1) if platform == "tpu" else jax.devices(platform)[:1]
+def sampling_grids(layout: str, resolution: str, frames: int) -> SamplingGrids:
+  """Latent grids of one sampling segment of `frames` video frames, by attention layout."""
+  height, width = video_size(resolution)
+  latent = ((frames - 1) // 4 + 1, height // 8, width // 8)
+  if layout == "animate2":  # a leading reference-image frame, then the video; one driving cache for both branches
+    return SamplingGrids(denoised=(latent[0] + 1, *latent[1:]), driving=latent, cache_batch=1)
+  if layout == "motion_cache":  # the canvas's halves; the pipeline caches the [prompt; negative] batch
+    return SamplingGrids(denoised=latent, driving=latent, cache_batch=2)
+  return SamplingGrids(denoised=canvas_latents(resolution, frames), driving=None, cache_batch=0)
+
+
+def step_activation_bytes(config: DiTConfig, tokens: int, batch: int) -> int:
+  """Analytic live activations of one block of a bf16 forward over `tokens` tokens (per device) and
+  `batch` samples: the fp32 residual stream in and out (8 D bytes a token), the modulated input, q,
+  k, v and the attention output in bf16 (10 D), two fp32 attention partials merged by log-sum-exp
+  (8 D), the FFN's hidden layer before and after its activation in bf16 (4 ffn). Flash-style
+  kernels keep no score matrix."""
+  return batch * tokens * (26 * config.dim + 4 * config.ffn_dim)
+
+
+def diffusers_cache_bytes(config: DiTConfig, driving_tokens: int) -> int:
+  """diffusers' `WanAnimate2KVCache`: pre-RoPE keys and values of every layer, one driving clip, bf16."""
+  return config.num_layers * 2 * driving_tokens * config.dim * 2
+
+
+def sample_target(target: str) -> tuple[list, str]:
+  """Devices and the compiler's name for a sampling target: a TPU slice `<chip>-<n>` (compile only),
+  `cpu` (XLA:CPU, fallback, compile only) or `gpu` (the local GPU, run and measured)."""
+  if target in ("cpu", "gpu"):
+    devices = jax.devices(target)[:1]
+    return devices, "XLA:CPU (fallback)" if target == "cpu" else f"{devices[0].device_kind} (measured)"
+  chip, count = target.split("-")
+  return list(topology_devices(chip, int(count))), f"TPU {target} ({CHIPS[chip].shapes[int(count)]})"
+
+
+def per_device_bytes(tree) -> int:
+  """Bytes one device holds of a tree of sharded abstract arrays (its largest shard of each)."""
+  return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def compile_peak(lowered, platform: str) -> dict:
+  """Compiles `lowered`; its per-device peak bytes (TPU: the compiler's; XLA:CPU: arguments +
+  outputs + temporaries, an upper bound) or, when the TPU compiler refuses it for want of HBM, the
+  bytes its message says it needed."""
+  try:
+    compiled = lowered.compile()
+  except Exception as error:  # noqa: BLE001 (the compiler's refusal is a result)
+    message = str(error)
+    if "RESOURCE_EXHAUSTED" not in message and "hbm" not in message.lower():
+      raise
+    return dict(compiled=None, fits=False, peak_bytes=_hbm_used(message), error=message.splitlines()[0][:300])
+  memory = compiled.memory_analysis()
+  peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+          if platform == "cpu" else memory.peak_memory_in_bytes)
+  return dict(compiled=compiled, fits=True, peak_bytes=peak, argument_bytes=memory.argument_size_in_bytes)
+
+
+def plan_sampling(args, size: str, resolution: str, target: str) -> dict:
+  """One sampling step of the CFG batch (cond + uncond = 2), bf16, weights sharded by the plan and
+  tokens over `context` on a slice (as `sample.py` does), compiled ahead of time for `target`
+  (`sample_target`). Motion layouts (`motion_cache`, `animate2`) compile two programs: the driving
+  pass that writes the cache, and the denoising step with that cache resident as an argument. On
+  `gpu` both also run once on the local device (random weights drawn there), peak bytes measured."""
+  devices, compiler = sample_target(target)
+  platform = "tpu" if "-" in target else target
   stage = stage_config(size, "full", layout=args.layout)
   stage.model.update(param_dtype="bfloat16", remat="none")  # adapters merged into bf16 weights
   config = DiTConfig.from_mapping(stage.model)
-  plan = make_plan({"fsdp": 1}, stage.parallel, devices=devices)
+  if args.sequence_parallel == "ulysses" and config.num_heads % len(devices):
+    raise ValueError(f"--chips {target}: ulysses splits the {config.num_heads} heads over context={len(devices)}, "
+                     "which does not divide them; use --sequence-parallel ring")
+  plan = make_plan({"context": len(devices)}, {**stage.parallel, "sequence_parallel": args.sequence_parallel},
+                   devices=devices)
   graphdef, params = nnx.split(nnx.eval_shape(lambda: WanDiT(config, rngs=nnx.Rngs(0))))
   param_sharding = plan.param_shardings(params)
   params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), params, param_sharding)
-  grid = canvas_latents(resolution, args.frames)
+  grids = sampling_grids(config.layout, resolution, args.frames)
   replicated = plan.sharding(())
-  inputs = (jax.ShapeDtypeStruct((2, *grid, config.in_channels), jnp.bfloat16, sharding=replicated),
-            jax.ShapeDtypeStruct((2,), jnp.float32, sharding=replicated),
-            jax.ShapeDtypeStruct((2, TEXT_LEN, config.text_dim), jnp.bfloat16, sharding=replicated),
-            jax.ShapeDtypeStruct((2, CLIP_TOKENS, config.image_dim), jnp.bfloat16, sharding=replicated)
-            if config.image_dim else None)
 
-  def velocity(params, latents, timestep, text, image):
+  def inputs(batch: int, grid: tuple[int, int, int]) -> tuple:
+    """Abstract latents, timestep, text and CLIP tokens of `batch` samples (replicated: they are small)."""
+    abstract = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=replicated)
+    return (abstract((batch, *grid, config.in_channels), jnp.bfloat16), abstract((batch,), jnp.float32),
+            abstract((batch, TEXT_LEN, config.text_dim), jnp.bfloat16),
+            abstract((batch, CLIP_TOKENS, config.image_dim), jnp.bfloat16) if config.image_dim else None)
+
+  # The unconditional half of the CFG batch skips the configured blocks (Animate-2: block 9).
+  branches = dict(unconditional=np.array([False, True])) if config.layout == "animate2" else {}
+
+  def drive(params, latents, text, image):
     with plan.activate():
-      return nnx.merge(graphdef, params)(latents, timestep, text, image_context=image)
+      return nnx.merge(graphdef, params).encode_motion(latents, text, image_context=image)
 
+  def step(params, latents, timestep, text, image, motion):
+    with plan.activate():
+      return nnx.merge(graphdef, params)(latents, timestep, text, image_context=image, motion=motion, **branches)
+
+  tokens = lambda grid: math.prod(grid) // math.prod(config.patch_size)
+  row = {"kind": "sample", "model": size, "layout": config.layout, "resolution": resolution, "frames": args.frames,
+         "target": target, "compiler": compiler, "mesh": {"context": len(devices)},
+         "sequence_parallel": args.sequence_parallel, "tokens": tokens(grids.denoised),
+         "weights_bytes": per_device_bytes(params), "hbm_bytes": CHIPS[target.split("-")[0]].hbm_bytes
+         if platform == "tpu" else None}
   start = time.perf_counter()
-  compiled = jax.jit(velocity).lower(params, *inputs).compile()
-  memory = compiled.memory_analysis()
-  row = {"kind": "sample", "model": size, "resolution": resolution, "frames": args.frames,
-         "tokens": math.prod(grid) // 4, "argument_bytes": memory.argument_size_in_bytes,
-         "compile_s": time.perf_counter() - start}
-  if platform == "tpu":
-    row.update(compiler="TPU v5p (1 chip)", peak_bytes=memory.peak_memory_in_bytes)
-  elif platform == "cpu":  # XLA:CPU reports no meaningful peak; its buffers' total is an upper bound
-    row.update(compiler="XLA:CPU (fallback)",
-               peak_bytes=memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes)
-  else:  # measured: weights drawn on the device, zero inputs, one call; the allocator's peak
-    weights = jax.jit(lambda: nnx.state(WanDiT(config, rngs=nnx.Rngs(0))), out_shardings=param_sharding)()
-    arrays = [None if x is None else jnp.zeros(x.shape, x.dtype, device=replicated) for x in inputs]
-    jax.block_until_ready(compiled(weights, *arrays))
-    call = time.perf_counter()
-    jax.block_until_ready(compiled(weights, *arrays))
-    row.update(compiler=f"{devices[0].device_kind} (measured)", peak_bytes=devices[0].memory_stats()["peak_bytes_in_use"],
-               call_s=time.perf_counter() - call)
-  row["fits_80gb"] = row["peak_bytes"] <= GPU_HBM_BYTES
+  step_inputs = inputs(2, grids.denoised)
+  cache = drive_inputs = None
+  if grids.driving is not None:
+    latents, _, text, image = inputs(grids.cache_batch, grids.driving)
+    drive_inputs = (latents, text, image)
+    driving = compile_peak(jax.jit(drive).lower(params, *drive_inputs), platform)
+    # The cache as the driving pass leaves it (its shardings), resident while the steps run.
+    cache = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                         jax.eval_shape(drive, params, *drive_inputs),
+                         driving["compiled"].output_shardings if driving["compiled"] else replicated)
+    row.update(driving_tokens=tokens(grids.driving), cache_bytes=per_device_bytes(cache),
+               cache_total_bytes=sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(cache)),
+               driving_peak_bytes=driving["peak_bytes"], driving_fits=driving["fits"])
+    if config.layout == "animate2":
+      row["diffusers_cache_bytes"] = diffusers_cache_bytes(config, tokens(grids.driving))
+  denoise = compile_peak(jax.jit(step).lower(params, *step_inputs, cache), platform)
+  row.update(step_peak_bytes=denoise["peak_bytes"], step_fits=denoise["fits"], compile_s=time.perf_counter() - start,
+             analytic_peak_bytes=row["weights_bytes"] + row.get("cache_bytes", 0)
+             + step_activation_bytes(config, -(-row["tokens"] // len(devices)), 2))
+  if platform == "gpu":
+    row.update(measure_sampling(config, param_sharding, drive, drive_inputs, step, step_inputs, cache, devices[0]))
+  peaks = [row[key] for key in ("driving_peak_bytes", "step_peak_bytes") if row.get(key) is not None]
+  row.update(peak_bytes=max(peaks) if peaks else None, fits=row.get("driving_fits", True) and denoise["fits"])
   return row
+
+
+def measure_sampling(config: DiTConfig, param_sharding, drive, drive_inputs, step, step_inputs, cache,
+                     device) -> dict:
+  """Runs the driving pass (motion layouts) and one step twice on the local GPU (random weights
+  drawn there, zero inputs): the allocator's peak over both and the seconds of each second call."""
+  weights = jax.jit(lambda: nnx.state(WanDiT(config, rngs=nnx.Rngs(0))), out_shardings=param_sharding)()
+  zeros = lambda tree: [None if x is None else jnp.zeros(x.shape, x.dtype, device=x.sharding) for x in tree]
+  seconds = {}
+
+  def timed(name: str, fn, *arrays):
+    jax.block_until_ready(fn(*arrays))
+    start = time.perf_counter()
+    result = jax.block_until_ready(fn(*arrays))
+    seconds[name] = time.perf_counter() - start
+    return result
+
+  motion = None if cache is None else timed("driving_s", jax.jit(drive), weights, *zeros(drive_inputs))
+  timed("step_s", jax.jit(step), weights, *zeros(step_inputs), motion)
+  peak = device.memory_stats()["peak_bytes_in_use"]
+  return {**seconds, "step_peak_bytes": peak, "driving_peak_bytes": peak if cache is not None else None}
 
 
 def train_table(rows: list[dict], step_time: float) -> str:
@@ -348,11 +472,33 @@ def measured(row: dict) -> str:
 
 
 def sample_table(rows: list[dict]) -> str:
-  lines = ["| model | video | tokens | compiler | peak GiB (one DiT call, CFG batch 2, bf16) | fits 80 GB (74.5 GiB) |",
-           "|---|---|---|---|---|---|"]
+  """One line per (model, video, target): per-device GiB of the weights, the driving cache (motion
+  layouts: per device, its total, and diffusers' for Animate-2), the compiler's (or measured) peak of
+  the driving pass and of one CFG step with the cache resident, the analytic weights + cache +
+  activations, and where it fits: the chip's HBM; one-device rows also say one 80 GB / 141 GB GPU."""
+  gib = lambda value: "" if value is None else f"{value / 2**30:.1f}"
+  lines = ["| model (layout) | video | tokens denoised + driving | target (compiler) | weights | driving cache "
+           "(total; diffusers') | peak: driving pass | peak: CFG step (batch 2) | analytic peak | fits |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for row in rows:
-    lines.append(f"| {row['model']} | {row['resolution']} x {row['frames']} | {row['tokens']:,} | {row['compiler']} | "
-                 f"{row['peak_bytes'] / 2**30:.1f} | {'yes' if row['fits_80gb'] else 'no'} |")
+    refused = ">" if row.get("fits") is False else ""
+    cache = ""
+    if row.get("cache_bytes") is not None:
+      theirs = f"; {gib(row['diffusers_cache_bytes'])}" if row.get("diffusers_cache_bytes") else ""
+      cache = f"{gib(row['cache_bytes'])} ({gib(row['cache_total_bytes'])}{theirs})"
+    fits = []
+    if row.get("hbm_bytes"):
+      fits.append(f"{row['target'].split('-')[0]} {row['hbm_bytes'] / 2**30:.0f} GiB: {'yes' if row['fits'] else 'no'}")
+    if row.get("mesh", {}).get("context", 1) == 1 and row.get("peak_bytes") is not None:
+      fits += [f"{name} GPU: {'yes' if row['peak_bytes'] <= size else 'no'}" for name, size in GPUS.items()]
+    driving = row.get("driving_tokens")
+    step_peak = row.get("step_peak_bytes", row.get("peak_bytes"))
+    lines.append(f"| {row['model']} ({row.get('layout', 'full')}) | {row['resolution']} x {row['frames']} | "
+                 f"{row['tokens']:,}{f' + {driving:,}' if driving else ''} | {row['compiler']} | "
+                 f"{gib(row.get('weights_bytes'))} | {cache} | "
+                 f"{refused if row.get('driving_fits') is False else ''}{gib(row.get('driving_peak_bytes'))} | "
+                 f"{refused if row.get('step_fits') is False else ''}{gib(step_peak)} | "
+                 f"{gib(row.get('analytic_peak_bytes'))} | {', '.join(fits)} |")
   return "\n".join(lines)
 
 
@@ -360,21 +506,24 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("kind", choices=["train", "sample", "report"], help="report: tables of the rows in --json")
   parser.add_argument("--model", default="14b", help="comma-separated sizes of configs/stage1.py: " + ", ".join(stage1.SIZES))
-  parser.add_argument("--chips", default="v5p-8,v5p-64,v5p-256",
+  parser.add_argument("--chips", default=None,
                       help="TPU slices as <generation>-<chips>, e.g. v5p-64,v5e-256,v6e-8 (chips, not GCP's v5p "
-                           "TensorCore count: 8 v5p chips are GCP's v5p-16); gpu-N: N local GPUs, the step also run "
-                           "and timed there")
-  parser.add_argument("--resolution", default="480p", help="comma-separated: " + ", ".join(RESOLUTIONS))
+                           "TensorCore count: 8 v5p chips are GCP's v5p-16); train: gpu-N: N local GPUs, the step "
+                           "also run and timed there (default: train v5p-8,v5p-64,v5p-256; sample v5p-1, the one-GPU "
+                           "stand-in, tokens over `context` on slices)")
+  parser.add_argument("--resolution", default="480p",
+                      help="comma-separated: " + ", ".join(RESOLUTIONS) + " or <height>x<width>, e.g. 800x640")
   parser.add_argument("--frames", type=int, default=81, help="video frames (1 + 4k)")
   parser.add_argument("--trainable", choices=["lora", "full"], default="lora", help="the config's LoRA, or all weights")
-  parser.add_argument("--layout", choices=["full", "motion_cache"], default=None, help="model.layout (default: config's)")
+  parser.add_argument("--layout", choices=["full", "motion_cache", "animate2"], default=None,
+                      help="model.layout (default: config's); sample: motion layouts plan the driving pass too")
   parser.add_argument("--remat", choices=["none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"],
                       default=None, help="model.remat of the training step (default: the config's, full)")
   parser.add_argument("--context", type=int, default=None, help="context-parallel size (default: see choose_mesh)")
   parser.add_argument("--sequence-parallel", choices=["ulysses", "ring"], default="ulysses")
   parser.add_argument("--step-time", type=float, default=30.0, help="seconds per step for the MFU column")
   parser.add_argument("--platform", choices=["tpu", "cpu", "gpu"], default="tpu",
-                      help="sample: compile for a TPU v5p chip or XLA:CPU, or measure one call on the local GPU")
+                      help="sample: compile for the --chips TPU slices or XLA:CPU, or measure on the local GPU")
   parser.add_argument("--json", type=Path, help="append every result as a JSON line to this file")
   args = parser.parse_args()
   if args.kind == "report":
@@ -386,7 +535,10 @@ def main() -> None:
   rows = []
   for model in args.model.split(","):
     for resolution in args.resolution.split(","):
-      targets = args.chips.split(",") if args.kind == "train" else [args.platform]
+      if args.kind == "train":
+        targets = (args.chips or "v5p-8,v5p-64,v5p-256").split(",")
+      else:
+        targets = (args.chips or "v5p-1").split(",") if args.platform == "tpu" else [args.platform]
       for target in targets:
         if args.kind == "train":
           row = plan_training(args, model, target, resolution)
