@@ -11,6 +11,7 @@ sharding it chose, the FLOPs of one step and the MFU a given step time would imp
   python benchmarks/scaling.py train --model 14b --chips v5p-8,v5p-64,v5p-256 --resolution 480p --trainable full
   python benchmarks/scaling.py train --model 14b --chips v5e-64 --resolution 720p --trainable lora
   python benchmarks/scaling.py sample --model 1.3b,14b --resolution 480p
+  python benchmarks/scaling.py sample --model 14b --layout animate2 --resolution 480p,720p,800x640 --chips v5p-1,v5p-8,v6e-8
   python benchmarks/scaling.py train --model 1.3b --chips gpu-1   # on a GPU machine: compiled, run and timed
   python benchmarks/scaling.py report --json results.jsonl   # tables of every row the runs appended
 
@@ -20,8 +21,15 @@ is the paper's recipe as configured (bf16 base frozen, rank-256 fp32 LoRA on the
 for the adapters only); `--trainable full` trains every weight (fp32 master weights and AdamW
 moments). One sample per data x fsdp group (global batch = chips / context). Sampling: bf16
 weights (adapters merged), one DiT evaluation of the CFG batch (cond + uncond = 2), compiled for
-one TPU v5p chip (95 GB, the nearest compiler we can run here to one 80 GB GPU) and, labelled as a
-fallback, for XLA:CPU, whose memory analysis overstates (bf16 widened to f32, no rematerialisation).
+TPU slices (default one v5p chip, 95 GiB: the nearest compiler we can run here to one 80 GB or
+141 GB GPU, so its peak stands in for theirs; slices shard the weights and split the tokens over
+`context`, as `sample.py` does) and, labelled as a fallback, for XLA:CPU, whose memory analysis
+overstates (bf16 widened to f32, no rematerialisation); `--platform gpu` runs it on the local GPU
+and reads the allocator's peak. The motion layouts (`--layout motion_cache`, `--layout animate2`:
+`--model 14b` is Wan-Animate-2-14B's shape) compile two programs: the driving pass that writes
+the per-layer key/value cache, and the CFG step with that cache resident. Beside the compiler's
+peaks the table gives the weights and cache per device (and diffusers' cache for Animate-2) and an
+analytic peak: weights + cache + one block's activations (`step_activation_bytes`).
 
 FLOPs: "model" FLOPs are the analytic matmul FLOPs of the step without recomputation (the MFU
 convention: forward, plus backward for activations and trainable weights); "traced" FLOPs count
@@ -361,6 +369,8 @@ def plan_sampling(args, size: str, resolution: str, target: str) -> dict:
   platform = "tpu" if "-" in target else target
   stage = stage_config(size, "full", layout=args.layout)
   stage.model.update(param_dtype="bfloat16", remat="none")  # adapters merged into bf16 weights
+  if stage.model.layout == "animate2":  # Wan-Animate-2's settings (ANIMATE2.md), as its importer reads them
+    stage.model.update(motion_timestep=1.0, text_len=TEXT_LEN, unconditional_skip_layers=(9,))
   config = DiTConfig.from_mapping(stage.model)
   if args.sequence_parallel == "ulysses" and config.num_heads % len(devices):
     raise ValueError(f"--chips {target}: ulysses splits the {config.num_heads} heads over context={len(devices)}, "
@@ -475,11 +485,14 @@ def sample_table(rows: list[dict]) -> str:
   """One line per (model, video, target): per-device GiB of the weights, the driving cache (motion
   layouts: per device, its total, and diffusers' for Animate-2), the compiler's (or measured) peak of
   the driving pass and of one CFG step with the cache resident, the analytic weights + cache +
-  activations, and where it fits: the chip's HBM; one-device rows also say one 80 GB / 141 GB GPU."""
+  activations, where it fits (the chip's HBM; one-device rows also one 80 GB / 141 GB GPU) and, on
+  a GPU, the measured seconds. ">" marks a figure the TPU compiler gave when it refused the chip:
+  at least that much, so "yes?" where it would fit a GPU."""
   gib = lambda value: "" if value is None else f"{value / 2**30:.1f}"
   lines = ["| model (layout) | video | tokens denoised + driving | target (compiler) | weights | driving cache "
-           "(total; diffusers') | peak: driving pass | peak: CFG step (batch 2) | analytic peak | fits |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "(total; diffusers') | peak: driving pass | peak: CFG step (batch 2) | analytic peak | fits "
+           "| measured s: driving pass, CFG step |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
   for row in rows:
     refused = ">" if row.get("fits") is False else ""
     cache = ""
@@ -490,15 +503,17 @@ def sample_table(rows: list[dict]) -> str:
     if row.get("hbm_bytes"):
       fits.append(f"{row['target'].split('-')[0]} {row['hbm_bytes'] / 2**30:.0f} GiB: {'yes' if row['fits'] else 'no'}")
     if row.get("mesh", {}).get("context", 1) == 1 and row.get("peak_bytes") is not None:
-      fits += [f"{name} GPU: {'yes' if row['peak_bytes'] <= size else 'no'}" for name, size in GPUS.items()]
+      fits += [f"{name} GPU: {'no' if row['peak_bytes'] > size else 'yes' if row['fits'] else 'yes?'}"
+               for name, size in GPUS.items()]
     driving = row.get("driving_tokens")
     step_peak = row.get("step_peak_bytes", row.get("peak_bytes"))
+    seconds = ", ".join(f"{row[key]:.2f}" for key in ("driving_s", "step_s", "call_s") if row.get(key) is not None)
     lines.append(f"| {row['model']} ({row.get('layout', 'full')}) | {row['resolution']} x {row['frames']} | "
                  f"{row['tokens']:,}{f' + {driving:,}' if driving else ''} | {row['compiler']} | "
                  f"{gib(row.get('weights_bytes'))} | {cache} | "
                  f"{refused if row.get('driving_fits') is False else ''}{gib(row.get('driving_peak_bytes'))} | "
                  f"{refused if row.get('step_fits') is False else ''}{gib(step_peak)} | "
-                 f"{gib(row.get('analytic_peak_bytes'))} | {', '.join(fits)} |")
+                 f"{gib(row.get('analytic_peak_bytes'))} | {', '.join(fits)} | {seconds} |")
   return "\n".join(lines)
 
 
