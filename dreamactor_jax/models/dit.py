@@ -293,12 +293,6 @@ class MotionCache:
   v: jax.Array
   grid: tuple[int, int, int] = dataclasses.field(metadata=dict(static=True))
 
-  def tile(self, times: int) -> MotionCache:
-    """The cache of the batch repeated `times` over (k, v `[layers, times*B, ...]`): one driving pass
-    serves a guidance call that batches [cond; uncond]."""
-    repeat = lambda x: jnp.tile(x, (1, times) + (1,) * (x.ndim - 2))
-    return MotionCache(repeat(self.k), repeat(self.v), self.grid)
-
 
 @dataclasses.dataclass(frozen=True)
 class _Conditioning:

@@ -112,16 +112,16 @@ def test_both_passes_match_diffusers(case, branch):
 
 
 def test_guidance_branches_batch_into_one_call(case):
-  # [cond; uncond] in one batch, a per-sample skip of block 9: the rows equal the separate branches.
+  # [cond; uncond] in one batch, a per-sample skip of block 9, one cache of the driving batch for
+  # both halves: the rows equal the separate branches.
   x, model = case["inputs"], case["model"]
   cache = model.encode_motion(x["driving"], x["text_d"], image_context=x["clip_d"])
   both = lambda a: jnp.concatenate([a, a])
-  doubled = cache.tile(2)
   text = jnp.concatenate([x["text"], pad(x["text_neg"], 9)])  # zero-padding is what the model does anyway
   unconditional = jnp.array([False] * BATCH + [True] * BATCH)
   step = jax.jit(lambda latents, timestep, text, clip, cache: model(latents, timestep, text, image_context=clip,
                                                                     motion=cache, unconditional=unconditional))
-  velocity = step(both(x["latents"]), jnp.asarray(TIMESTEPS * 2), text, both(x["clip_r"]), doubled)
+  velocity = step(both(x["latents"]), jnp.asarray(TIMESTEPS * 2), text, both(x["clip_r"]), cache)
   assert_close(velocity[:BATCH], case["expected"]["cond"], rel=1e-5)
   assert_close(velocity[BATCH:], case["expected"]["uncond"], rel=1e-5)
   assert float(np.abs(case["expected"]["cond"] - case["expected"]["uncond"]).max()) > 1e-2  # the branches differ
