@@ -33,6 +33,20 @@ def make_torch_dit(*, heads=3, head_dim=16, layers=2, ffn=40, in_channels=16, ou
   return model
 
 
+def make_torch_animate2(*, seed=0, layers=3, **config):
+  """A tiny random diffusers Wan-Animate-2 DiT (3 heads of 16, ffn 40), every parameter moved off its init."""
+  import torch
+  from diffusers import WanAnimate2Transformer3DModel
+
+  torch.manual_seed(seed)
+  model = WanAnimate2Transformer3DModel(dim=48, num_heads=3, ffn_dim=40, freq_dim=32, text_dim=20,
+                                        num_layers=layers, **config).eval()
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(torch.randn_like(p) * 0.1)  # norms and biases start at 1/0: move them so a mix-up shows
+  return model
+
+
 def make_torch_vae(*, seed=0, **config):
   """A tiny random diffusers AutoencoderKLWan, every parameter perturbed off its init."""
   import torch

@@ -12,14 +12,14 @@ import jax
 import numpy as np
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, WanAnimate2Transformer3DModel
+from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.guiders import ClassifierFreeGuidance
 from diffusers.modular_pipelines.wan_animate_2 import denoise as modular
 from diffusers.modular_pipelines.wan_animate_2.encoders import encode_vae, get_i2v_mask
 from flax import nnx
 from PIL import Image
 
-from conftest import ROOT, make_torch_vae, numpy_random_model, save_torch_dit
+from conftest import ROOT, make_torch_animate2, make_torch_vae, numpy_random_model, save_torch_dit
 from dreamactor_jax import diffusion, media
 from dreamactor_jax.bundle import main as bundle_main
 from dreamactor_jax.bundle import read_info
@@ -42,22 +42,11 @@ CLIP = CLIPVisionConfig(image_size=12, patch_size=6, dim=1280, ffn_dim=16, num_h
 VAE = dict(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, temperal_downsample=[False, True, True])
 
 
-def make_torch_animate2(seed=0):
-  """A tiny random diffusers Wan-Animate-2 DiT with 10 blocks (the unconditional branch skips block 9)."""
-  torch.manual_seed(seed)
-  model = WanAnimate2Transformer3DModel(dim=48, num_heads=3, ffn_dim=40, freq_dim=32, text_dim=TEXT_DIM,
-                                        num_layers=10).eval()
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(torch.randn_like(p) * 0.1)  # norms and biases start at 1/0: move them so a mix-up shows
-  return model
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
   """The diffusers DiT and VAE, saved with their own writers, and a tiny CLIP of ours."""
   folder = tmp_path_factory.mktemp("animate2")
-  transformer, vae = make_torch_animate2(), make_torch_vae(seed=1, **VAE)
+  transformer, vae = make_torch_animate2(layers=10), make_torch_vae(seed=1, **VAE)  # block 9 exists
   save_torch_dit(transformer, folder / "torch_dit")
   vae.save_pretrained(folder / "torch_vae")
   clip = numpy_random_model(lambda: CLIPVisionEncoder(CLIP, rngs=nnx.Rngs(0)), seed=2)

@@ -10,24 +10,13 @@ from diffusers import WanAnimate2Transformer3DModel
 from diffusers.loaders.single_file_utils import convert_wan_animate_2_transformer_to_diffusers
 from safetensors.torch import load_file, save_file
 
-from conftest import make_torch_dit, save_torch_dit
+from conftest import make_torch_animate2, make_torch_dit, save_torch_dit
 from dreamactor_jax import convert
 from dreamactor_jax.checkpoints import CheckpointError, export_torch_dit, load_dit
 from dreamactor_jax.checkpoints.model_state import model_params
 
 # Not the defaults (1, 0, -1, 1), so a field read from the wrong place shows.
 DRIVING = {"refer_offset_t": 2, "refer_offset_h": 3, "refer_offset_w": -1, "refer_stride": 2}
-
-
-def make_torch_animate2(*, seed=0, layers=3, **config):
-  """A tiny random diffusers Wan-Animate-2 DiT (3 heads of 16, ffn 40), every parameter moved off its init."""
-  torch.manual_seed(seed)
-  model = WanAnimate2Transformer3DModel(dim=48, num_heads=3, ffn_dim=40, freq_dim=32, text_dim=20,
-                                        num_layers=layers, **config).eval()
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(torch.randn_like(p) * 0.1)  # norms and biases start at 1/0: move them so a mix-up shows
-  return model
 
 
 @pytest.fixture(scope="module")
