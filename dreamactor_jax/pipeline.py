@@ -42,10 +42,10 @@ last="pad")`), the driving video zigzag-padded to whole segments and the output 
 length. Per segment: the reference's latent frame (encoded once, mask 1), then the VAE latents of
 the carried frames and blank (`animation.given_then_blank`) are the condition of latents
 `[B, 1 + F, h, w, 16]`, all noised; the driving frames' latents run once through
-`WanDiT.encode_motion` (driving prompt, CLIP of the driving's first frame); that cache, tiled over
-the batched [prompt; negative] call, serves both guidance branches, the negative's samples marked
-`unconditional` (the DiT skips `unconditional_skip_layers` for them); latent frame 0 is dropped
-before decoding.
+`WanDiT.encode_motion` (driving prompt, CLIP of the driving's first frame); that cache of B samples
+serves both guidance branches of the batched [prompt; negative] call (the DiT tiles it a layer at a
+time), the negative's samples marked `unconditional` (the DiT skips `unconditional_skip_layers` for
+them); latent frame 0 is dropped before decoding.
 
 Guidance is skipped (one velocity call of B per step) when it is 1 or when the prompt's text equals
 the negative prompt's (e.g. models without text, whose text is zeros) outside animate2: it would not

@@ -113,7 +113,7 @@ def test_one_step_matches_diffusers_modular_step(checkpoints):
   condition = state.reference_latents.numpy().transpose(1, 2, 3, 0)[None]
   np.testing.assert_allclose(conditions.context.latents.mask, condition[..., :4], atol=0)
   np.testing.assert_allclose(conditions.context.latents.condition, condition[..., 4:], rtol=1e-4, atol=1e-5)
-  assert conditions.uncond is not None and conditions.motion.k.shape[1] == 2  # [cond; uncond], one cache
+  assert conditions.uncond is not None and conditions.motion.k.shape[1] == 1  # one cache for [cond; uncond]
   first = jax.tree.map(lambda a: a[:1], run.table)
   ours = diffusion.sample(_velocity, (*run.dit, conditions.motion), noise, conditions.context, first,
                           guidance=GUIDANCE, uncond_context=conditions.uncond)
