@@ -5,6 +5,14 @@ clip's first k frames when training segment continuation) and the driving video 
 first second blanked (the start transition). The target x0 is the whole canvas of the clip: the
 character video on the left, the driving frames on the right. Both go through the VAE in one call.
 Text is dropped to the null prompt with probability `text_dropout`, for classifier-free guidance.
+
+The `animate2` layout (Wan-Animate-2, ANIMATE2.md) has no canvas; the triplet maps onto its two
+streams as the sampler builds them (conditioning.py): the reference image is latent frame 0 of the
+generation stream (mask 1), the clip's carried frames (continuation) then blank follow it as the
+condition, the target x0 is [reference latent, clip latents], and the driving clip (stage 1: the
+rendered skeletons; stage 2: another identity doing the same motion) is the driving pass's
+latents, read with its own prompt (`driving_text`) and CLIP tokens of its first frame. There is no
+start transition: the driving signal is never blanked.
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ import jax
 import jax.numpy as jnp
 
 from dreamactor_jax import animation
-from dreamactor_jax.conditioning import encode_video, reference_tokens
+from dreamactor_jax.conditioning import (CanvasLatents, encode_canvas, encode_video, prepend_reference, reference_frame,
+                                         reference_tokens)
 from dreamactor_jax.models.image_encoder import CLIPVisionEncoder
 from dreamactor_jax.models.patch_codec import Codec
 
@@ -25,13 +34,21 @@ from dreamactor_jax.models.patch_codec import Codec
 @dataclasses.dataclass(frozen=True)
 class LatentBatch:
   """target, condition `[B, F, h, 2w, z]`; mask `[B, F, h, 2w, 4]`; text `[B, Lt, text_dim]`;
-  image `[B, 257, 1280]` CLIP tokens or None."""
+  image `[B, 257, 1280]` CLIP tokens or None.
+
+  Layout animate2: target, condition `[B, 1 + F, h, w, z]` and mask `[B, 1 + F, h, w, 4]` (the
+  reference frame, then the clip's frames); driving `[B, F, h, w, z]` the driving clip's latents,
+  driving_text `[B, Lt, text_dim]` its prompt, driving_image its CLIP tokens or None. Other
+  layouts leave the driving fields None."""
 
   target: jax.Array
   condition: jax.Array
   mask: jax.Array
   text: jax.Array
   image: jax.Array | None
+  driving: jax.Array | None = None
+  driving_text: jax.Array | None = None
+  driving_image: jax.Array | None = None
 
 
 def to_unit(frames: jax.Array) -> jax.Array:
@@ -41,11 +58,21 @@ def to_unit(frames: jax.Array) -> jax.Array:
 
 def prepare_batch(vae: Codec, clip: CLIPVisionEncoder | None, batch: Mapping[str, jax.Array], key: jax.Array, *,
                   null_text: jax.Array, given_frames: int = 1, start_seconds: float = 1.0,
-                  blank: float = animation.BLANK, text_dropout: float = 0.0) -> LatentBatch:
+                  blank: float = animation.BLANK, text_dropout: float = 0.0, layout: str = "full",
+                  driving_text: jax.Array | None = None) -> LatentBatch:
   """Encodes a data batch: video, driving `[B, T, H, W, 3]` uint8, reference `[B, H, W, 3]` uint8,
   text `[B, Lt, D]`, fps `[B]`. `null_text` `[Lt, D]` is the embedding of the unconditional prompt.
-  `given_frames` (static) left frames are given: the reference, then the clip's frames 1..k-1."""
+  `given_frames` (static) left frames are given: the reference, then the clip's frames 1..k-1
+  (animate2: the clip's first k frames are carried after the reference frame, as a later sampling
+  segment carries them; 0 for none). `layout` (static) is the DiT's; animate2 reads `driving_text` `[Lt, D]`, the
+  embedding of the driving pass's prompt (`sampling.driving_prompt`)."""
   video, reference = to_unit(batch["video"]), to_unit(batch["reference"])
+  drop = jax.random.bernoulli(key, text_dropout, (video.shape[0],))
+  text = jnp.where(drop[:, None, None], null_text[None].astype(batch["text"].dtype), batch["text"])
+  image = reference_tokens(clip, reference)
+  if layout == "animate2":
+    return _animate2_batch(vae, clip, video, reference, to_unit(batch["driving"]), text, image,
+                           carried=given_frames, blank=blank, driving_text=driving_text)
   driving = animation.blank_start(to_unit(batch["driving"]), batch["fps"], start_seconds, blank=blank)
   given = jnp.concatenate([reference[:, None], video[:, 1:given_frames]], axis=1)
   canvas = animation.build_canvas(driving, given, blank=blank)
@@ -53,6 +80,23 @@ def prepare_batch(vae: Codec, clip: CLIPVisionEncoder | None, batch: Mapping[str
   target, condition = jnp.split(encode_video(vae, jnp.concatenate([animation.join_halves(video, driving),
                                                                     canvas.video])), 2)
   mask = animation.pack_mask(canvas.mask, vae.config.space_factor).astype(jnp.float32)
-  drop = jax.random.bernoulli(key, text_dropout, (video.shape[0],))
-  text = jnp.where(drop[:, None, None], null_text[None].astype(batch["text"].dtype), batch["text"])
-  return LatentBatch(target=target, condition=condition, mask=mask, text=text, image=reference_tokens(clip, reference))
+  return LatentBatch(target=target, condition=condition, mask=mask, text=text, image=image)
+
+
+def _animate2_batch(vae: Codec, clip: CLIPVisionEncoder | None, video: jax.Array, reference: jax.Array,
+                    driving: jax.Array, text: jax.Array, image: jax.Array | None, *, carried: int, blank: float,
+                    driving_text: jax.Array | None) -> LatentBatch:
+  """The animate2 layout (module docstring) of unit-range video, driving `[B, T, H, W, 3]` and
+  reference `[B, H, W, 3]`, the first `carried` clip frames given."""
+  if driving_text is None:
+    raise ValueError("layout 'animate2' needs driving_text: the embedding of sampling.driving_prompt")
+  frames = animation.given_then_blank(video[:, :carried], video.shape[1], blank=blank)
+  # One VAE call for the clip (the target), its condition frames and the driving clip.
+  target, condition, driving_latents = jnp.split(encode_video(vae, jnp.concatenate([video, frames.video, driving])), 3)
+  mask = animation.pack_mask(frames.mask, vae.config.space_factor).astype(jnp.float32)
+  reference_latents = encode_canvas(vae, reference_frame(reference))
+  latents = prepend_reference(reference_latents, CanvasLatents(condition=condition, mask=mask))
+  return LatentBatch(target=jnp.concatenate([reference_latents.condition, target], axis=1),
+                     condition=latents.condition, mask=latents.mask, text=text, image=image, driving=driving_latents,
+                     driving_text=jnp.broadcast_to(driving_text.astype(text.dtype), text.shape),
+                     driving_image=reference_tokens(clip, driving[:, 0]))

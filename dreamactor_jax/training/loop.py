@@ -120,10 +120,12 @@ def text_source(config: ml_collections.ConfigDict) -> tuple[Callable[[list[str]]
 
 
 def _given_frames(config: ml_collections.ConfigDict, step: int) -> int:
-  """Left frames given at `step`: the reference (1), or `animation.overlap_frames` on a share
-  `train.continuation_prob` of steps (segment continuation); a pure function of (seed, step)."""
+  """Left frames given at `step`: the reference (1; layout animate2, whose reference has its own
+  frame: 0), or `animation.overlap_frames` on a share `train.continuation_prob` of steps (segment
+  continuation); a pure function of (seed, step)."""
   draw = np.random.default_rng([config.train.seed, step, 1]).random()
-  return config.animation.overlap_frames if draw < config.train.continuation_prob else 1
+  return config.animation.overlap_frames if draw < config.train.continuation_prob else int(
+      config.model.layout != "animate2")
 
 
 def _step_key(config: ml_collections.ConfigDict, step: int) -> jax.Array:
@@ -150,6 +152,8 @@ class Trainer:
     self.dit_config = dit.config
     self.frozen = load_frozen(config, self.dit_config)
     self.text_fn, self.null_text = text_source(config)
+    # the animate2 driving pass's prompt (zeros, as the null prompt, without a prompt cache)
+    self.driving_text = self.null_text if self.text_fn is None else self.text_fn([config.sampling.driving_prompt])[0]
     self.data_config = DataConfig.from_config(config.data)
     if config.stage not in (1, 2):
       raise TrainingError(f"config.stage={config.stage}; expected 1 (pose-driven) or 2 (RGB-driven)")
@@ -209,7 +213,8 @@ class Trainer:
         with self.plan.activate():
           return prepare_batch(vae, clip, batch, key, null_text=jnp.asarray(self.null_text),
                                given_frames=given_frames, start_seconds=config.animation.start_seconds,
-                               blank=config.animation.blank, text_dropout=config.train.text_dropout)
+                               blank=config.animation.blank, text_dropout=config.train.text_dropout,
+                               layout=self.dit_config.layout, driving_text=jnp.asarray(self.driving_text))
 
       self._prepare[given_frames] = jax.jit(prepare)
     return self._prepare[given_frames]
@@ -329,7 +334,8 @@ class Trainer:
       save_lora(self.workdir / "lora", model)
     info = BundleInfo(stage="pose" if config.stage == 1 else "rgb", size=self.clip_size, fps=self.clip_fps,
                       text="cache" if config.init.prompt_cache else "none", layout=self.dit_config.layout,
-                      text_len=config.data.text_len, animation=dict(config.animation), sampling=dict(config.sampling))
+                      text_len=config.data.text_len, animation=dict(config.animation), sampling=dict(config.sampling),
+                      preset="base" if self.dit_config.layout == "animate2" else None)
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     save_bundle(staging, info, dit=model, vae=config.init.vae, clip=config.init.clip or None,

@@ -5,6 +5,13 @@ Noise levels are drawn per sample (`diffusion.sample_training_sigmas`), the DiT 
 and the loss is the weighted MSE of the velocity over the loss region (the generated left half by
 default, or the whole canvas). In the `motion_cache` layout the motion half is encoded once
 (`WanDiT.encode_motion`) and only the left half is noised and predicted, as at sampling.
+
+In the `animate2` layout (Wan-Animate-2) one function runs both passes, as DiffSynth's
+`forward_origin` does for training: the driving pass (`encode_motion` on the driving latents, at
+the model's `motion_timestep`) and the generation pass reading its cache, so gradients reach the
+trained weights through both. Every position of the generation latents is noised, the leading
+reference frame too, as at sampling; the loss covers the generated frames only (not the reference
+frame, nor frames carried over for continuation), whatever `region` says.
 """
 
 from __future__ import annotations
@@ -16,11 +23,11 @@ from typing import Any, Literal
 import jax
 
 from dreamactor_jax import animation, diffusion
-from dreamactor_jax.conditioning import CanvasLatents, model_latents, split_for_motion_cache
+from dreamactor_jax.conditioning import CanvasLatents, driving_dit_input, model_latents, split_for_motion_cache
 from dreamactor_jax.models.dit import WanDiT
 from dreamactor_jax.training.latent_batch import LatentBatch
 
-Layout = Literal["full", "motion_cache"]
+Layout = Literal["full", "motion_cache", "animate2"]
 
 
 @jax.tree_util.register_dataclass
@@ -43,8 +50,15 @@ def animation_loss(model: WanDiT, batch: LatentBatch, key: jax.Array, *, sigmas:
     latents, motion_input = split_for_motion_cache(latents)
     target, weight = animation.left_half(target), animation.left_half(weight)
     motion = model.encode_motion(motion_input, batch.text, image_context=batch.image)
+  elif layout == "animate2":
+    if batch.driving is None:
+      raise ValueError("model.layout='animate2' needs a LatentBatch with driving latents (prepare_batch(layout=...))")
+    # given positions: the reference frame and carried frames (mask 1); every position is noised
+    weight, region = animation.generated_region(batch.mask), "canvas"
+    motion = model.encode_motion(driving_dit_input(batch.driving), batch.driving_text,
+                                 image_context=batch.driving_image)
   elif layout != "full":
-    raise ValueError(f"model.layout={layout!r}; expected 'full' or 'motion_cache'")
+    raise ValueError(f"model.layout={layout!r}; expected 'full', 'motion_cache' or 'animate2'")
 
   def predict_velocity(noisy: jax.Array, timestep: jax.Array) -> jax.Array:
     return model(animation.dit_input(model_latents(noisy, latents, region), latents.mask, latents.condition),

@@ -20,7 +20,7 @@ def vae():
   return numpy_random_model(lambda: WanVAE(TINY_VAE, rngs=nnx.Rngs(0)))
 
 
-@nnx.jit(static_argnames=("given_frames", "start_seconds", "text_dropout"))
+@nnx.jit(static_argnames=("given_frames", "start_seconds", "text_dropout", "layout"))
 def prepare(vae, batch, key, null_text, **options):
   return prepare_batch(vae, None, batch, key, null_text=null_text, **options)
 
@@ -76,3 +76,32 @@ def test_mask_follows_a_codec_of_another_spatial_factor():
   assert out.condition.shape == (2, 2, 4, 16, 16) and out.mask.shape == (2, 2, 4, 16, 4)
   np.testing.assert_array_equal(out.mask[:, 1, :, :8], 0.0)
   np.testing.assert_array_equal(out.mask[:, 1, :, 8:], 1.0)
+
+
+def test_animate2_layout_puts_the_reference_first_and_the_driving_apart(vae):
+  """Wan-Animate-2: latent frame 0 is the reference image (given), then the clip; the driving clip is
+  encoded on its own, never blanked (no start transition), with the driving prompt broadcast."""
+  batch = data_batch(2)
+  batch["reference"] = np.random.default_rng(9).integers(0, 256, batch["reference"].shape, dtype=np.uint8)
+  driving_text = jnp.linspace(-1.0, 1.0, 42).reshape(7, 6)
+  out = prepare(vae, batch, jax.random.key(0), jnp.zeros((7, 6)), layout="animate2", given_frames=0,
+                driving_text=driving_text)
+  video, driving = to_unit(jnp.asarray(batch["video"])), to_unit(jnp.asarray(batch["driving"]))
+  reference = encode(vae, to_unit(jnp.asarray(batch["reference"]))[:, None])
+  assert out.target.shape == out.condition.shape == (2, 3, 2, 4, 16) and out.mask.shape == (2, 3, 2, 4, 4)
+  np.testing.assert_allclose(out.target, jnp.concatenate([reference, encode(vae, video)], axis=1), atol=2e-5)
+  np.testing.assert_allclose(out.condition, jnp.concatenate([reference, encode(vae, jnp.zeros_like(video))], axis=1),
+                             atol=2e-5)
+  np.testing.assert_allclose(out.driving, encode(vae, driving), atol=2e-5)
+  np.testing.assert_array_equal(out.mask[:, 0], 1.0)
+  np.testing.assert_array_equal(out.mask[:, 1:], 0.0)
+  np.testing.assert_array_equal(out.driving_text, np.broadcast_to(driving_text, (2, 7, 6)))
+  np.testing.assert_array_equal(out.text, batch["text"])
+  assert out.image is None and out.driving_image is None
+  # continuation: the clip's first 5 frames are carried after the reference frame (all of this clip)
+  carried = prepare(vae, batch, jax.random.key(0), jnp.zeros((7, 6)), layout="animate2", given_frames=5,
+                    driving_text=driving_text)
+  np.testing.assert_array_equal(carried.mask, 1.0)
+  np.testing.assert_allclose(carried.condition, carried.target, atol=1e-6)
+  with pytest.raises(ValueError, match="layout 'animate2' needs driving_text"):
+    prepare(vae, batch, jax.random.key(0), jnp.zeros((7, 6)), layout="animate2", given_frames=0)
