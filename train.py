@@ -15,6 +15,7 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
+from dreamactor_jax.data import DataError
 from dreamactor_jax.training.loop import Preempted, TrainingError, train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -31,7 +32,7 @@ def main(argv: list[str]) -> None:
   logging.getLogger("dreamactor_jax").setLevel(logging.INFO)
   try:
     train(_CONFIG.value, _WORKDIR.value)
-  except TrainingError as e:
+  except (TrainingError, DataError) as e:  # a bad setting or dataset: one line
     raise SystemExit(f"error: {e}") from None
   except Preempted as e:
     print(e)

@@ -98,6 +98,9 @@ def get_config(arg: str = "wan2.1-t2v-1.3b") -> ml_collections.ConfigDict:
       bbox_fill=0.9,  # that box's larger relative side, as a fraction of the frame
       stage2_min_score=ml_collections.FieldReference(None, field_type=float),  # keep triplets whose mean score >= this
       stage2_flip_prob=0.0,  # stage 2: horizontal flip of target, reference and driving together
+      # stage 2: train on self pairs (driving identity = the target's, e.g. the bootstrap's --self-pairs).
+      # False refuses them: on a self pair the loss collapses, the model learns to copy the driving pixels
+      allow_self_pairs=False,
       appearance_prob=0.0,  # share of examples recoloured: one colour map on target + reference, another on
                             # stage 2's driving (data/augment.py); small datasets: colours come from the reference
       text_len=512,  # text tokens per prompt (zero-padded), as the DiT reads them

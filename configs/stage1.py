@@ -5,12 +5,17 @@
       --config.data.stage1_dir=data/
   python train.py --config=configs/stage1.py:tiny --workdir=runs/tiny1   # random tiny model, CPU
 
-`arg`: tiny | 1.3b (Wan2.1-T2V-1.3B widened to 36 input channels) | 14b (Wan2.1-I2V-14B).
+`arg`: tiny | 1.3b (Wan2.1-T2V-1.3B widened to 36 input channels) | 14b (Wan2.1-I2V-14B) |
+animate2 (Wan-Animate-2-14B, `convert dit` of its weights) | animate2-tiny (a random tiny model in
+that layout). The animate2 sizes fine-tune Wan-Animate-2 with this recipe (docs/training.md): the
+rendered skeletons (stage 1) or another identity's clip (stage 2) are its driving pass, the reference
+image its leading frame; the bundle they export samples with its `base` preset.
 """
 
 from configs import base
 
-SIZES = {"tiny": "tiny", "1.3b": "wan2.1-t2v-1.3b", "14b": "wan2.1-i2v-14b"}
+SIZES = {"tiny": "tiny", "1.3b": "wan2.1-t2v-1.3b", "14b": "wan2.1-i2v-14b", "animate2": "wan2.1-i2v-14b",
+         "animate2-tiny": "tiny"}
 
 
 def get_config(arg: str = "1.3b"):
@@ -20,13 +25,25 @@ def get_config(arg: str = "1.3b"):
   config.stage = 1
   config.model.in_channels = 36  # 16 noisy + 4 mask + 16 canvas latents (Wan I2V's input)
   config.model.lora_rank = 256  # PAPER.md 3: LoRA rank 256 on the feed-forward layers, base frozen
-  if arg == "tiny":
+  if arg.startswith("animate2"):
+    from dreamactor_jax.pipeline import PRESETS  # the sampling the exported bundle's preset gives
+
+    # ANIMATE2.md: the driving pass at timestep 1 (the layout has no start transition: never blanked)
+    # blockwise attention: training differentiates the frame-aligned attention's log-sum-exp, which only
+    # the blockwise kernel's backward carries (models/attention.py; cuDNN's and splash's refuse)
+    config.model.update(layout="animate2", motion_timestep=1.0, attention="blockwise")
+    config.animation.update(PRESETS["base"]["animation"])
+    config.sampling.update(PRESETS["base"]["sampling"])
+  if arg.endswith("tiny"):
     config.model.lora_rank = 0  # a random tiny model has nothing to preserve: train it whole
     config.train.update(steps=200, log_every=10, sample_every=0, text_dropout=0.0)
     config.optimizer.update(learning_rate=1e-3, warmup_steps=10)
     config.checkpoint.update(every=50, keep_every=0)
     config.data.update(batch_size=2, num_workers=0)
     config.animation.start_seconds = 0.25
+    if arg == "animate2-tiny":  # segments of the clips' length; no text encoder, so the empty driving prompt
+      config.animation.segment_frames = config.data.num_frames
+      config.sampling.driving_prompt = ""
   else:
     config.model.update(param_dtype="bfloat16", dtype="bfloat16", remat="full")
   return config

@@ -134,7 +134,7 @@ def test_end_to_end(world, first_run):
       assert not np.array_equal(candidate["driving"], clip["video"])
 
   config = DataConfig(stage2_dir=str(out), num_frames=5, buckets=(SIZE,), batch_size=4, num_workers=0, num_epochs=1,
-                      random_crop=False, text_len=3, text_dim=2)
+                      random_crop=False, text_len=3, text_dim=2, allow_self_pairs=True)  # --self-pairs wrote some
   batches = list(stage2_dataset(config))
   assert len(batches) == 2 and {v for b in batches for v in b["video_id"]} == {r.split("@")[0] for r in records}
   assert all(b["video"].shape == b["driving"].shape == (4, 5, *SIZE, 3) for b in batches)

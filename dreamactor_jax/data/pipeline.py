@@ -87,6 +87,7 @@ class DataConfig:
   bbox_fill: float = 0.9
   stage2_min_score: float | None = None
   stage2_flip_prob: float = 0.0
+  allow_self_pairs: bool = False
   appearance_prob: float = 0.0
   text_len: int = 512
   text_dim: int = 4096
@@ -458,8 +459,10 @@ def stage2_dataset(config: DataConfig, *, process_index: int = 0, process_count:
       return "low_score"
     return None
 
-  return _dataset(stage2.open_stage2(config.stage2_dir), Stage2Loader, config, usable, "stage-2 data", process_index,
-                  process_count, text_fn)
+  path = stage2.open_stage2(config.stage2_dir)
+  if not config.allow_self_pairs:
+    stage2.refuse_self_pairs(staging.read_index(path), f"data.stage2_dir {config.stage2_dir}")
+  return _dataset(path, Stage2Loader, config, usable, "stage-2 data", process_index, process_count, text_fn)
 
 
 def dataset_captions(path: str, stage: Literal[1, 2] = 1) -> list[str]:

@@ -37,7 +37,8 @@ class Stage2Pairs(staging.StagedBuilder):
   reference JPEG bytes, driving `[T]` JPEG bytes (any size), scores str (JSON object of floats).
   """
 
-  INDEX_COLUMNS = ("key", "video_id", "height", "width", "num_frames", "fps", "scores", "caption")
+  INDEX_COLUMNS = ("key", "video_id", "identity", "driving_identity", "height", "width", "num_frames", "fps",
+                   "scores", "caption")
 
   def _features(self) -> dict:
     frames = tfds.features.Tensor(shape=(None,), dtype=np.object_)
@@ -58,8 +59,8 @@ class Stage2Pairs(staging.StagedBuilder):
     example.update(fps=float(staged["fps"]), height=int(staged["height"]), width=int(staged["width"]),
                    num_frames=len(target), target=np.array(target, dtype=object),
                    driving=np.array(driving, dtype=object), reference=staged["reference"].tobytes())
-    row = [example["key"], example["video_id"], example["height"], example["width"], len(target), example["fps"],
-           json.loads(example["scores"]), example["caption"]]
+    row = [example["key"], example["video_id"], example["identity"], example["driving_identity"], example["height"],
+           example["width"], len(target), example["fps"], json.loads(example["scores"]), example["caption"]]
     return example["key"], example, row
 
 
@@ -135,6 +136,16 @@ def write_stage2_dataset(out_dir: str | os.PathLike, records: Iterable[dict], *,
   if not any(folder.glob("*.npz")):
     raise staging.DataError(f"{out_dir}: no stage-2 records to write")
   return staging.prepare(Stage2Pairs, out_dir, folder)
+
+
+def refuse_self_pairs(rows: Iterable[dict], name: str) -> None:
+  """Raises DataError when an index row's driving identity is its target's (`data.allow_self_pairs`)."""
+  selves = [row["key"] for row in rows if row["identity"] == row["driving_identity"]]
+  if selves:
+    raise staging.DataError(
+        f"{name}: {len(selves)} self pairs (the driving clip shows the target's own identity, e.g. {selves[0]!r}): "
+        "trained on them the loss collapses, the model learns to copy the driving pixels instead of transferring "
+        "the motion; train on cross-identity pairs (the bootstrap's), or set data.allow_self_pairs=True")
 
 
 def open_stage2(path: str | os.PathLike) -> Path:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from dreamactor_jax.data import stage2 as stage2_module
+from dreamactor_jax.data import DataError
 from dreamactor_jax.data.pipeline import DataConfig, dataset_captions, stage2_dataset
 from dreamactor_jax.data.stage2 import open_stage2, write_stage2_dataset, written_stage2_keys
 from tests.data.test_augment import assert_one_colour_map
@@ -83,3 +84,18 @@ def test_writer_rejects_bad_records(tmp_path):
   with pytest.raises(ValueError, match="stage-2 record 'y@cartoon-1': reference is float32 \\(48, 80, 3\\), "
                                        "expected uint8 \\[H, W, 3\\]"):
     write_stage2_dataset(tmp_path, [bad], progress=False)
+
+
+def test_self_pairs_are_refused_unless_allowed(tmp_path):
+  """A record whose driving clip shows the target's own identity teaches copying the driving pixels:
+  the pipeline refuses the dataset by default, naming the record, and reads it with allow_self_pairs."""
+  selfish = {**record("s", seed=5), "identity": "cartoon-1"}
+  write_stage2_dataset(tmp_path, [record("a"), selfish], progress=False)
+  config = DataConfig(stage2_dir=str(tmp_path), num_frames=9, buckets=((48, 80),), batch_size=2, num_workers=0,
+                      text_len=3, text_dim=2)
+  with pytest.raises(DataError, match=r"1 self pairs \(the driving clip shows the target's own identity, e.g. "
+                                      r"'s@cartoon-1'\): trained on them the loss collapses, the model learns to copy "
+                                      r"the driving pixels .* or set data.allow_self_pairs=True"):
+    stage2_dataset(config)
+  batch = next(iter(stage2_dataset(dataclasses.replace(config, allow_self_pairs=True))))
+  assert sorted(batch["video_id"]) == ["a", "s"]
