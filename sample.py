@@ -17,64 +17,68 @@ import sys
 from pathlib import Path
 
 import jax
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags
 
-from dreamactor_jax import media, parallel
+from dreamactor_jax import cli, media, parallel
 from dreamactor_jax.bundle import BundleInfo, load_bundle, read_info
 from dreamactor_jax.pipeline import AnimateOptions, animate, fit_inputs
 
 ROOT = Path(__file__).resolve().parent
 DEMO = Path("assets/demo")
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", str(ROOT / "configs/base.py"),
-    "Config file; its `animation` and `sampling` sections apply, below the checkpoint's animation.json. "
-    "Override fields as --config.sampling.shift=5 or --config.animation.segment_frames=41.")
+FLAGS = flags.FlagValues()
+_CONFIG = cli.define_config(
+    FLAGS, str(ROOT / "configs/base.py"),
+    "Config file; its `animation` and `sampling` sections apply, below the checkpoint's animation.json, e.g. "
+    "--config.sampling.shift=5 or --config.animation.segment_frames=41.")
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", str(DEMO / "model"),
     "Sampling checkpoint: a bundle folder (animation.json, dit/, vae/, optional clip/, umt5/ + tokenizer/, "
-    "prompts.safetensors; format in dreamactor_jax/bundle.py).")
+    "prompts.safetensors; format in dreamactor_jax/bundle.py).", flag_values=FLAGS)
 _REFERENCE = flags.DEFINE_string(
     "reference", str(DEMO / "reference.png"),
     "Reference image of the character (png/jpg/webp/bmp). Any size or aspect: it is fitted inside the video "
-    "size without stretching and padded grey; RGBA is composited over white, grayscale made RGB.")
+    "size without stretching and padded grey; RGBA is composited over white, grayscale made RGB.",
+    flag_values=FLAGS)
 _DRIVING = flags.DEFINE_string(
     "driving", str(DEMO / "driving.mp4"),
     "Driving video (mp4/webm/mov/...) or a folder of frames sorted by name (then give --fps). A stage-1 (pose) "
-    "checkpoint takes a pose video: rendered OpenPose skeletons on black; a stage-2 (rgb) one any RGB video.")
-_FPS = flags.DEFINE_float("fps", None, "Frame rate of a --driving folder of frames; overrides a video file's rate.")
+    "checkpoint takes a pose video: rendered OpenPose skeletons on black; a stage-2 (rgb) one any RGB video.",
+    flag_values=FLAGS)
+_FPS = flags.DEFINE_float("fps", None, "Frame rate of a --driving folder of frames; overrides a video file's rate.",
+                          flag_values=FLAGS)
 _PROMPT = flags.DEFINE_string(
     "prompt", "", "Text prompt, e.g. '<the character> dancing'. Checkpoints trained without text (text: none) "
-    "refuse a non-empty prompt. The negative prompt is --config.sampling.negative_prompt.")
-_LORA = flags.DEFINE_string("lora", None, "A save_lora folder of adapters put on the checkpoint's DiT (merged).")
-_STEPS = flags.DEFINE_integer("steps", None, "Denoising steps (default: the checkpoint's sampling.steps).")
+    "refuse a non-empty prompt. The negative prompt is --config.sampling.negative_prompt.", flag_values=FLAGS)
+_LORA = flags.DEFINE_string("lora", None, "A save_lora folder of adapters put on the checkpoint's DiT (merged).",
+                            flag_values=FLAGS)
+_STEPS = flags.DEFINE_integer("steps", None, "Denoising steps (default: the checkpoint's sampling.steps).",
+                              lower_bound=1, flag_values=FLAGS)
 _GUIDANCE = flags.DEFINE_float(
     "guidance", None, "Classifier-free guidance scale on the text, uncond + g (cond - uncond); 1 turns it off "
-    "(default: the checkpoint's sampling.guidance).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the noise.")
-_FRAMES = flags.DEFINE_integer("frames", None, "Animate only the first N driving frames (default: all).")
-_RESOLUTION = flags.DEFINE_string(
+    "(default: the checkpoint's sampling.guidance).", flag_values=FLAGS)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the noise.", flag_values=FLAGS)
+_FRAMES = flags.DEFINE_integer("frames", None, "Animate only the first N driving frames (default: all).",
+                               lower_bound=1, flag_values=FLAGS)
+_RESOLUTION = cli.define_size(
     "resolution", None, "Working size HxW, multiples of 16, e.g. 480x832 (default: the checkpoint's trained "
-    "size, turned to the driving video's orientation). Driving frames are scaled to cover it and centre-cropped.")
+    "size, turned to the driving video's orientation). Driving frames are scaled to cover it and centre-cropped.",
+    flag_values=FLAGS)
 _LAYOUT = flags.DEFINE_enum(
     "layout", None, ["full", "motion_cache"],
     "Attention layout (default: the checkpoint's). full: the paper's attention over the whole canvas. "
     "motion_cache: the driving half runs once per segment, each step only the generated half (about 2x "
-    "faster per step; for checkpoints trained in that layout).")
+    "faster per step; for checkpoints trained in that layout).", flag_values=FLAGS)
 _DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"],
-                           "DiT parameter and compute dtype (default: as stored); bfloat16 on GPU/TPU.")
+                           "DiT parameter and compute dtype (default: as stored); bfloat16 on GPU/TPU.",
+                           flag_values=FLAGS)
 _OUTPUT = flags.DEFINE_string(
-    "output", "animation.mp4", "Output mp4; <output>_preview.mp4 and <output>_sheet.png are written beside it.")
-
-
-def parse_resolution(text: str | None) -> tuple[int, int] | None:
-  if text is None:
-    return None
-  parts = text.lower().split("x")
-  if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-    raise ValueError(f"--resolution={text}: expected HxW, e.g. 480x832")
-  return int(parts[0]), int(parts[1])
+    "output", "animation.mp4", "Output mp4; <output>_preview.mp4 and <output>_sheet.png are written beside it.",
+    flag_values=FLAGS)
+MAX_SIDE = 4096  # far above any trained size (Wan: 1280); a larger canvas only exhausts memory
+cli.require(FLAGS, "guidance", cli.finite, "expected a finite number (1 turns guidance off)")
+cli.require(FLAGS, "fps", lambda fps: cli.finite(fps) and fps > 0, "expected a finite frame rate above 0")
+cli.require(FLAGS, "resolution", lambda size: max(size) <= MAX_SIDE, f"expected at most {MAX_SIDE} per side")
 
 
 def sampling_options(info: BundleInfo, config, override_values: dict) -> AnimateOptions:
@@ -105,10 +109,11 @@ def check_exists(path: str, flag: str) -> Path:
 
 
 def run() -> None:
+  output = media.check_video_output(_OUTPUT.value, "--output")
   info = read_info(_CHECKPOINT.value)
   reference = media.read_image(check_exists(_REFERENCE.value, "reference"))
   driving = media.read_video(check_exists(_DRIVING.value, "driving"), fps=_FPS.value, max_frames=_FRAMES.value)
-  overrides = config_flags.get_override_values(flags.FLAGS["config"])
+  overrides = cli.config_overrides(FLAGS)
   options = sampling_options(info, _CONFIG.value, overrides)
   plan = sampling_plan(_CONFIG.value, overrides)
   models = load_bundle(_CHECKPOINT.value, lora=_LORA.value, dtype=_DTYPE.value,
@@ -117,9 +122,8 @@ def run() -> None:
         f"drives), layout {options.layout}, {options.steps} steps, guidance {options.guidance}; "
         f"{len(driving.frames)} driving frames at {driving.fps:g} fps")
   video = animate(models, reference, driving.frames, _PROMPT.value, fps=driving.fps, options=options,
-                  size=parse_resolution(_RESOLUTION.value), progress=True, plan=plan)
+                  size=_RESOLUTION.value, progress=True, plan=plan)
   height, width = video.shape[1:3]
-  output = Path(_OUTPUT.value)
   media.write_video(output, video, driving.fps)
   reference_frame, driving_frames = fit_inputs(reference, driving.frames, height, width, options)
   preview = media.side_by_side([media.to_uint8(reference_frame), driving_frames, video])
@@ -128,17 +132,9 @@ def run() -> None:
   print(f"wrote {output} ({len(video)} frames, {height}x{width}, {driving.fps:g} fps), {preview_path}, {sheet_path}")
 
 
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}; every input is a flag (see --help)")
-  if not flags.FLAGS["verbosity"].present:  # orbax logs every restore at INFO; --verbosity=0 shows it
-    logging.set_verbosity(logging.WARNING)
-  try:
-    run()
-  except (ValueError, OSError) as e:  # MediaError, BundleError, CheckpointError are ValueErrors
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+def main(argv: list[str] | None = None) -> int:
+  return cli.run(run, FLAGS, argv, doc=__doc__)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(main())

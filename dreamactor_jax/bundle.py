@@ -90,6 +90,8 @@ class BundleInfo:
     for key, ok, expected in checks:
       if not ok:
         raise ValueError(f"{key}={getattr(self, key)!r}; expected {expected}")
+    for name in ("animation", "sampling"):
+      _check_section(name, getattr(self, name))
     object.__setattr__(self, "size", tuple(self.size))
     for name, preset in (PRESETS[self.preset] if self.preset else {}).items():  # the preset, below the bundle's own
       object.__setattr__(self, name, {**preset, **_plain(getattr(self, name))})
@@ -102,6 +104,20 @@ class BundleInfo:
   def options(self, **overrides) -> AnimateOptions:
     """The sampling defaults it was trained with (`AnimateOptions.from_config`), then `overrides`."""
     return AnimateOptions.from_config(self.animation, self.sampling, **{"layout": self.layout, **overrides})
+
+
+def _check_section(name: str, section: Any) -> None:
+  """An animation.json section: a mapping whose AnimateOptions fields have their defaults' types."""
+  if not isinstance(section, Mapping):
+    raise ValueError(f"{name}={section!r}; expected an object of {name} settings")
+  defaults = AnimateOptions()
+  for key, value in section.items():
+    if not hasattr(defaults, key):
+      continue  # training-only fields ride along
+    expected = type(getattr(defaults, key))
+    numeric = expected is float and isinstance(value, int)
+    if (isinstance(value, bool) and expected is not bool) or not (isinstance(value, expected) or numeric):
+      raise ValueError(f"{name}.{key}={value!r}; expected {expected.__name__}")
 
 
 def _plain(section: Any) -> dict[str, Any]:
@@ -123,9 +139,13 @@ def read_info(folder: str | os.PathLike) -> BundleInfo:
         "see dreamactor_jax/bundle.py)" if bare else "; expected a bundle folder (animation.json, dit/, vae/, ...)"))
   try:
     values = json.loads(path.read_text())
+    if not isinstance(values, dict):
+      raise ValueError(f"expected a JSON object, found {type(values).__name__}")
     if values.pop("format", None) != FORMAT:
       raise ValueError(f"format is not {FORMAT}")
-    return BundleInfo(**values)
+    info = BundleInfo(**values)
+    info.options()  # the sampling settings it holds are valid together
+    return info
   except (ValueError, TypeError) as e:
     raise BundleError(f"{path}: {e}".splitlines()[0]) from None
 

@@ -20,6 +20,7 @@ from PIL import Image
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+H264_SUFFIXES = (".mp4", ".mov", ".mkv")  # the containers write_video's H.264 stream goes in
 
 
 class MediaError(ValueError):
@@ -125,6 +126,22 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+  return path
+
+
+def check_video_output(path: str | os.PathLike, what: str) -> Path:
+  """`path` if `write_video` can write there, checked before any work: a suffix whose container holds
+  H.264 and a folder that exists (or can be made) and takes files. `what` names the flag or key."""
+  path = Path(path)
+  if path.suffix.lower() not in H264_SUFFIXES:
+    raise MediaError(f"{what}={path}: expected a video file name ending in {', '.join(H264_SUFFIXES)}")
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tempfile.TemporaryFile(dir=path.parent).close()
+  except OSError as e:
+    raise MediaError(f"{what}={path}: cannot write in {path.parent} ({e.strerror or e})") from None
+  if path.is_dir():
+    raise MediaError(f"{what}={path}: is a folder; expected a video file name")
   return path
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 
-class DataError(RuntimeError):
+class DataError(ValueError):
   """A dataset that cannot be built or read; the message is one line naming the path."""
 
 
