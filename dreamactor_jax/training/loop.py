@@ -45,6 +45,7 @@ from dreamactor_jax.training.latent_batch import prepare_batch
 from dreamactor_jax.training.objective import animation_loss
 from dreamactor_jax.training.optimizer import learning_rate_schedule, make_optimizer
 from dreamactor_jax.training.step import batch_shardings, init_train_state, jit_train_step
+from dreamactor_jax.training.workdir import lock_workdir, replace_folder
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v5p": 459e12,
 NOISE_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-class TrainingError(RuntimeError):
+class TrainingError(ValueError):
   """Training cannot go on (a bad setting, or too many non-finite steps in a row)."""
 
 
@@ -68,6 +69,27 @@ class Frozen:
 
   vae: tuple[nnx.GraphDef, nnx.State]
   clip: tuple[nnx.GraphDef, nnx.State] | None
+
+
+# (key, lowest value): counts and intervals a run cannot work with below these.
+_MINIMUMS = (("train.steps", 1), ("train.log_every", 1), ("train.grad_accum", 1), ("train.max_nonfinite", 1),
+             ("train.sample_every", 0), ("train.num_samples", 1), ("train.sample_steps", 1),
+             ("checkpoint.every", 1), ("checkpoint.keep_last", 1), ("checkpoint.keep_every", 0))
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Refuses, before anything loads, the settings the loop cannot run with, naming the key."""
+  if config.stage not in (1, 2):
+    raise TrainingError(f"config.stage={config.stage}; expected 1 (pose-driven) or 2 (RGB-driven)")
+  for key, lowest in _MINIMUMS:
+    section, field = key.split(".")
+    value = config[section][field]
+    if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+      raise TrainingError(f"config.{key}={value!r}: expected an integer >= {lowest}")
+  for key in ("train.ema_decay", "train.text_dropout", "train.continuation_prob"):
+    section, field = key.split(".")
+    if not 0.0 <= config[section][field] <= 1.0:
+      raise TrainingError(f"config.{key}={config[section][field]!r}: expected a share in [0, 1]")
 
 
 def load_frozen(config: ml_collections.ConfigDict, dit_config: DiTConfig) -> Frozen:
@@ -143,10 +165,15 @@ class Trainer:
   """Holds the run: models, data, compiled steps, checkpoints and metrics. `run()` trains to the end."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path):
+    check_config(config)
     self.config = config
     self.workdir = Path(workdir)
     self.workdir.mkdir(parents=True, exist_ok=True)
     parallel.initialize_distributed()
+    self._lock = lock_workdir(self.workdir) if jax.process_index() == 0 else None
+    self.checkpointer = Checkpointer(self.workdir / "checkpoints", save_every=config.checkpoint.every,
+                                     keep_last=config.checkpoint.keep_last, keep_every=config.checkpoint.keep_every,
+                                     async_save=config.checkpoint.async_save)
     self.plan = parallel.make_plan(config.mesh, config.parallel)
     dit = build_dit(config)
     self.dit_config = dit.config
@@ -155,8 +182,6 @@ class Trainer:
     # the animate2 driving pass's prompt (zeros, as the null prompt, without a prompt cache)
     self.driving_text = self.null_text if self.text_fn is None else self.text_fn([config.sampling.driving_prompt])[0]
     self.data_config = DataConfig.from_config(config.data)
-    if config.stage not in (1, 2):
-      raise TrainingError(f"config.stage={config.stage}; expected 1 (pose-driven) or 2 (RGB-driven)")
     dataset = stage1_dataset if config.stage == 1 else stage2_dataset
     self.data = iter(dataset(self.data_config, process_index=jax.process_index(),
                              process_count=jax.process_count(), text_fn=self.text_fn))
@@ -167,10 +192,9 @@ class Trainer:
     self.graphdef, state = init_train_state(dit, self.optimizer, self.trainable, ema=config.train.ema_decay > 0)
     self.state_shardings = self.plan.param_shardings(state)
     self.state = jax.device_put(state, self.state_shardings)
-    self.checkpointer = Checkpointer(self.workdir / "checkpoints", save_every=config.checkpoint.every,
-                                     keep_last=config.checkpoint.keep_last, keep_every=config.checkpoint.keep_every,
-                                     async_save=config.checkpoint.async_save)
     self.step = 0
+    self.clip_size: tuple[int, int] | None = None  # (H, W) and fps of the clips trained on: the bundle's defaults
+    self.clip_fps: float | None = None
     latest = self.checkpointer.latest_step()
     if latest is not None:
       self._restore(latest)
@@ -195,10 +219,12 @@ class Trainer:
     self.state = dataclasses.replace(self.state, params=restored["trainable"], opt_state=restored["opt_state"],
                                      ema=restored.get("ema"), step=jnp.asarray(step, jnp.int32))
     self.step = step
+    self.clip_size, self.clip_fps = tuple(restored["meta"]["clip_size"]), restored["meta"]["clip_fps"]
     log.info("resumed from %s at step %d", self.checkpointer.directory, step)
 
   def save(self, *, force: bool = False) -> None:
-    meta = {"stage": self.config.stage, "config": json.loads(self.config.to_json_best_effort())}
+    meta = {"stage": self.config.stage, "config": json.loads(self.config.to_json_best_effort()),
+            "clip_size": list(self.clip_size), "clip_fps": self.clip_fps}
     self.checkpointer.save(self.step, self._checkpoint_state(), data_iterator=self.data, meta=meta, force=force)
 
   # ---- compiled functions ----
@@ -330,8 +356,9 @@ class Trainer:
     (`<workdir>/lora`, what `init.lora` of the next stage reads) when training LoRA."""
     config, model = self.config, self.current_model()
     if self.dit_config.lora_rank:
-      shutil.rmtree(self.workdir / "lora", ignore_errors=True)
-      save_lora(self.workdir / "lora", model)
+      staging = self.workdir / "lora.partial"
+      shutil.rmtree(staging, ignore_errors=True)
+      replace_folder(save_lora(staging, model), self.workdir / "lora")
     info = BundleInfo(stage="pose" if config.stage == 1 else "rgb", size=self.clip_size, fps=self.clip_fps,
                       text="cache" if config.init.prompt_cache else "none", layout=self.dit_config.layout,
                       text_len=config.data.text_len, animation=dict(config.animation), sampling=dict(config.sampling),
@@ -340,8 +367,7 @@ class Trainer:
     shutil.rmtree(staging, ignore_errors=True)
     save_bundle(staging, info, dit=model, vae=config.init.vae, clip=config.init.clip or None,
                 prompts=config.init.prompt_cache or None)
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+    replace_folder(staging, out)
     log.info("wrote the sampling bundle %s", out)
     return out
 

@@ -1,4 +1,5 @@
-"""Train checkpoints: exact round trip with the Grain iterator, retention, atomicity under SIGKILL."""
+"""Train checkpoints: exact round trip with the Grain iterator, retention, atomicity under SIGKILL, a
+failed save named at once."""
 
 import subprocess
 import sys
@@ -9,8 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
-from dreamactor_jax.training.checkpointing import Checkpointer, abstract_like
+from dreamactor_jax.training.checkpointing import Checkpointer, SaveError, abstract_like
 
 
 def make_state(seed: int):
@@ -78,3 +80,23 @@ def test_sigkill_during_a_save_leaves_the_previous_checkpoint_restorable(tmp_pat
   assert checkpointer.latest_step() == 1
   restored = checkpointer.restore(1, {"trainable": {"w": jax.ShapeDtypeStruct((4,), jnp.float32)}})
   np.testing.assert_array_equal(restored["trainable"]["w"], 1.0)
+
+
+UNWRITABLE = "/proc/1"  # a folder no process may create files in, root included (chmod does not stop root)
+
+
+def test_a_save_that_fails_raises_at_once_naming_the_folder_and_the_os_error(tmp_path):
+  directory = tmp_path / "checkpoints"
+  checkpointer = Checkpointer(directory, save_every=1)
+  assert checkpointer.save(1, make_state(0))
+  checkpointer.wait()
+  directory.rename(tmp_path / "moved")
+  directory.symlink_to(UNWRITABLE)  # the folder vanishes under the run, as a disk that goes read-only
+  with pytest.raises(SaveError, match="saving the checkpoint failed: No such file or directory") as failed:
+    checkpointer.save(2, make_state(0))
+    checkpointer.wait()
+  assert failed.value.filename == f"{directory}/2"
+  checkpointer.wait()  # the failed save is not waited on again
+  with pytest.raises(SaveError, match=r"cannot write checkpoints here \(No such file or directory\)") as refused:
+    Checkpointer(directory, save_every=1)
+  assert refused.value.filename == str(directory)

@@ -1,8 +1,10 @@
 """train.py end to end on a tiny model: N steps straight equal k steps, SIGKILL, resume, SIGTERM
 (preemption), resume to N, bit for bit (parameters, optimizer, EMA); the run leaves TensorBoard
-metrics, sample videos and a bundle."""
+metrics, sample videos and a bundle, which a rerun writes when it was lost; a second run on a busy
+workdir is refused; a checkpoint folder that cannot be written stops the run in one line."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from dreamactor_jax.bundle import read_info
 from dreamactor_jax.checkpoints import save_model
 from dreamactor_jax.checkpoints.model_state import flatten, model_params
 from dreamactor_jax.models.vae import VAEConfig, WanVAE
+from dreamactor_jax.training.workdir import lock_workdir
 
 STEPS = 6
 
@@ -74,6 +77,21 @@ def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder):
   assert any(name.startswith("loss/sigma_") for name in scalars)
   (sample,) = (straight / "samples" / f"step_{STEPS:07d}").glob("*[!w].mp4")  # not the _preview
   assert media.read_video(sample).frames.shape[0] == 9
+
+  # Killed after its last checkpoint, before the bundle: the same command writes the bundle.
+  info = read_info(straight / "bundle")
+  shutil.rmtree(straight / "bundle")
+  run(train_command(straight, data, vae_folder), env)
+  assert read_info(straight / "bundle") == info
+
+  # A second run on a workdir in use is refused at once, naming the workdir and the holder.
+  holder = lock_workdir(straight)
+  result = subprocess.run(train_command(straight, data, vae_folder), cwd=ROOT, capture_output=True, text=True,
+                          env=env, timeout=120)
+  holder.close()
+  assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+      f"error: --workdir={straight}: another run (pid {os.getpid()}) is training in it; wait for it to end, or "
+      "give another --workdir"], result.stderr
 
   process = subprocess.Popen(train_command(killed, data, vae_folder), cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, env=env)
