@@ -70,10 +70,11 @@ def run_method(method: Method, triplet: Triplet) -> tuple[np.ndarray, np.ndarray
 def evaluate(triplets: str | os.PathLike, methods: Mapping[str, Method], out: str | os.PathLike | None = None, *,
              skip_first: bool = False, mask_threshold: float = MASK_THRESHOLD, group_by: str = "kind",
              extra_metrics: Mapping[str, FrameMetric] | None = None, grid_examples: int = 6, grid_frames: int = 6,
-             save_videos: bool = True, progress: bool = True) -> Report:
+             save_videos: bool = True, progress: bool = True, strict: bool = False) -> Report:
   """Scores every method on every triplet; with `out`, writes results.md, results.json,
   grid.png and (for callable methods, `save_videos`) videos/<method>/<name>.npz, a results
-  folder that a later run can score without running the method again."""
+  folder that a later run can score without running the method again. An incomplete triplet
+  folder is skipped with a warning, or with `strict` refused (`find_triplets`)."""
   if not methods:
     raise ValueError("evaluate needs at least one method (a results folder or an animate function)")
   if group_by not in GROUPS:
@@ -82,7 +83,7 @@ def evaluate(triplets: str | os.PathLike, methods: Mapping[str, Method], out: st
   per_triplet: dict[str, dict] = {}
   examples: dict[str, tuple[Triplet, dict[str, np.ndarray]]] = {}
   with media.frozen_gc():
-    for path in tqdm(find_triplets(triplets), desc="evaluate", unit="triplet", disable=not progress):
+    for path in tqdm(find_triplets(triplets, strict=strict), desc="evaluate", unit="triplet", disable=not progress):
       triplet = load_triplet(path)
       group = group_of(triplet, group_by)
       scores, videos = {}, {}

@@ -26,7 +26,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import logging
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,6 +42,7 @@ AnimateFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 IMAGE_EXTENSIONS = media.IMAGE_SUFFIXES
 VIDEO_EXTENSIONS = (".npz",) + media.VIDEO_SUFFIXES
+log = logging.getLogger(__name__)
 
 
 def copy_reference(reference: np.ndarray, driving: np.ndarray) -> np.ndarray:
@@ -73,14 +76,23 @@ def _find(folder: Path, stem: str, extensions: tuple[str, ...]) -> Path | None:
   return None
 
 
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+  """Every array of an .npz; a damaged file raises ValueError naming it (numpy alone blames pickling)."""
+  try:
+    with np.load(path) as data:
+      return {name: data[name] for name in data}
+  except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    raise ValueError(f"{path}: not a readable .npz of arrays ({type(e).__name__})") from None
+
+
 def read_any_video(path: Path) -> np.ndarray:
   """uint8 [T, H, W, 3] from a video file or an .npz (`video` or its only array)."""
   if path.suffix == ".npz":
-    with np.load(path) as data:
-      names = list(data.keys())
-      if "video" not in names and len(names) != 1:
-        raise ValueError(f"{path}: expected an array named 'video' (or a single array); found {names}")
-      video = data["video" if "video" in names else names[0]]
+    data = _read_npz(path)
+    names = list(data)
+    if "video" not in names and len(names) != 1:
+      raise ValueError(f"{path}: expected an array named 'video' (or a single array); found {names}")
+    video = data["video" if "video" in names else names[0]]
   else:
     video = media.read_video(path).frames
   if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
@@ -91,19 +103,30 @@ def read_any_video(path: Path) -> np.ndarray:
 def _read_body(path: Path) -> np.ndarray | None:
   if not path.is_file():
     return None
-  with np.load(path) as data:
-    if "body" not in data:
-      raise ValueError(f"{path}: expected an array named 'body' [T, P, 18, 3]")
-    return data["body"].astype(np.float32)
+  data = _read_npz(path)
+  if "body" not in data:
+    raise ValueError(f"{path}: expected an array named 'body' [T, P, 18, 3]")
+  return data["body"].astype(np.float32)
 
 
-def find_triplets(folder: str | os.PathLike) -> list[Path]:
-  """The sub-folders of `folder` that hold a reference, a driving video and a truth, sorted."""
+def find_triplets(folder: str | os.PathLike, *, strict: bool = False) -> list[Path]:
+  """The sub-folders of `folder` that hold a reference, a driving video and a truth, sorted. A
+  sub-folder holding only some of them is named in a warning and skipped, or with `strict` refused."""
   folder = Path(folder)
   if not folder.is_dir():
     raise FileNotFoundError(f"triplet folder {folder} does not exist")
-  found = sorted(p for p in folder.iterdir() if p.is_dir() and _find(p, "reference", IMAGE_EXTENSIONS)
-                 and _find(p, "driving", VIDEO_EXTENSIONS) and _find(p, "truth", VIDEO_EXTENSIONS))
+  found = []
+  for path in sorted(p for p in folder.iterdir() if p.is_dir()):
+    parts = {"reference": _find(path, "reference", IMAGE_EXTENSIONS),
+             "driving": _find(path, "driving", VIDEO_EXTENSIONS), "truth": _find(path, "truth", VIDEO_EXTENSIONS)}
+    missing = [name for name, part in parts.items() if part is None]
+    if not missing:
+      found.append(path)
+    elif len(missing) < len(parts):
+      message = f"{path}: no {' or '.join(missing)} (expected reference.png, driving.mp4 and truth.npz or .mp4)"
+      if strict:
+        raise ValueError(message)
+      log.warning("%s; skipped (--strict refuses)", message)
   if not found:
     raise FileNotFoundError(f"no triplets in {folder}: expected sub-folders with reference.png, driving.mp4 and "
                             "truth.npz (or truth.mp4)")
