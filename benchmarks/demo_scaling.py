@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
   phases.run("world", lambda: demo.make_world(workdir, recipe))
   phases.run("codec", lambda: demo.fit_codec(workdir, recipe))
   phases.run("stage1", lambda: train_stage("stage1"))
-  phases.run("bootstrap", lambda: demo.bootstrap(workdir, recipe))
+  phases.run("bootstrap", lambda: demo.make_pairs(workdir, recipe))
   phases.run("stage2", lambda: train_stage("stage2"))
 
   def evaluate() -> None:

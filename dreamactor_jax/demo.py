@@ -22,7 +22,6 @@ run continues where it stopped. The wall time of each phase goes to `<out>/recip
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -35,9 +34,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
 from configs import demo as demo_config
-from dreamactor_jax import media
+from dreamactor_jax import cli, media
 from dreamactor_jax.bootstrap import BootstrapConfig, run_bootstrap
 from dreamactor_jax.bundle import load_bundle
 from dreamactor_jax.checkpoints import save_model
@@ -155,7 +155,7 @@ def stage_config(name: str, workdir: Path, recipe: Recipe = Recipe(), **model):
   return config
 
 
-def bootstrap(workdir: Path, recipe: Recipe) -> None:
+def make_pairs(workdir: Path, recipe: Recipe) -> None:
   run_bootstrap(BootstrapConfig(checkpoint=str(workdir / "stage1" / "bundle"), data=str(workdir / "data"),
                                 out=str(workdir / "pairs"), pairs_per_clip=recipe.pairs_per_clip, batch_size=8,
                                 num_frames=9, seed=recipe.seed, self_pairs="no-keypoints", min_score=0.0,
@@ -176,7 +176,7 @@ def skeleton_video(triplet: triplets.Triplet, height: int, width: int) -> np.nda
   return render_pose(pose, height, width, threshold=config.pose_threshold)
 
 
-def evaluate(workdir: Path, out: Path) -> report.Report:
+def evaluate_models(workdir: Path, out: Path) -> report.Report:
   stage1 = load_bundle(workdir / "stage1" / "bundle")
   stage2 = load_bundle(workdir / "stage2" / "bundle")
   stage2_cache = load_bundle(workdir / "stage2_cache" / "bundle")
@@ -198,7 +198,7 @@ def evaluate(workdir: Path, out: Path) -> report.Report:
   return report.evaluate(workdir / "world" / "test", methods, out / "evaluation")
 
 
-def bundle(workdir: Path, out: Path, seed: int) -> None:
+def write_example(workdir: Path, out: Path, seed: int) -> None:
   """The stage-2 bundle plus an example: a held-out character, and another held-out character
   dancing for 6 s (longer than a training clip, so `sample.py` continues it over segments)."""
   shutil.rmtree(out / "model", ignore_errors=True)
@@ -210,34 +210,37 @@ def bundle(workdir: Path, out: Path, seed: int) -> None:
   media.write_video(out / "driving.mp4", synthetic.render(driver, motion, 25, SIZE).video, FPS)
 
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m dreamactor_jax.demo", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--out", default="assets/demo", help="where the bundled model, example and results go")
-  parser.add_argument("--workdir", default="runs/demo", help="intermediate data, checkpoints and logs (resumable)")
-  parser.add_argument("--quick", action="store_true", help="a few steps per phase: checks the recipe, trains nothing")
-  args = parser.parse_args(argv)
-  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-  log.setLevel(logging.INFO)
-  recipe = QUICK if args.quick else Recipe()
-  workdir, out = Path(args.workdir), Path(args.out)
+FLAGS = flags.FlagValues()
+_OUT = flags.DEFINE_string("out", "assets/demo", "Where the bundled model, example and results go.", flag_values=FLAGS)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Intermediate data, checkpoints and logs (resumable).",
+                               flag_values=FLAGS)
+_QUICK = flags.DEFINE_bool("quick", False, "A few steps per phase: checks the recipe, trains nothing.",
+                           flag_values=FLAGS)
+
+
+def run() -> None:
+  recipe = QUICK if _QUICK.value else Recipe()
+  workdir, out = Path(_WORKDIR.value), Path(_OUT.value)
   workdir.mkdir(parents=True, exist_ok=True)
   out.mkdir(parents=True, exist_ok=True)
   phases = Phases(workdir)
   phases.run("world", lambda: make_world(workdir, recipe))
   phases.run("codec", lambda: fit_codec(workdir, recipe))
   phases.run("stage1", lambda: train(stage_config("stage1", workdir, recipe), workdir / "stage1"))
-  phases.run("bootstrap", lambda: bootstrap(workdir, recipe))
+  phases.run("bootstrap", lambda: make_pairs(workdir, recipe))
   phases.run("stage2", lambda: train(stage_config("stage2", workdir, recipe), workdir / "stage2"))
   phases.run("stage2_cache", lambda: train(stage_config("stage2_cache", workdir, recipe, layout="motion_cache"),
                                            workdir / "stage2_cache"))
-  phases.run("evaluate", lambda: print(evaluate(workdir, out).markdown))
-  phases.run("bundle", lambda: bundle(workdir, out, recipe.seed))
+  phases.run("evaluate", lambda: print(evaluate_models(workdir, out).markdown))
+  phases.run("bundle", lambda: write_example(workdir, out, recipe.seed))
   (out / "recipe.json").write_text(json.dumps(dict(recipe=dataclasses.asdict(recipe), seconds=phases.times,
                                                    total_seconds=sum(phases.times.values()),
                                                    device=jax.devices()[0].device_kind), indent=1))
   print(f"wrote {out}: model/, reference.png, driving.mp4, evaluation/ ({sum(phases.times.values()) / 60:.0f} min)")
-  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  return cli.run(run, FLAGS, argv, doc=__doc__)
 
 
 if __name__ == "__main__":

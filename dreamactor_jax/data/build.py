@@ -20,8 +20,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from absl import flags
 from tqdm import tqdm
 
+from dreamactor_jax import cli
 from dreamactor_jax.data import staging
 from dreamactor_jax.data.keypoints import Pose, read_pose
 from dreamactor_jax.data.video_folder import NAME, VideoFolder
@@ -150,26 +152,29 @@ def open_videos(path: str | os.PathLike) -> Path:
   return staging.dataset_dir(path, NAME)
 
 
-def main(argv: list[str] | None = None) -> None:
-  import argparse
+FLAGS = flags.FlagValues()
+_SRC = flags.DEFINE_string("src", None, "Video folder (CONTRACTS.md format).", required=True, flag_values=FLAGS)
+_OUT = flags.DEFINE_string("out", None, "TFDS data dir; the dataset goes to OUT/video_folder/1.0.0.", required=True,
+                           flag_values=FLAGS)
+_WORKERS = flags.DEFINE_integer("workers", os.cpu_count(), "Processes encoding videos.", lower_bound=1,
+                                flag_values=FLAGS)
+_MIN_FRAMES = flags.DEFINE_integer("min_frames", 5, "Shorter videos are skipped.", lower_bound=1, flag_values=FLAGS)
+_SHORT_SIDE = flags.DEFINE_integer("short_side", 720, "Downscale frames to this short side; 0: keep.", lower_bound=0,
+                                   flag_values=FLAGS)
+_QUALITY = flags.DEFINE_integer("quality", 95, "JPEG quality of stored frames.", lower_bound=1, upper_bound=100,
+                                flag_values=FLAGS)
+_KEEP_STAGING = flags.DEFINE_bool("keep_staging", False, "Keep the per-video staged files.", flag_values=FLAGS)
 
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], prog="python -m dreamactor_jax.data.build")
-  parser.add_argument("--src", required=True, help="video folder (CONTRACTS.md format)")
-  parser.add_argument("--out", required=True, help="TFDS data dir; the dataset goes to OUT/video_folder/1.0.0")
-  parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes encoding videos")
-  parser.add_argument("--min-frames", type=int, default=5, help="shorter videos are skipped")
-  parser.add_argument("--short-side", type=int, default=720, help="downscale frames to this short side; 0: keep")
-  parser.add_argument("--quality", type=int, default=95, help="JPEG quality of stored frames")
-  parser.add_argument("--keep-staging", action="store_true", help="keep the per-video staged files")
-  args = parser.parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-  try:
-    report = build_dataset(args.src, args.out, workers=args.workers, min_frames=args.min_frames,
-                           short_side=args.short_side, quality=args.quality, keep_staging=args.keep_staging)
-  except staging.DataError as e:
-    sys.exit(f"error: {e}")
+
+def run() -> None:
+  report = build_dataset(_SRC.value, _OUT.value, workers=_WORKERS.value, min_frames=_MIN_FRAMES.value,
+                         short_side=_SHORT_SIDE.value, quality=_QUALITY.value, keep_staging=_KEEP_STAGING.value)
   log.info("wrote %d records to %s; skipped %d", report.num_records, report.dataset_dir, len(report.skipped))
 
 
+def main(argv: list[str] | None = None) -> int:
+  return cli.run(run, FLAGS, argv, doc=__doc__)
+
+
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

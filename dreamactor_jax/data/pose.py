@@ -25,9 +25,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from absl import flags
 from PIL import Image
 from tqdm import tqdm
 
+from dreamactor_jax import cli
 from dreamactor_jax.data.build import find_videos
 from dreamactor_jax.data.keypoints import Pose, wholebody_to_openpose, write_pose_npz
 from dreamactor_jax.data.video import read_video
@@ -134,24 +136,28 @@ def extract_folder(src: str | os.PathLike, model: str | os.PathLike, *, overwrit
   return skipped
 
 
-def main(argv: list[str] | None = None) -> None:
-  import argparse
+FLAGS = flags.FlagValues()
+_SRC = flags.DEFINE_string("src", None, "Video folder; .pose.npz files are written beside the videos.", required=True,
+                           flag_values=FLAGS)
+_MODEL = flags.DEFINE_string("model", None, "Local DWPose/RTMPose SimCC .onnx file.", required=True,
+                             flag_values=FLAGS)
+_CHANNEL_ORDER = flags.DEFINE_enum("channel_order", "rgb", ["rgb", "bgr"], "Channel order the model was trained on "
+                                   "(rtmlib and DWPose's annotator feed bgr).", flag_values=FLAGS)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Redo videos that already have keypoints.", flag_values=FLAGS)
 
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], prog="python -m dreamactor_jax.data.pose")
-  parser.add_argument("--src", required=True, help="video folder; .pose.npz files are written beside the videos")
-  parser.add_argument("--model", required=True, help="local DWPose/RTMPose SimCC .onnx file")
-  parser.add_argument("--channel-order", default="rgb", choices=("rgb", "bgr"),
-                      help="channel order the model was trained on (rtmlib and DWPose's annotator feed bgr)")
-  parser.add_argument("--overwrite", action="store_true", help="redo videos that already have keypoints")
-  args = parser.parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+
+def run() -> None:
   try:
-    skipped = extract_folder(args.src, args.model, overwrite=args.overwrite, channel_order=args.channel_order)
-  except (FileNotFoundError, ValueError, ImportError) as e:
-    sys.exit(f"error: {e}")
+    skipped = extract_folder(_SRC.value, _MODEL.value, overwrite=_OVERWRITE.value, channel_order=_CHANNEL_ORDER.value)
+  except ImportError as e:
+    raise ValueError(f"--model={_MODEL.value}: {e}") from None  # the optional onnxruntime
   if skipped:
     log.warning("skipped %d videos (listed above)", len(skipped))
 
 
+def main(argv: list[str] | None = None) -> int:
+  return cli.run(run, FLAGS, argv, doc=__doc__)
+
+
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

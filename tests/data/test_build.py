@@ -85,7 +85,7 @@ def test_build_in_parallel_matches_and_all_bad_is_an_error(tmp_path, capsys):
   for i in range(3):
     write_example(src, f"v{i}", 6, 48, 64, seed=i)
   serial = build_dataset(src, tmp_path / "serial", workers=1, progress=False)
-  main(["--src", str(src), "--out", str(tmp_path / "parallel"), "--workers", "2"])
+  assert main(["--src", str(src), "--out", str(tmp_path / "parallel"), "--workers", "2"]) == 0
   parallel = open_videos(tmp_path / "parallel")
   read = lambda path: tfds.builder_from_directory(str(path)).as_data_source(split="train")
   for a, b in zip(read(serial.dataset_dir), read(parallel), strict=True):
@@ -95,5 +95,9 @@ def test_build_in_parallel_matches_and_all_bad_is_an_error(tmp_path, capsys):
   (bad / "x.mp4").write_bytes(b"garbage")
   with pytest.raises(DataError, match="all 1 videos were skipped, e.g. .*x.mp4"):
     build_dataset(bad, tmp_path / "out", progress=False)
-  with pytest.raises(SystemExit, match="holds no videos"):
-    main(["--src", str(tmp_path / "serial"), "--out", str(tmp_path / "o")])
+  capsys.readouterr()
+  assert main(["--src", str(tmp_path / "serial"), "--out", str(tmp_path / "o")]) == 2
+  assert capsys.readouterr().err == (f"error: --src {tmp_path / 'serial'} holds no videos (.mp4, .webm, .mov, .mkv, "
+                                     ".avi, .gif)\n")
+  assert main(["--src", str(src), "--out", str(tmp_path / "o"), "--quality", "101"]) == 2
+  assert capsys.readouterr().err == "error: --quality=101: 101 is not an integer in the range [1, 100]\n"
