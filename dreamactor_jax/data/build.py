@@ -158,12 +158,12 @@ _OUT = flags.DEFINE_string("out", None, "TFDS data dir; the dataset goes to OUT/
                            flag_values=FLAGS)
 _WORKERS = flags.DEFINE_integer("workers", os.cpu_count(), "Processes encoding videos.", lower_bound=1,
                                 flag_values=FLAGS)
-_MIN_FRAMES = flags.DEFINE_integer("min_frames", 5, "Shorter videos are skipped.", lower_bound=1, flag_values=FLAGS)
-_SHORT_SIDE = flags.DEFINE_integer("short_side", 720, "Downscale frames to this short side; 0: keep.", lower_bound=0,
+_MIN_FRAMES = flags.DEFINE_integer("min-frames", 5, "Shorter videos are skipped.", lower_bound=1, flag_values=FLAGS)
+_SHORT_SIDE = flags.DEFINE_integer("short-side", 720, "Downscale frames to this short side; 0: keep.", lower_bound=0,
                                    flag_values=FLAGS)
 _QUALITY = flags.DEFINE_integer("quality", 95, "JPEG quality of stored frames.", lower_bound=1, upper_bound=100,
                                 flag_values=FLAGS)
-_KEEP_STAGING = flags.DEFINE_bool("keep_staging", False, "Keep the per-video staged files.", flag_values=FLAGS)
+_KEEP_STAGING = flags.DEFINE_bool("keep-staging", False, "Keep the per-video staged files.", flag_values=FLAGS)
 
 
 def run() -> None:

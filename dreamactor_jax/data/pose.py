@@ -141,7 +141,7 @@ _SRC = flags.DEFINE_string("src", None, "Video folder; .pose.npz files are writt
                            flag_values=FLAGS)
 _MODEL = flags.DEFINE_string("model", None, "Local DWPose/RTMPose SimCC .onnx file.", required=True,
                              flag_values=FLAGS)
-_CHANNEL_ORDER = flags.DEFINE_enum("channel_order", "rgb", ["rgb", "bgr"], "Channel order the model was trained on "
+_CHANNEL_ORDER = flags.DEFINE_enum("channel-order", "rgb", ["rgb", "bgr"], "Channel order the model was trained on "
                                    "(rtmlib and DWPose's annotator feed bgr).", flag_values=FLAGS)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Redo videos that already have keypoints.", flag_values=FLAGS)
 

@@ -22,7 +22,7 @@ or motion can appear in a training folder.
 
 The training split writes the video-folder format of CONTRACTS.md (`<id>.mp4`, `<id>.json`,
 `<id>.pose.npz` when humanoids are present); the test split writes evaluation triplets (see
-`write_triplets`), scored by `python -m dreamactor_jax.evaluation`.
+`write_triplets`), scored by `python -m dreamactor_jax.evaluate`.
 """
 
 from __future__ import annotations

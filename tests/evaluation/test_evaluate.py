@@ -7,9 +7,9 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
+from dreamactor_jax import evaluate as cli
 from dreamactor_jax import media
 from dreamactor_jax.data import synthetic as S
-from dreamactor_jax.evaluation import __main__ as cli
 from dreamactor_jax.evaluation import animate_triplets, copy_reference, evaluate, load_triplet
 
 FRAMES, SIZE = 5, (32, 48)
@@ -71,7 +71,7 @@ def test_cli_scores_results_folders(triplets, tmp_path, capsys):
       np.savez(shifted / f"{folder.name}.npz", video=np.roll(f["video"], 4, axis=2))
   out = tmp_path / "eval"
   assert cli.main(["--triplets", str(triplets), "--results", f"mine={results}", "--results", str(shifted),
-                   "--baseline", "copy-reference", "--out", str(out), "--group_by", "pair", "--noprogress"]) == 0
+                   "--baseline", "copy-reference", "--out", str(out), "--group-by", "pair", "--no-progress"]) == 0
   summary = json.loads((out / "results.json").read_text())["summary"]
   assert list(summary) == ["blob->blob", "humanoid->humanoid", "all"]
   scores = summary["all"]
@@ -100,7 +100,7 @@ def test_user_triplets_and_extra_metric(tmp_path, monkeypatch):
   monkeypatch.syspath_prepend(str(tmp_path))
   out = tmp_path / "eval"
   assert cli.main(["--triplets", str(tmp_path / "mine"), "--results", str(results), "--out", str(out),
-                   "--metric", "agree=plugin:make@10", "--noprogress"]) == 0
+                   "--metric", "agree=plugin:make@10", "--no-progress"]) == 0
   scores = json.loads((out / "results.json").read_text())["summary"]["all"]["results"]
   assert scores["psnr"] == 100.0 and scores["pck"] == 1.0 and scores["agree"] == 11.0
   assert "| all | results | 1 |" in (out / "results.md").read_text() and "agree" in (out / "results.md").read_text()
@@ -137,12 +137,12 @@ def test_an_incomplete_triplet_is_named_and_skipped_or_refused(triplets, tmp_pat
   for truth in lacking.glob("truth.*"):
     truth.unlink()
   out = tmp_path / "eval"
-  assert cli.main(["--triplets", str(partial), "--baseline", "copy-reference", "--out", str(out), "--noprogress"]) == 0
+  assert cli.main(["--triplets", str(partial), "--baseline", "copy-reference", "--out", str(out), "--no-progress"]) == 0
   assert f"{lacking}: no truth" in caplog.text and "skipped" in caplog.text
   assert "| all | copy-reference | 2 |" in capsys.readouterr().out
   assert cli.main(["--triplets", str(partial), "--baseline", "copy-reference", "--out", str(out), "--strict"]) == 2
   assert capsys.readouterr().err == (f"error: {lacking}: no truth (expected reference.png, driving.mp4 and truth.npz "
                                      "or .mp4)\n")
   (lacking / "truth.npz").write_bytes(b"PK\x03\x04 not a zip")
-  assert cli.main(["--triplets", str(partial), "--baseline", "copy-reference", "--out", str(out), "--noprogress"]) == 2
+  assert cli.main(["--triplets", str(partial), "--baseline", "copy-reference", "--out", str(out), "--no-progress"]) == 2
   assert capsys.readouterr().err == f"error: {lacking / 'truth.npz'}: not a readable .npz of arrays (BadZipFile)\n"

@@ -1,8 +1,8 @@
 """Scores animation results against ground truth, per character kind (issue 8).
 
   python -m dreamactor_jax.data.synthetic --out data/synth-test --split test --identities 12 --motions 8
-  python -m dreamactor_jax.evaluation --triplets data/synth-test --baseline copy-reference --out eval/
-  python -m dreamactor_jax.evaluation --triplets data/synth-test --results stage2=out/stage2 \\
+  python -m dreamactor_jax.evaluate --triplets data/synth-test --baseline copy-reference --out eval/
+  python -m dreamactor_jax.evaluate --triplets data/synth-test --results stage2=out/stage2 \\
       --results stage1=out/stage1 --baseline copy-reference --out eval/
 
 `--triplets` is a folder of (reference, driving, truth) triplets: the synthetic world's test split
@@ -49,18 +49,18 @@ _BASELINE = flags.DEFINE_multi_enum("baseline", [], sorted(BASELINES), "Built-in
                                     "copy-reference = the reference repeated (repeatable).", flag_values=FLAGS)
 _OUT = flags.DEFINE_string("out", None, "Output folder: results.md, results.json, grid.png.", required=True,
                            flag_values=FLAGS)
-_GROUP_BY = flags.DEFINE_enum("group_by", "kind", list(GROUPS), "Table rows: the reference's kind, the driver's, "
+_GROUP_BY = flags.DEFINE_enum("group-by", "kind", list(GROUPS), "Table rows: the reference's kind, the driver's, "
                               "the pair, the motion type.", flag_values=FLAGS)
-_SKIP_FIRST = flags.DEFINE_bool("skip_first", False, "Leave frame 0 (the given reference) out of scores.",
+_SKIP_FIRST = flags.DEFINE_bool("skip-first", False, "Leave frame 0 (the given reference) out of scores.",
                                 flag_values=FLAGS)
-_MASK_THRESHOLD = flags.DEFINE_float("mask_threshold", MASK_THRESHOLD, "Background difference (0..1) above which "
+_MASK_THRESHOLD = flags.DEFINE_float("mask-threshold", MASK_THRESHOLD, "Background difference (0..1) above which "
                                      "a pixel is character.", lower_bound=0.0, upper_bound=1.0, flag_values=FLAGS)
 _METRIC = flags.DEFINE_multi_string("metric", [], "An extra metric NAME=module:factory[@ARG]: factory(ARG) returns "
                                     "fn(result, truth) -> float (repeatable).", flag_values=FLAGS)
-_GRID_EXAMPLES = flags.DEFINE_integer("grid_examples", 6, "Triplets in grid.png, one per group.", lower_bound=1,
+_GRID_EXAMPLES = flags.DEFINE_integer("grid-examples", 6, "Triplets in grid.png, one per group.", lower_bound=1,
                                       flag_values=FLAGS)
-_GRID_FRAMES = flags.DEFINE_integer("grid_frames", 6, "Frames per row in grid.png.", lower_bound=1, flag_values=FLAGS)
-_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar (--noprogress: none).", flag_values=FLAGS)
+_GRID_FRAMES = flags.DEFINE_integer("grid-frames", 6, "Frames per row in grid.png.", lower_bound=1, flag_values=FLAGS)
+_NO_PROGRESS = flags.DEFINE_bool("no-progress", False, "No progress bar.", flag_values=FLAGS)
 _STRICT = flags.DEFINE_bool("strict", False, "Refuse a triplet sub-folder lacking its reference, driving video or "
                             "truth (default: warn and skip it).", flag_values=FLAGS)
 
@@ -100,7 +100,7 @@ def run() -> None:
   extra = dict(load_metric(spec) for spec in _METRIC.value)
   report = evaluate(_TRIPLETS.value, methods, _OUT.value, skip_first=_SKIP_FIRST.value,
                     mask_threshold=_MASK_THRESHOLD.value, group_by=_GROUP_BY.value, extra_metrics=extra,
-                    grid_examples=_GRID_EXAMPLES.value, grid_frames=_GRID_FRAMES.value, progress=_PROGRESS.value,
+                    grid_examples=_GRID_EXAMPLES.value, grid_frames=_GRID_FRAMES.value, progress=not _NO_PROGRESS.value,
                     strict=_STRICT.value)
   print(report.markdown)
   print("wrote " + ", ".join(str(p) for p in report.files))
