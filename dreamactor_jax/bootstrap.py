@@ -486,10 +486,10 @@ def _thresholds(text: str) -> dict[str, float]:
 
 
 def _size(text: str) -> tuple[int, int]:
-  from dreamactor_jax.data.synthetic import parse_size
+  from dreamactor_jax.cli import parse_size
 
   try:
-    return parse_size(text)
+    return tuple(parse_size(text))
   except ValueError as e:
     raise argparse.ArgumentTypeError(str(e)) from None
 

@@ -9,6 +9,7 @@ import pytest
 
 from dreamactor_jax import media
 from dreamactor_jax.data import synthetic as S
+from dreamactor_jax.data.synthetic import __main__ as synthetic_cli
 from dreamactor_jax.data.keypoints import BODY_JOINTS
 
 K = {name: i for i, name in enumerate(BODY_JOINTS)}
@@ -98,8 +99,9 @@ def test_held_out_split_is_disjoint():
 
 def test_cli_writes_a_video_folder(tmp_path):
   out = tmp_path / "train"
-  assert S.main(["--out", str(out), "--identities", "3", "--motions", "2", "--frames", "5", "--size", "32x48",
-                 "--kinds", "humanoid", "blob", "group", "--seed", "3", "--no-progress"]) == 0
+  assert synthetic_cli.main(["--out", str(out), "--identities", "3", "--motions", "2", "--frames", "5", "--size",
+                             "32x48", "--kinds=humanoid", "--kinds=blob", "--kinds=group", "--seed", "3",
+                             "--no-progress"]) == 0
   metas = {p.name.removesuffix(".json"): json.loads(p.read_text()) for p in out.glob("*.json")}
   assert sorted(metas) == sorted(p.stem for p in out.glob("*.mp4")) and len(metas) == 6
   for video_id, meta in metas.items():
@@ -124,8 +126,8 @@ def test_cli_writes_a_video_folder(tmp_path):
 
 def test_cli_writes_triplets(tmp_path):
   out = tmp_path / "test"
-  assert S.main(["--out", str(out), "--split", "test", "--identities", "2", "--motions", "2", "--frames", "5",
-                 "--size", "48x32", "--kinds", "humanoid", "snake", "--no-progress"]) == 0
+  assert synthetic_cli.main(["--out", str(out), "--split", "test", "--identities", "2", "--motions", "2", "--frames",
+                             "5", "--size", "48x32", "--kinds=humanoid", "--kinds=snake", "--no-progress"]) == 0
   index = json.loads((out / "index.json").read_text())
   assert len(index["triplets"]) == 4
   train_identities = {f"{k}-{i:06d}" for (k, i), _ in S.train_names(identities=2, motions=2, seed=0,
@@ -170,9 +172,11 @@ def test_captions():
 
 
 def test_bad_flags(capsys):
-  with pytest.raises(ValueError, match="--size=64x90: height and width must be positive multiples of 16"):
-    S.parse_size("64x90")
-  assert S.main(["--out", "/nonexistent/x", "--size", "big"]) == 2
-  assert "--size='big'; expected HxW" in capsys.readouterr().err
+  assert synthetic_cli.main(["--out", "/nonexistent/x", "--size", "64x90"]) == 2
+  assert capsys.readouterr().err == "error: --size=64x90: expected multiples of 16 (VAE x8, patch 2)\n"
+  assert synthetic_cli.main(["--out", "/nonexistent/x", "--size", "big"]) == 2
+  assert capsys.readouterr().err == "error: --size=big: expected HxW, two positive integers, e.g. 480x832\n"
+  assert synthetic_cli.main(["--out", "/nonexistent/x", "--kinds=dragon"]) == 2
+  assert capsys.readouterr().err.startswith("error: --kinds=dragon: value should be one of <humanoid|")
   with pytest.raises(ValueError, match="character kind 'dragon'"):
     S.sample_identity("dragon", 0)
