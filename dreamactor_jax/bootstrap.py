@@ -34,7 +34,6 @@ the dataset from an edited review file without rendering. Multi-host: every proc
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -49,18 +48,20 @@ from typing import Literal
 
 import jax
 import numpy as np
+from absl import flags
 from tqdm import tqdm
 
-from dreamactor_jax import animation, media
-from dreamactor_jax.bundle import BundleError, load_bundle, read_info
-from dreamactor_jax.checkpoints.orbax_model import CheckpointError, load_config, load_model
+from dreamactor_jax import animation, cli, media
+from dreamactor_jax.cli import option, parse_size
+from dreamactor_jax.bundle import load_bundle, read_info
+from dreamactor_jax.checkpoints.orbax_model import load_config, load_model
 from dreamactor_jax.data import (DataError, augment, open_stage2, open_videos, remove_stage2_records, stage2_key,
                                  staging, write_stage2_dataset, written_stage2_keys)
 from dreamactor_jax.models.dit import DiTConfig
 from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
 from dreamactor_jax.pipeline import animate_batch
 from dreamactor_jax.training import pair_scores, review
-from dreamactor_jax.training.pairs import (ClipData, ClipPlan, DatasetReferences, FolderReferences, PairError,
+from dreamactor_jax.training.pairs import (ClipData, ClipPlan, DatasetReferences, FolderReferences,
                                            Reference, augment_rng, plan_clips, read_clip,
                                            record_identities)
 
@@ -76,30 +77,39 @@ class BootstrapError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class BootstrapConfig:
-  """The command-line options (`main` documents each)."""
+  """The options of a bootstrap run; each `option` is also a command-line flag (`cli.define_options`)."""
 
-  checkpoint: str
-  data: str
-  out: str
-  references: str | None = None
-  pairs_per_clip: int = 1
-  batch_size: int = 1
-  min_score: float = 0.5
-  thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
-  pose_model: str | None = None
-  clip: str | None = None
-  seed: int = 0
-  steps: int | None = None
-  max_clips: int | None = None
-  num_frames: int = 81
-  frame_stride: int | None = None
-  size: tuple[int, int] | None = None
-  prompt: str = "{a}"
-  self_pairs: SelfPairs = "none"
+  checkpoint: str = option(help="Stage-1 (pose) bundle folder (bundle.py) that renders the pairs.")
+  data: str = option(help="Stage-1 dataset (`python -m dreamactor_jax.data.build --out` folder).")
+  out: str = option(help="Output folder (module docstring); rerun to resume.")
+  references: str | None = option(None, help="Folder of reference images of identities B (identity = file stem, or "
+                                  "the sub-folder's name); default: the first frame of each other identity's video.")
+  pairs_per_clip: int = option(1, help="Identities B rendered per clip of A.")
+  batch_size: int = option(1, help="Pairs per animate_batch call.")
+  min_score: float = option(0.5, help="Accept pairs whose mean score (all scores lie in 0..1) is at least this.")
+  thresholds: dict[str, float] = option(help="Per-score minimums, e.g. temporal=0.6,pose=0.5 (scores: temporal, "
+                                        "color or clip, pose).", parse=pair_scores.parse_thresholds,
+                                        default_factory=dict)
+  pose_model: str | None = option(None, help="DWPose/RTMPose SimCC .onnx file: adds the pose score (PCK against "
+                                  "A's keypoints); needs onnxruntime (pip install '.[pose]').")
+  clip: str | None = option(None, help="CLIP vision folder (or a bundle holding clip/) for the clip score; default: "
+                            "the checkpoint's own CLIP if it has one, else the weight-free color score.")
+  seed: int = option(0, help="Clip starts, reference picks, noise.")
+  steps: int | None = option(None, help="Denoising steps (default: the checkpoint's).")
+  max_clips: int | None = option(None, help="Use only the first N clips of the dataset (all hosts together).")
+  num_frames: int = option(81, help="Frames per clip, 1 + 4k.")
+  frame_stride: int | None = option(None, help="Source frames per clip frame (default: the stride nearest the "
+                                    "checkpoint's fps).")
+  size: tuple[int, int] | None = option(None, help="HxW of the pairs, multiples of 16 (default: the checkpoint's "
+                                        "size; portrait records get it transposed).", parse=parse_size)
+  prompt: str = option("{a}", help="Prompt template: {a} = A's caption, {b} = B's identity (a checkpoint without "
+                       "text gets empty prompts).")
+  self_pairs: SelfPairs = option("none", help="Also pair clips with themselves under a colour augmentation as "
+                                 "driving video: clips without keypoints (which stage 1 cannot render), or all clips.")
   pose_threshold: float = 0.3
   bbox_fill: float = 0.9
-  sheet_frames: int = 4
-  progress: bool = True
+  sheet_frames: int = option(4, help="Frames per contact sheet.")
+  progress: bool = option(True, help="Progress bars (--noprogress: none).")
 
   def check(self) -> None:
     checks = [("--pairs-per-clip", self.pairs_per_clip >= 1), ("--batch-size", self.batch_size >= 1),
@@ -110,6 +120,8 @@ class BootstrapConfig:
     for flag, ok in checks:
       if not ok:
         raise BootstrapError(f"{flag} must be at least 1")
+    if self.size is not None and (self.size[0] % 16 or self.size[1] % 16):
+      raise BootstrapError(f"--size={self.size[0]}x{self.size[1]}: expected multiples of 16 (VAE x8, patch 2)")
     if self.num_frames < 1 or (self.num_frames - 1) % 4:
       raise BootstrapError(f"--num-frames={self.num_frames}; expected 1 + 4k (e.g. 81)")
     if self.self_pairs not in ("none", "no-keypoints", "all"):
@@ -477,91 +489,35 @@ def _sync_dataset(out: Path, accepted: set[str], metas: dict[str, dict], progres
 
 # --------------------------------------------------------------------------------------- CLI
 
-
-def _thresholds(text: str) -> dict[str, float]:
-  try:
-    return pair_scores.parse_thresholds(text)
-  except ValueError as e:
-    raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _size(text: str) -> tuple[int, int]:
-  from dreamactor_jax.cli import parse_size
-
-  try:
-    return tuple(parse_size(text))
-  except ValueError as e:
-    raise argparse.ArgumentTypeError(str(e)) from None
+FLAGS = flags.FlagValues()
+cli.define_options(BootstrapConfig, FLAGS)
+_APPLY_REVIEW = flags.DEFINE_string("apply-review", None, "Rewrite OUT's stage-2 dataset from this edited review "
+                                    "file (accept 1/0) without rendering; other flags but --out are ignored.",
+                                    flag_values=FLAGS)
 
 
-def parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m dreamactor_jax.bootstrap", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--checkpoint", help="stage-1 (pose) bundle folder (bundle.py) that renders the pairs")
-  p.add_argument("--data", help="stage-1 dataset (`python -m dreamactor_jax.data.build --out` folder)")
-  p.add_argument("--out", required=True, help="output folder (module docstring); rerun to resume")
-  p.add_argument("--references", help="folder of reference images of identities B (identity = file stem, or the "
-                                      "sub-folder's name); default: the first frame of each other identity's video")
-  p.add_argument("--pairs-per-clip", type=int, default=1, help="identities B rendered per clip of A (default 1)")
-  p.add_argument("--batch-size", type=int, default=1, help="pairs per animate_batch call (default 1)")
-  p.add_argument("--min-score", type=float, default=0.5,
-                 help="accept pairs whose mean score (all scores lie in 0..1) is at least this (default 0.5)")
-  p.add_argument("--thresholds", type=_thresholds, default={},
-                 help="per-score minimums, e.g. temporal=0.6,pose=0.5 (scores: temporal, color or clip, pose)")
-  p.add_argument("--pose-model", help="DWPose/RTMPose SimCC .onnx file: adds the pose score (PCK against A's "
-                                      "keypoints); needs onnxruntime (pip install '.[pose]')")
-  p.add_argument("--clip", help="CLIP vision folder (or a bundle holding clip/) for the clip score; default: the "
-                                "checkpoint's own CLIP if it has one, else the weight-free color score")
-  p.add_argument("--seed", type=int, default=0, help="clip starts, reference picks, noise (default 0)")
-  p.add_argument("--steps", type=int, help="denoising steps (default: the checkpoint's)")
-  p.add_argument("--max-clips", type=int, help="use only the first N clips of the dataset (all hosts together)")
-  p.add_argument("--num-frames", type=int, default=81, help="frames per clip, 1 + 4k (default 81)")
-  p.add_argument("--frame-stride", type=int,
-                 help="source frames per clip frame (default: the stride nearest the checkpoint's fps)")
-  p.add_argument("--size", type=_size, help="HxW of the pairs, multiples of 16 (default: the checkpoint's size; "
-                                           "portrait records get it transposed)")
-  p.add_argument("--prompt", default="{a}", help="prompt template: {a} = A's caption, {b} = B's identity "
-                                                 "(default {a}; a checkpoint without text gets empty prompts)")
-  p.add_argument("--self-pairs", choices=("none", "no-keypoints", "all"), default="none",
-                 help="also pair clips with themselves under a colour augmentation as driving video: clips "
-                      "without keypoints (which stage 1 cannot render), or all clips (default none)")
-  p.add_argument("--sheet-frames", type=int, default=4, help="frames per contact sheet (default 4)")
-  p.add_argument("--apply-review", metavar="CSV", help="rewrite OUT's stage-2 dataset from this edited review file "
-                                                       "(accept 1/0) without rendering; other flags are ignored")
-  p.add_argument("--no-progress", action="store_true", help="no progress bars")
-  return p
+def run() -> None:
+  out = FLAGS["out"].value
+  if out is None:
+    raise cli.UsageError("--out: required")
+  if _APPLY_REVIEW.value:
+    summary = apply_review(out, _APPLY_REVIEW.value, progress=FLAGS["progress"].value)
+  else:
+    config = cli.options_from_flags(BootstrapConfig, FLAGS)
+    from dreamactor_jax.parallel import initialize_distributed
 
-
-def main(argv: list[str] | None = None) -> None:
-  arg_parser = parser()
-  args = arg_parser.parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-  errors = (BootstrapError, BundleError, CheckpointError, DataError, PairError, review.ReviewError, media.MediaError)
-  try:
-    if args.apply_review:
-      summary = apply_review(args.out, args.apply_review, progress=not args.no_progress)
-    else:
-      if not args.checkpoint or not args.data:
-        arg_parser.error("--checkpoint and --data are required (except with --apply-review)")
-      from dreamactor_jax.parallel import initialize_distributed
-
-      initialize_distributed()
-      config = BootstrapConfig(
-          checkpoint=args.checkpoint, data=args.data, out=args.out, references=args.references,
-          pairs_per_clip=args.pairs_per_clip, batch_size=args.batch_size, min_score=args.min_score,
-          thresholds=args.thresholds, pose_model=args.pose_model, clip=args.clip, seed=args.seed, steps=args.steps,
-          max_clips=args.max_clips, num_frames=args.num_frames, frame_stride=args.frame_stride, size=args.size,
-          prompt=args.prompt, self_pairs=args.self_pairs, sheet_frames=args.sheet_frames,
-          progress=not args.no_progress)
-      summary = run_bootstrap(config)
-      log.info("%d pairs planned on this process: %d rendered, %d self pairs, %d done before", summary.planned,
-               summary.rendered, summary.self_pairs, summary.done_before)
-  except errors as e:
-    sys.exit(f"error: {e}")
+    initialize_distributed()
+    summary = run_bootstrap(config)
+    log.info("%d pairs planned on this process: %d rendered, %d self pairs, %d done before", summary.planned,
+             summary.rendered, summary.self_pairs, summary.done_before)
   if summary.candidates is not None:
     log.info("%d of %d pairs accepted; review %s; stage-2 dataset: %s", summary.accepted, summary.candidates,
-             Path(args.out) / REVIEW_FILE, summary.dataset or "none")
+             Path(out) / REVIEW_FILE, summary.dataset or "none")
+
+
+def main(argv: list[str] | None = None) -> int:
+  return cli.run(run, FLAGS, argv, doc=__doc__)
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -19,12 +19,15 @@ collide), and its `main(argv)` is `cli.run(body, FLAGS, argv, doc=__doc__)`:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import re
 import sys
+import types
+import typing
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from absl import flags
 from ml_collections import config_flags
@@ -68,19 +71,79 @@ def parse_size(text: str) -> Size:
   return Size(int(parts[0]), int(parts[1]))
 
 
-def define_size(name: str, default: str | None, help_string: str, flag_values: flags.FlagValues,
-                **kwargs) -> flags.FlagHolder:
+def define_size(name: str, default: str | None, help_string: str, flag_values: flags.FlagValues) -> flags.FlagHolder:
   """A `HxW` flag whose value is a `Size` (or None); a malformed one fails while flags are read."""
+  return _define_parsed(name, default, help_string, parse_size, flag_values)
 
-  class SizeParser(flags.ArgumentParser):
+
+def option(default: Any = dataclasses.MISSING, *, help: str, parse: Callable[[str], Any] | None = None,
+           **field_kwargs) -> Any:
+  """A dataclass field that is also a command-line flag (`define_options`): its help, and for a type
+  without a flag of its own, the `parse(text)` that reads it."""
+  metadata = {"help": help, "parse": parse}
+  if default is dataclasses.MISSING:
+    return dataclasses.field(metadata=metadata, **field_kwargs)
+  return dataclasses.field(default=default, metadata=metadata, **field_kwargs)
+
+
+def define_options(options_class: type, flag_values: flags.FlagValues) -> None:
+  """One flag per field of the dataclass `options_class` made with `option(...)`, named as the field
+  with dashes (`pairs_per_clip` -> `--pairs-per-clip`), typed by its annotation, so each option is
+  written once. Required fields get a default of None; `options_from_flags` refuses them missing."""
+  hints = typing.get_type_hints(options_class)
+  for field in dataclasses.fields(options_class):
+    if "help" not in field.metadata:
+      continue
+    name, kind = field.name.replace("_", "-"), _base_type(hints[field.name])
+    default = None if field.default is dataclasses.MISSING else field.default
+    if field.default_factory is not dataclasses.MISSING:
+      default = None
+    common = dict(flag_values=flag_values)
+    if field.metadata["parse"] is not None:
+      _define_parsed(name, default, field.metadata["help"], field.metadata["parse"], flag_values)
+    elif typing.get_origin(kind) is typing.Literal:
+      flags.DEFINE_enum(name, default, [str(v) for v in typing.get_args(kind)], field.metadata["help"], **common)
+    elif kind is bool:
+      flags.DEFINE_bool(name, default, field.metadata["help"], **common)
+    elif kind is int:
+      flags.DEFINE_integer(name, default, field.metadata["help"], **common)
+    elif kind is float:
+      flags.DEFINE_float(name, default, field.metadata["help"], **common)
+    elif kind is str:
+      flags.DEFINE_string(name, default, field.metadata["help"], **common)
+    else:
+      raise TypeError(f"{options_class.__name__}.{field.name}: give option(parse=...) for type {kind}")
+
+
+def options_from_flags(options_class: type, flag_values: flags.FlagValues, **values) -> Any:
+  """The `options_class` instance the parsed flags describe (`values` fill or replace fields)."""
+  for field in dataclasses.fields(options_class):
+    if "help" not in field.metadata or field.name in values:
+      continue
+    value = flag_values[field.name.replace("_", "-")].value
+    if value is None and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+      raise UsageError(f"--{field.name.replace('_', '-')}: required")
+    if value is not None or field.default_factory is dataclasses.MISSING:
+      values[field.name] = value
+  return options_class(**values)
+
+
+def _base_type(hint: Any) -> Any:
+  """`int | None` -> int; other hints as they are."""
+  args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+  return args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1 else hint
+
+
+def _define_parsed(name: str, default: Any, help_string: str, parse: Callable[[str], Any],
+                   flag_values: flags.FlagValues) -> flags.FlagHolder:
+  """A flag read by `parse(text)`; its ValueError fails while flags are read."""
+
+  class Parser(flags.ArgumentParser):
     def parse(self, argument):
-      return argument if isinstance(argument, tuple) else parse_size(argument)
+      return parse(argument) if isinstance(argument, str) else argument
 
-    def flag_type(self):
-      return "HxW"
-
-  return flags.DEFINE(SizeParser(), name, default, help_string, flag_values=flag_values,
-                      serializer=flags.ArgumentSerializer(), **kwargs)
+  return flags.DEFINE(Parser(), name, default, help_string, flag_values=flag_values,
+                      serializer=flags.ArgumentSerializer())
 
 
 def require(flag_values: flags.FlagValues, name: str, check: Callable, expected: str) -> None:
@@ -126,7 +189,8 @@ def help_text(flag_values: flags.FlagValues, doc: str | None) -> str:
   """The tool's docstring, then every flag with its help and default in one list."""
   listing = flag_values.get_help(include_special_flags=False).splitlines()
   flag_lines = [line for line in listing if line.startswith(" ")]  # not absl's per-module headings
-  return "\n".join([(doc or "").strip(), "", "Flags:", *flag_lines])
+  return "\n".join([(doc or "").strip(), "", "Flags:", *flag_lines,
+                    "  --[no]help: Shows this help and exits (also -h, --helpshort, --helpfull)."])
 
 
 def error_line(error: BaseException) -> str:

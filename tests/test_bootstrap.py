@@ -46,7 +46,7 @@ def world(tmp_path_factory):
 
 def args(world, out, *extra):
   return ["--checkpoint", str(world / "stage1"), "--data", str(world / "data"), "--out", str(out),
-          "--num-frames", "5", "--steps", "1", "--batch-size", "2", "--min-score", "0", "--no-progress", *extra]
+          "--num-frames", "5", "--steps", "1", "--batch-size", "2", "--min-score", "0", "--noprogress", *extra]
 
 
 @pytest.fixture
@@ -71,8 +71,8 @@ def first_run(world, tmp_path_factory):
     calls = []
     real = bootstrap.animate_batch
     patch.setattr(bootstrap, "animate_batch", lambda *a, **k: (calls.append(a[2]), real(*a, **k))[1])
-    bootstrap.main(args(world, out, "--pairs-per-clip", "2", "--self-pairs", "no-keypoints",
-                        "--pose-model", str(world / "pose.onnx")))
+    assert bootstrap.main(args(world, out, "--pairs-per-clip", "2", "--self-pairs", "no-keypoints",
+                        "--pose-model", str(world / "pose.onnx"))) == 0
   return out, calls
 
 
@@ -140,10 +140,10 @@ def test_end_to_end(world, first_run):
   assert all(b["video"].shape == b["driving"].shape == (4, 5, *SIZE, 3) for b in batches)
 
 
-def test_rerun_skips_finished_work_and_follows_new_thresholds(world, first_run, tmp_path, count_renders):
+def test_rerun_skips_finished_work_and_follows_new_thresholds(world, first_run, tmp_path, count_renders, capsys):
   out = copy_run(first_run, tmp_path)
-  bootstrap.main(args(world, out, "--pairs-per-clip", "2", "--self-pairs", "no-keypoints",
-                      "--pose-model", str(world / "pose.onnx")))
+  assert bootstrap.main(args(world, out, "--pairs-per-clip", "2", "--self-pairs", "no-keypoints",
+                      "--pose-model", str(world / "pose.onnx"))) == 0
   assert count_renders == []
   summary = bootstrap.run_bootstrap(bootstrap.BootstrapConfig(
       checkpoint=str(world / "stage1"), data=str(world / "data"), out=str(out), pairs_per_clip=2, batch_size=2,
@@ -156,14 +156,14 @@ def test_rerun_skips_finished_work_and_follows_new_thresholds(world, first_run, 
   assert set(stage2_records(out)) == {k for k in rows if k.endswith("@self")}
   # A larger K (a prefix-stable draw, tests/training/test_pairs.py) renders only pairs not done: none here, the
   # humanoid has only 2 other identities.
-  bootstrap.main(args(world, out, "--pairs-per-clip", "3", "--pose-model", str(world / "pose.onnx")))
+  assert bootstrap.main(args(world, out, "--pairs-per-clip", "3", "--pose-model", str(world / "pose.onnx"))) == 0
   assert count_renders == []
-  with pytest.raises(SystemExit, match="holds pairs made with other options \\(seed: 0 -> 1\\)"):
-    bootstrap.main(args(world, out, "--seed", "1", "--pose-model", str(world / "pose.onnx")))
+  assert bootstrap.main(args(world, out, "--seed", "1", "--pose-model", str(world / "pose.onnx"))) == 2
+  assert "holds pairs made with other options (seed: 0 -> 1)" in capsys.readouterr().err
 
 
 def test_apply_review_drops_rejected_pairs_and_later_runs_keep_the_decisions(world, first_run, tmp_path,
-                                                                            count_renders):
+                                                                            count_renders, capsys):
   out = copy_run(first_run, tmp_path)
   rows = review_rows(out / "review.csv")
   rejected = {f"{HUMANOID}_walk-000000@{BLOB}", f"{BLOB}_wave-000001@self"}
@@ -173,27 +173,27 @@ def test_apply_review_drops_rejected_pairs_and_later_runs_keep_the_decisions(wor
     writer.writeheader()
     for key, row in rows.items():
       writer.writerow({**row, "accept": "0" if key in rejected else "1"})
-  bootstrap.main(["--out", str(out), "--apply-review", str(edited), "--no-progress"])
+  assert bootstrap.main(["--out", str(out), "--apply-review", str(edited), "--noprogress"]) == 0
   assert set(stage2_records(out)) == set(rows) - rejected
   assert {k for k, row in review_rows(out / "review.csv").items() if row["accept"] == "0"} == rejected
-  bootstrap.main(args(world, out, "--pairs-per-clip", "2", "--self-pairs", "no-keypoints",
-                      "--pose-model", str(world / "pose.onnx")))
+  assert bootstrap.main(args(world, out, "--pairs-per-clip", "2", "--self-pairs", "no-keypoints",
+                      "--pose-model", str(world / "pose.onnx"))) == 0
   assert count_renders == [] and set(stage2_records(out)) == set(rows) - rejected  # the reviewer's rejections hold
   # Rows left out of the review file are rejected; unknown keys and bad values are one-line errors.
   with open(edited, "w", newline="") as f:
     f.write(f"key,accept\n{HUMANOID}_wave-000001@{QUADRUPED},yes\n")
-  bootstrap.main(["--out", str(out), "--apply-review", str(edited), "--no-progress"])
+  assert bootstrap.main(["--out", str(out), "--apply-review", str(edited), "--noprogress"]) == 0
   assert set(stage2_records(out)) == {f"{HUMANOID}_wave-000001@{QUADRUPED}"}
   # Reviewed decisions outlast thresholds that would decide otherwise.
-  bootstrap.main(args(world, out, "--pairs-per-clip", "2", "--self-pairs", "no-keypoints",
-                      "--pose-model", str(world / "pose.onnx"), "--min-score", "0.99"))
+  assert bootstrap.main(args(world, out, "--pairs-per-clip", "2", "--self-pairs", "no-keypoints",
+                      "--pose-model", str(world / "pose.onnx"), "--min-score", "0.99")) == 0
   assert set(stage2_records(out)) == {f"{HUMANOID}_wave-000001@{QUADRUPED}"} and count_renders == []
   edited.write_text("key,accept\nnobody@x,1\n")
-  with pytest.raises(SystemExit, match="edited.csv: key 'nobody@x' is not a candidate in"):
-    bootstrap.main(["--out", str(out), "--apply-review", str(edited)])
+  assert bootstrap.main(["--out", str(out), "--apply-review", str(edited)]) == 2
+  assert "edited.csv: key 'nobody@x' is not a candidate in" in capsys.readouterr().err
   edited.write_text(f"key,accept\n{HUMANOID}_wave-000001@{QUADRUPED},maybe\n")
-  with pytest.raises(SystemExit, match="edited.csv line 2: accept='maybe'; expected 1 or 0"):
-    bootstrap.main(["--out", str(out), "--apply-review", str(edited)])
+  assert bootstrap.main(["--out", str(out), "--apply-review", str(edited)]) == 2
+  assert "edited.csv line 2: accept='maybe'; expected 1 or 0" in capsys.readouterr().err
 
 
 def test_references_from_a_folder(world, tmp_path, count_renders):
@@ -204,7 +204,7 @@ def test_references_from_a_folder(world, tmp_path, count_renders):
   media.write_image(folder / "robot" / "side.jpg", rng.integers(0, 256, (16, 16, 3), np.uint8))
   (folder / "notes.txt").write_text("not an image")
   out = tmp_path / "pairs"
-  bootstrap.main(args(world, out, "--references", str(folder), "--pairs-per-clip", "5", "--max-clips", "3"))
+  assert bootstrap.main(args(world, out, "--references", str(folder), "--pairs-per-clip", "5", "--max-clips", "3")) == 0
   assert len(count_renders) == 1  # 1 humanoid clip in the first 3 (2 blobs first) x 2 identities
   rows = review_rows(out / "review.csv")
   assert {row["driving_identity"] for row in rows.values()} == {"cat", "robot"}
@@ -248,9 +248,10 @@ def test_clips_match_the_stage1_pipeline(world):
 
 def test_errors(world, tmp_path, capsys):
   def error(*argv):
-    with pytest.raises(SystemExit) as e:
-      bootstrap.main(list(argv))
-    return str(e.value.code)
+    assert bootstrap.main(list(argv)) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
 
   stage2 = ["--checkpoint", str(world / "stage2")] + args(world, tmp_path / "a")[2:]
   assert error(*stage2) == (f"error: --checkpoint {world / 'stage2'} is a stage-2 (rgb) bundle; the bootstrap renders "
@@ -268,7 +269,8 @@ def test_errors(world, tmp_path, capsys):
   assert error(*args(world, tmp_path / "e"), "--num-frames", "6") == "error: --num-frames=6; expected 1 + 4k (e.g. 81)"
   assert error("--out", str(tmp_path / "f"), "--apply-review", str(tmp_path / "none.csv")) == (
       f"error: --out {tmp_path / 'f'} holds no candidates (candidates/*.npz); run the bootstrap first")
-  assert error("--out", str(tmp_path / "g")) == "2"  # argparse: --checkpoint and --data are required
-  assert "--checkpoint and --data are required (except with --apply-review)" in capsys.readouterr().err
-  assert error("--out", "x", "--thresholds", "speed=1") == "2"
-  assert "unknown score 'speed'" in capsys.readouterr().err
+  assert error("--out", str(tmp_path / "g")) == "error: --checkpoint: required"
+  assert error("--out", "x", "--thresholds", "speed=1") == (
+      "error: --thresholds=speed=1: --thresholds: unknown score 'speed'; expected some of temporal, color, clip, pose")
+  assert error(*args(world, tmp_path / "h"), "--size", "40x48") == "error: --size=40x48: expected multiples of 16 " \
+      "(VAE x8, patch 2)"
