@@ -64,8 +64,9 @@ class Preempted(RuntimeError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Frozen:
-  """The encoders training never updates, split for jit: VAE and (I2V-shaped DiTs) CLIP."""
+class Encoders:
+  """The encoders training never updates, split for jit: VAE and (I2V-shaped DiTs) CLIP. (The DiT's own
+  untrained parameters are `TrainState.frozen`.)"""
 
   vae: tuple[nnx.GraphDef, nnx.State]
   clip: tuple[nnx.GraphDef, nnx.State] | None
@@ -92,7 +93,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise TrainingError(f"config.{key}={config[section][field]!r}: expected a share in [0, 1]")
 
 
-def load_frozen(config: ml_collections.ConfigDict, dit_config: DiTConfig) -> Frozen:
+def load_encoders(config: ml_collections.ConfigDict, dit_config: DiTConfig) -> Encoders:
   """The VAE and CLIP folders of `config.init`, refusing what the DiT cannot read."""
   if not config.init.vae:
     raise TrainingError("config.init.vae is empty: training encodes every canvas with the VAE; give a "
@@ -108,7 +109,7 @@ def load_frozen(config: ml_collections.ConfigDict, dit_config: DiTConfig) -> Fro
       raise TrainingError("config.init.clip is empty, but the DiT has an image branch (model.image_dim): give a "
                           "`convert clip` folder")
     clip = nnx.split(load_model(config.init.clip, CLIPVisionEncoder, CLIPVisionConfig)[0])
-  return Frozen(vae=nnx.split(vae), clip=clip)
+  return Encoders(vae=nnx.split(vae), clip=clip)
 
 
 def build_dit(config: ml_collections.ConfigDict) -> WanDiT:
@@ -177,7 +178,7 @@ class Trainer:
     self.plan = parallel.make_plan(config.mesh, config.parallel)
     dit = build_dit(config)
     self.dit_config = dit.config
-    self.frozen = load_frozen(config, self.dit_config)
+    self.encoders = load_encoders(config, self.dit_config)
     self.text_fn, self.null_text = text_source(config)
     # the animate2 driving pass's prompt (zeros, as the null prompt, without a prompt cache)
     self.driving_text = self.null_text if self.text_fn is None else self.text_fn([config.sampling.driving_prompt])[0]
@@ -231,7 +232,7 @@ class Trainer:
   def _prepare_fn(self, given_frames: int) -> Callable:
     if given_frames not in self._prepare:
       config = self.config
-      vae_graph, clip_graph = self.frozen.vae[0], self.frozen.clip and self.frozen.clip[0]
+      vae_graph, clip_graph = self.encoders.vae[0], self.encoders.clip and self.encoders.clip[0]
 
       def prepare(vae_state, clip_state, batch, key):
         vae = nnx.merge(vae_graph, vae_state)
@@ -271,7 +272,7 @@ class Trainer:
     key = _step_key(self.config, self.step)
     prepare_key, train_key = jax.random.split(key)
     latent_batch = self._prepare_fn(_given_frames(self.config, self.step))(
-        self.frozen.vae[1], self.frozen.clip and self.frozen.clip[1], batch, prepare_key)
+        self.encoders.vae[1], self.encoders.clip and self.encoders.clip[1], batch, prepare_key)
     self.state, step_metrics = self._step_fn(latent_batch)(self.state, latent_batch, train_key)
     self.step += 1
     return step_metrics, latent_batch
@@ -321,8 +322,8 @@ class Trainer:
     return nnx.merge(self.graphdef, *jax.device_get((params, self.state.frozen)))
 
   def sampling_models(self) -> Models:
-    vae = nnx.merge(*self.frozen.vae)
-    clip = None if self.frozen.clip is None else nnx.merge(*self.frozen.clip)
+    vae = nnx.merge(*self.encoders.vae)
+    clip = None if self.encoders.clip is None else nnx.merge(*self.encoders.clip)
     cache = PromptCache(self.config.init.prompt_cache) if self.config.init.prompt_cache else None
     text = TextEmbedder(self.dit_config.text_dim, self.config.data.text_len, cache=cache, source="training")
     options = AnimateOptions.from_config(self.config.animation, self.config.sampling, layout=self.dit_config.layout,
