@@ -2,7 +2,7 @@
 
   python -m dreamactor_jax.convert dit --src Wan2.1-T2V-1.3B-Diffusers/transformer --out ckpt/t2v-1.3b
   python -m dreamactor_jax.convert dit --src Wan2.1-T2V-14B --out ckpt/t2v-14b --dtype bf16
-  python -m dreamactor_jax.convert dit --src Wan2.2-Animate-2-14B-Diffusers/transformer --out ckpt/animate2 --dtype bf16
+  python -m dreamactor_jax.convert dit --src Wan2.2-Animate-2-14B-Diffusers/transformer --out ckpt/animate2
   python -m dreamactor_jax.convert export-dit --src ckpt/t2v-1.3b --out exported --layout original
   python -m dreamactor_jax.convert export-dit --src ckpt/t2v-1.3b --lora runs/stage1/lora --out stage1-merged
   python -m dreamactor_jax.convert vae --src Wan2.1-T2V-1.3B/Wan2.1_VAE.pth --out ckpt/vae
@@ -19,13 +19,15 @@ config.json class must not contradict; `export-dit` writes such a model back in 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
 import tempfile
 from pathlib import Path
 
+from absl import flags
+
+from dreamactor_jax import cli
 from dreamactor_jax.checkpoints import dit_torch
 from dreamactor_jax.checkpoints.importers import DTYPES, convert_to_orbax, load_torch
 from dreamactor_jax.checkpoints.model_state import model_params
@@ -66,56 +68,69 @@ def check_writable(out: Path) -> None:
     raise CheckpointError(f"{out}: expected a folder this process can write ({e.strerror})") from None
 
 
+# command -> (what it converts, what --src is)
+COMMANDS = {
+    "dit": ("PyTorch Wan2.1 or Wan-Animate-2 DiT (diffusers or original layout) -> Orbax folder",
+            "checkpoint file or folder (safetensors shards or .pth)"),
+    "vae": ("PyTorch Wan2.1 VAE (diffusers AutoencoderKLWan folder or Wan2.1_VAE.pth) -> Orbax folder",
+            "diffusers vae/ folder or Wan2.1_VAE.pth"),
+    "t5": ("PyTorch UMT5 encoder (transformers UMT5EncoderModel or Wan's T5 .pth) -> Orbax folder",
+           "transformers text_encoder/ folder or models_t5_umt5-xxl-enc-bf16.pth"),
+    "clip": ("PyTorch CLIP ViT-H/14 vision tower (transformers or Wan's open-clip .pth) -> Orbax folder",
+             "transformers image_encoder/ folder or models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"),
+    "export-dit": ("Orbax DiT folder -> PyTorch safetensors + config.json",
+                   "folder written by `convert dit` or by training"),
+}
+
+
+def _command_flags(command: str) -> flags.FlagValues:
+  """The flags of one sub-command, in a `FlagValues` of its own."""
+  values = flags.FlagValues()
+  flags.DEFINE_string("src", None, COMMANDS[command][1], required=True, flag_values=values)
+  flags.DEFINE_string("out", None, "output folder" if command == "export-dit" else
+                      "output folder: params/ (Orbax) and config.json", required=True, flag_values=values)
+  flags.DEFINE_enum("dtype", "fp32", ["fp32", "bf16"], "tensor dtype to write" if command == "export-dit" else
+                    "parameter dtype to store", flag_values=values)
+  if command == "dit":
+    flags.DEFINE_integer("num-heads", None, "attention heads, when no config.json sits beside the weights "
+                         "(default dim/128)", lower_bound=1, flag_values=values)
+    flags.DEFINE_integer("in-channels", None, "widen the patch embedding with zero weights, e.g. 36 to start the "
+                         "in-context model from T2V", lower_bound=1, flag_values=values)
+  if command == "export-dit":
+    flags.DEFINE_string("lora", None, "folder of LoRA adapters alone (training's save_lora) to merge over --src; "
+                        "adapters saved inside --src are merged anyway", flag_values=values)
+    flags.DEFINE_enum("layout", "diffusers", ["diffusers", "original"], "tensor names of diffusers' "
+                      "WanTransformer3DModel or of the original Wan code; for a Wan-Animate-2 model, "
+                      "WanAnimate2Transformer3DModel or the official file", flag_values=values)
+  return values
+
+
+FLAGS = {command: _command_flags(command) for command in COMMANDS}
+
+
+def _convert(command: str, values: flags.FlagValues) -> None:
+  src, out, dtype = values["src"].value, Path(values["out"].value), values["dtype"].value
+  check_writable(out)
+  if command == "export-dit":
+    print(f"wrote {export_dit(src, out, layout=values['layout'].value, dtype=dtype, lora=values['lora'].value)}")
+    return
+  options = {}
+  if command == "dit":
+    options = {"num_heads": values["num-heads"].value, "in_channels": values["in-channels"].value}
+  print(f"wrote {out}: {convert_to_orbax(command, src, out, dtype=dtype, **options)}")
+
+
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m dreamactor_jax.convert", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  commands = parser.add_subparsers(dest="command", required=True)
-  dit = commands.add_parser("dit", help="PyTorch Wan2.1 or Wan-Animate-2 DiT (diffusers or original layout) -> "
-                                        "Orbax folder")
-  dit.add_argument("--src", required=True, help="checkpoint file or folder (safetensors shards or .pth)")
-  dit.add_argument("--out", required=True, help="output folder: params/ (Orbax) and config.json")
-  dit.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="parameter dtype to store")
-  dit.add_argument("--num-heads", type=int, default=None,
-                   help="attention heads, when no config.json sits beside the weights (default dim/128)")
-  dit.add_argument("--in-channels", type=int, default=None,
-                   help="widen the patch embedding with zero weights, e.g. 36 to start the in-context model from T2V")
-  for kind, help_text, src_help in (
-      ("vae", "PyTorch Wan2.1 VAE (diffusers AutoencoderKLWan folder or Wan2.1_VAE.pth) -> Orbax folder",
-       "diffusers vae/ folder or Wan2.1_VAE.pth"),
-      ("t5", "PyTorch UMT5 encoder (transformers UMT5EncoderModel or Wan's T5 .pth) -> Orbax folder",
-       "transformers text_encoder/ folder or models_t5_umt5-xxl-enc-bf16.pth"),
-      ("clip", "PyTorch CLIP ViT-H/14 vision tower (transformers or Wan's open-clip .pth) -> Orbax folder",
-       "transformers image_encoder/ folder or models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"),
-  ):
-    family = commands.add_parser(kind, help=help_text)
-    family.add_argument("--src", required=True, help=src_help)
-    family.add_argument("--out", required=True, help="output folder: params/ (Orbax) and config.json")
-    family.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="parameter dtype to store")
-  export = commands.add_parser("export-dit", help="Orbax DiT folder -> PyTorch safetensors + config.json")
-  export.add_argument("--src", required=True, help="folder written by `convert dit` or by training")
-  export.add_argument("--lora", default=None,
-                      help="folder of LoRA adapters alone (training's save_lora) to merge over --src; adapters "
-                           "saved inside --src are merged anyway")
-  export.add_argument("--out", required=True, help="output folder")
-  export.add_argument("--layout", choices=["diffusers", "original"], default="diffusers",
-                      help="tensor names of diffusers' WanTransformer3DModel or of the original Wan code; for a "
-                           "Wan-Animate-2 model, WanAnimate2Transformer3DModel or the official file")
-  export.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="tensor dtype to write")
-  args = parser.parse_args(argv)
-  try:
-    check_writable(Path(args.out))
-    if args.command == "export-dit":
-      print(f"wrote {export_dit(args.src, args.out, layout=args.layout, dtype=args.dtype, lora=args.lora)}")
-    else:
-      options = {"num_heads": args.num_heads, "in_channels": args.in_channels} if args.command == "dit" else {}
-      print(f"wrote {args.out}: {convert_to_orbax(args.command, args.src, args.out, dtype=args.dtype, **options)}")
-  except CheckpointError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  except OSError as e:  # e.g. the disk filled up while writing
-    print(f"error: {e.filename}: {e.strerror}", file=sys.stderr)
-    return 2
-  return 0
+  argv = list(sys.argv[1:] if argv is None else argv)
+  command = argv[0] if argv else None
+  if command in FLAGS:
+    return cli.run(functools.partial(_convert, command, FLAGS[command]), FLAGS[command], argv[1:],
+                   doc=f"python -m dreamactor_jax.convert {command}: {COMMANDS[command][0]}\n\n{__doc__}")
+  listing = "\n".join(f"  {name}: {what}" for name, (what, _) in COMMANDS.items())
+  if command in ("--help", "-h", "--helpfull", "--helpshort"):
+    print(f"{__doc__.strip()}\n\nCommands (each with --help):\n{listing}")
+    return 0
+  return cli.fail(cli.UsageError(f"{command or '<command>'}: expected a command, one of {', '.join(COMMANDS)}"))
 
 
 if __name__ == "__main__":

@@ -78,3 +78,25 @@ def test_one_loader_behind_the_public_names(two_models):
   public, public_config = convert.load_torch_dit(first, in_channels=36, attention="blockwise")
   assert public_config == config
   assert_same_params(public, model)
+
+
+@pytest.mark.parametrize("argv, line", [
+    ([], "error: <command>: expected a command, one of dit, vae, t5, clip, export-dit"),
+    (["dits", "--src", "x"], "error: dits: expected a command, one of dit, vae, t5, clip, export-dit"),
+    (["dit", "--src", "x"], "error: --out=None: Flag --out must have a value other than None."),
+    (["dit", "--src", "x", "--out", "y", "--num-heads", "0"], "error: --num-heads=0: 0 is not a positive integer"),
+    (["export-dit", "--src", "x", "--out", "y", "--layout", "wan"],
+     "error: --layout=wan: value should be one of <diffusers|original>"),
+])
+def test_bad_command_lines_give_one_line(capsys, argv, line):
+  assert convert.main(argv) == 2
+  assert capsys.readouterr().err == line + "\n"
+
+
+def test_help_lists_commands_and_their_flags(capsys):
+  assert convert.main(["--help"]) == 0
+  assert "  export-dit: Orbax DiT folder -> PyTorch safetensors + config.json" in capsys.readouterr().out
+  assert convert.main(["dit", "--help"]) == 0
+  text = capsys.readouterr().out
+  assert text.startswith("python -m dreamactor_jax.convert dit: ")
+  assert all(f"  --{name}: " in text for name in ("src", "out", "dtype", "num-heads", "in-channels"))
