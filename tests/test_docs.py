@@ -144,7 +144,7 @@ def defined_flags(entry: tuple[str, ...], subcommand: str | None) -> frozenset[s
     if negatable:
       names.add("no" + name)
   for options in ARGPARSE_OPTIONS.findall(text):
-    names.update(re.findall(r"(?:^|, )--?([\w-]+)", options))
+    names.update(re.findall(r"(?:^|, )--?([A-Za-z][\w-]*)", options))
   return frozenset(names | {"help"})  # every entry point takes --help, listed or not
 
 
