@@ -16,14 +16,12 @@ blocks; diffusers makes its pipeline's two calls, the second with `is_uncondtion
 the DiT's share of one 81-frame segment: the driving pass plus `--steps` steps. By default diffusers
 runs its flex path compiled (`compile_repeated_blocks()`, as it asks) on a GPU and eagerly on a CPU
 (`--diffusers`); either way it compiles its flex block mask, which takes minutes on a CPU, once per
-shape. Prints both, the ratio diffusers /
-ours (above 1: we are faster), the largest difference of the two guided outputs relative to
-diffusers' largest value, and the command.
+shape. Prints both, the ratio diffusers / ours (above 1: we are faster), the largest difference of
+the two guided outputs relative to diffusers' largest value, and the command.
 """
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import dataclasses
 import multiprocessing
@@ -35,8 +33,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from absl import flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dreamactor_jax import cli  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,44 +232,45 @@ def in_own_process(fn, *args) -> dict:
     return pool.submit(fn, *args).result()
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model shape and latent grid")
-  parser.add_argument("--repeats", type=int, default=1, help="timed runs after one warm-up; the best is kept")
-  parser.add_argument("--steps", type=int, default=40, help="denoising steps of s/video (Animate-2 base: 40)")
-  parser.add_argument("--diffusers", choices=["compiled", "eager"], default=None,
-                      help="diffusers' blocks compiled (compile_repeated_blocks, its flex path) or eager "
-                           "(default: compiled on a GPU, eager on a CPU)")
-  parser.add_argument("--dtype", choices=["fp32", "bf16"], default=None,
-                      help="weights and compute dtype (default: the preset's; tiny --dtype bf16 runs gpu14b's code "
-                           "path at a tiny size)")
-  parser.add_argument("--weights", type=Path, help="folder of the random diffusers weights: written if absent, "
-                                                   "reused if present (default: a temporary folder)")
-  args = parser.parse_args()
-  if args.repeats < 1 or args.steps < 1:
-    print(f"error: --{'repeats' if args.repeats < 1 else 'steps'}: expected a positive integer", file=sys.stderr)
-    sys.exit(2)
-  preset = dataclasses.replace(PRESETS[args.preset], **({"dtype": args.dtype} if args.dtype else {}))
-  if args.diffusers is None:
+FLAGS = flags.FlagValues()
+_PRESET = flags.DEFINE_enum("preset", "tiny", sorted(PRESETS), "Model shape and latent grid.", flag_values=FLAGS)
+_REPEATS = flags.DEFINE_integer("repeats", 1, "Timed runs after one warm-up; the best is kept.", lower_bound=1,
+                                flag_values=FLAGS)
+_STEPS = flags.DEFINE_integer("steps", 40, "Denoising steps of s/video (Animate-2 base: 40).", lower_bound=1,
+                              flag_values=FLAGS)
+_DIFFUSERS = flags.DEFINE_enum("diffusers", None, ["compiled", "eager"], "diffusers' blocks compiled "
+                               "(compile_repeated_blocks, its flex path) or eager (default: compiled on a GPU, "
+                               "eager on a CPU).", flag_values=FLAGS)
+_DTYPE = flags.DEFINE_enum("dtype", None, ["fp32", "bf16"], "Weights and compute dtype (default: the preset's; "
+                           "tiny --dtype bf16 runs gpu14b's code path at a tiny size).", flag_values=FLAGS)
+_WEIGHTS = flags.DEFINE_string("weights", None, "Folder of the random diffusers weights: written if absent, reused "
+                               "if present (default: a temporary folder).", flag_values=FLAGS)
+
+
+def benchmark() -> None:
+  preset = dataclasses.replace(PRESETS[_PRESET.value], **({"dtype": _DTYPE.value} if _DTYPE.value else {}))
+  compiled = _DIFFUSERS.value == "compiled"
+  if _DIFFUSERS.value is None:
     import torch  # noqa: PLC0415
 
-    args.diffusers = "compiled" if torch.cuda.is_available() else "eager"
+    compiled = torch.cuda.is_available()
   with tempfile.TemporaryDirectory() as tmp:
-    folder = args.weights or Path(tmp) / "transformer"
+    folder = Path(_WEIGHTS.value or Path(tmp) / "transformer")
     if not (folder / "config.json").exists():
       in_own_process(save_random_weights, preset, folder)
     make_inputs(preset, Path(tmp) / "inputs.npz")
-    ours = in_own_process(run_ours, preset, folder, Path(tmp) / "inputs.npz", args.repeats)
-    theirs = in_own_process(run_diffusers, preset, folder, Path(tmp) / "inputs.npz", args.repeats,
-                            args.diffusers == "compiled")
+    ours = in_own_process(run_ours, preset, folder, Path(tmp) / "inputs.npz", _REPEATS.value)
+    theirs = in_own_process(run_diffusers, preset, folder, Path(tmp) / "inputs.npz", _REPEATS.value, compiled)
 
   frames, height, width = preset.driving
-  print(f"preset={args.preset} dtype={preset.dtype} device={ours['device']} dim={preset.dim} layers={preset.layers} "
+  steps = _STEPS.value
+  print(f"preset={_PRESET.value} dtype={preset.dtype} device={ours['device']} dim={preset.dim} layers={preset.layers} "
         f"driving {frames}x{height}x{width} latents: {(frames + 1) * height * width // 4:,} denoised + "
         f"{frames * height * width // 4:,} driving tokens")
-  for name, side in (("ours (jax.jit)", ours), (f"diffusers ({args.diffusers}, {theirs['device']})", theirs)):
+  for name, side in (("ours (jax.jit)", ours),
+                     (f"diffusers ({'compiled' if compiled else 'eager'}, {theirs['device']})", theirs)):
     print(f"{name}: driving pass {side['drive_s']:.3f} s, CFG step {side['step_s']:.3f} s, "
-          f"s/video ({args.steps} steps) {side['drive_s'] + args.steps * side['step_s']:.1f} s, "
+          f"s/video ({steps} steps) {side['drive_s'] + steps * side['step_s']:.1f} s, "
           f"peak {side['peak_bytes'] / 2**30:.2f} GiB")
   print(f"ratio diffusers/ours: CFG step {theirs['step_s'] / ours['step_s']:.2f}x, "
         f"driving pass {theirs['drive_s'] / ours['drive_s']:.2f}x, peak memory {theirs['peak_bytes'] / ours['peak_bytes']:.2f}x")
@@ -279,5 +280,9 @@ def main() -> None:
   print(f"command: python benchmarks/animate2.py {' '.join(sys.argv[1:])}")
 
 
+def main(argv: list[str] | None = None) -> int:
+  return cli.run(benchmark, FLAGS, argv, doc=__doc__)
+
+
 if __name__ == "__main__":
-  main()
+  sys.exit(main())
