@@ -1,10 +1,14 @@
 """The Wan-Animate-2 frame-aligned attention and the animate2 DiT on 8 simulated devices (context
-axis split 4 ways, Ulysses and ring) equal one device. Frames of 15 and 5 tokens: no context size
-divides them, so frame boundaries fall inside device blocks."""
+axis split 4 ways, Ulysses and ring) equal one device, and so does its training step. Frames of 15
+and 5 tokens: no context size divides them, so frame boundaries fall inside device blocks."""
+
+import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -12,6 +16,10 @@ from configs import base
 from dreamactor_jax.models import DiTConfig, WanDiT, attention
 from dreamactor_jax.models.attention import frame_aligned_attention
 from dreamactor_jax.parallel import make_plan
+from dreamactor_jax.training.latent_batch import LatentBatch
+from dreamactor_jax.training.objective import animation_loss
+from dreamactor_jax.training.step import (abstract_train_state, batch_shardings, create_train_state, jit_train_step,
+                                          train_step)
 
 MESHES = {"fsdp2_context4": {"fsdp": 2, "context": 4}, "data2_tensor2_context2": {"data": 2, "tensor": 2, "context": 2}}
 # 4 generation frames of 5 tokens, 3 driving frames; 4 heads (tensor x context divides them).
@@ -99,3 +107,38 @@ def _check_dit_matches_one_device(strategy):
 @pytest.mark.parametrize("strategy", ["ulysses", "ring"])
 def test_animate2_dit_matches_one_device(on_8_devices, strategy):
   assert on_8_devices(_check_dit_matches_one_device, strategy)
+
+
+def _check_train_step_matches_one_device():
+  # The animate2 training step (driving and generation passes in one loss) sharded over data x tensor x
+  # context (ring) equals one device: loss, gradient norm and every parameter's update (plain SGD).
+  plan = make_plan(MESHES["data2_tensor2_context2"], {**base.get_config("tiny").parallel, "sequence_parallel": "ring"})
+  keys = iter(jax.random.split(jax.random.key(2), 7))
+  mask = jnp.zeros((2, 3, 6, 10, 4)).at[:, 0].set(1.0)  # the reference frame given
+  batch = LatentBatch(target=jax.random.normal(next(keys), (2, 3, 6, 10, 16)),
+                      condition=jax.random.normal(next(keys), (2, 3, 6, 10, 16)), mask=mask,
+                      text=jax.random.normal(next(keys), (2, 9, 20)), image=jax.random.normal(next(keys), (2, 5, 24)),
+                      driving=jax.random.normal(next(keys), (2, 2, 6, 10, 16)),
+                      driving_text=jax.random.normal(next(keys), (2, 9, 20)),
+                      driving_image=jax.random.normal(next(keys), (2, 5, 24)))
+  loss_fn = functools.partial(animation_loss, sigmas={}, layout="animate2")
+  sgd = optax.apply_if_finite(optax.sgd(0.1), 3)  # the trainer's optimizers skip non-finite steps
+  make_model = lambda: WanDiT(dataclasses.replace(CONFIG, attention="blockwise"), rngs=nnx.Rngs(0))
+  graphdef, abstract = abstract_train_state(make_model, sgd)
+  state = create_train_state(make_model, sgd)
+  initial = jax.device_get(state.params)  # numpy: the sharded step donates its input
+  ref_state, ref_metrics = jax.jit(lambda s, b, k: train_step(graphdef, s, b, k, optimizer=sgd, plan=None,
+                                                              loss_fn=loss_fn))(state, batch, jax.random.key(7))
+  shardings = plan.param_shardings(abstract)
+  step = jit_train_step(graphdef, sgd, plan, shardings, batch_shardings(batch, plan), loss_fn=loss_fn)
+  new_state, metrics = step(jax.device_put(state, shardings), batch, jax.random.key(7))
+  np.testing.assert_allclose(metrics.loss, ref_metrics.loss, rtol=1e-5)
+  np.testing.assert_allclose(metrics.grad_norm, ref_metrics.grad_norm, rtol=1e-5)
+  for (path, new), (_, ref), (_, old) in zip(nnx.to_flat_state(new_state.params), nnx.to_flat_state(ref_state.params),
+                                             nnx.to_flat_state(initial)):
+    np.testing.assert_allclose(new[...] - old[...], ref[...] - old[...], atol=1e-6, err_msg="/".join(map(str, path)))
+  return True
+
+
+def test_animate2_train_step_matches_one_device(on_8_devices):
+  assert on_8_devices(_check_train_step_matches_one_device)

@@ -22,6 +22,7 @@ from dreamactor_jax import media
 from dreamactor_jax.bundle import read_info
 from dreamactor_jax.checkpoints import save_model
 from dreamactor_jax.checkpoints.model_state import flatten, model_params
+from dreamactor_jax.data import write_stage2_dataset
 from dreamactor_jax.models.vae import VAEConfig, WanVAE
 from dreamactor_jax.training.workdir import lock_workdir
 
@@ -36,8 +37,8 @@ def vae_folder(tmp_path_factory) -> Path:
   return folder
 
 
-def train_command(workdir: Path, data: Path, vae: Path) -> list[str]:
-  return [sys.executable, str(ROOT / "train.py"), "--config=configs/stage1.py:tiny", f"--workdir={workdir}",
+def train_command(workdir: Path, data: Path, vae: Path, size: str = "tiny") -> list[str]:
+  return [sys.executable, str(ROOT / "train.py"), f"--config=configs/stage1.py:{size}", f"--workdir={workdir}",
           f"--config.init.vae={vae}", f"--config.data.stage1_dir={data}", f"--config.train.steps={STEPS}",
           "--config.train.log_every=2", "--config.train.ema_decay=0.9", "--config.train.grad_accum=2",
           "--config.train.continuation_prob=0.5", "--config.checkpoint.every=2", "--config.checkpoint.keep_last=10",
@@ -66,11 +67,12 @@ def final_state(workdir: Path) -> dict[str, np.ndarray]:
           flatten({k: jax.tree.map(np.asarray, dict(restored[k])) for k in ("trainable", "ema")}).items()}
 
 
-def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder):
+@pytest.mark.parametrize("size", ["tiny", "animate2-tiny"])
+def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder, size):
   data, _ = stage1_data
   straight, killed = tmp_path / "straight", tmp_path / "killed"
   env = train_env(tmp_path / "jax_cache")
-  run(train_command(straight, data, vae_folder), env)
+  run(train_command(straight, data, vae_folder, size), env)
   assert read_info(straight / "bundle").stage == "pose"
   scalars = read_scalars(straight / "tensorboard")
   assert [step for step, _ in scalars["loss"]] == [2, 4, 6] and "learning_rate" in scalars and "grad_norm" in scalars
@@ -81,19 +83,19 @@ def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder):
   # Killed after its last checkpoint, before the bundle: the same command writes the bundle.
   info = read_info(straight / "bundle")
   shutil.rmtree(straight / "bundle")
-  run(train_command(straight, data, vae_folder), env)
+  run(train_command(straight, data, vae_folder, size), env)
   assert read_info(straight / "bundle") == info
 
   # A second run on a workdir in use is refused at once, naming the workdir and the holder.
   holder = lock_workdir(straight)
-  result = subprocess.run(train_command(straight, data, vae_folder), cwd=ROOT, capture_output=True, text=True,
-                          env=env, timeout=120)
+  result = subprocess.run(train_command(straight, data, vae_folder, size), cwd=ROOT, capture_output=True,
+                          text=True, env=env, timeout=120)
   holder.close()
   assert result.returncode == 2 and result.stderr.strip().splitlines() == [
       f"error: --workdir={straight}: another run (pid {os.getpid()}) is training in it; wait for it to end, or "
       "give another --workdir"], result.stderr
 
-  process = subprocess.Popen(train_command(killed, data, vae_folder), cwd=ROOT, stdout=subprocess.DEVNULL,
+  process = subprocess.Popen(train_command(killed, data, vae_folder, size), cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, env=env)
   deadline = time.monotonic() + 600
   while not (killed / "checkpoints" / "2" / "_CHECKPOINT_METADATA").exists():
@@ -103,7 +105,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder):
   process.wait()
   assert not (killed / "checkpoints" / str(STEPS)).exists(), "killed too late to test a resume"
   # Resumed, then preempted (SIGTERM): it saves where it stopped and exits 143; the next run finishes.
-  process = subprocess.Popen(train_command(killed, data, vae_folder), cwd=ROOT, stdout=subprocess.PIPE,
+  process = subprocess.Popen(train_command(killed, data, vae_folder, size), cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True, env=env)
   while not (killed / "checkpoints" / "4" / "_CHECKPOINT_METADATA").exists():
     assert process.poll() is None and time.monotonic() < deadline, "the resumed run ended before step 4"
@@ -111,9 +113,33 @@ def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder):
   process.send_signal(signal.SIGTERM)
   assert process.wait() == 143
   assert "run the same command to resume" in process.stdout.read()
-  run(train_command(killed, data, vae_folder), env)
+  run(train_command(killed, data, vae_folder, size), env)
 
   expected, resumed = final_state(straight), final_state(killed)
   assert expected.keys() == resumed.keys() and len(expected) > 4
   for name, value in expected.items():
     np.testing.assert_array_equal(resumed[name], value, err_msg=name)
+
+
+def test_animate2_trains_through_both_stages(tmp_path, stage1_data, vae_folder):
+  """A random tiny Wan-Animate-2 (layout animate2) through train.py: stage 1 on rendered skeletons,
+  then stage 2 from stage 1's DiT on cross-identity triplets; the loss falls in both, and each run
+  exports an animate2 bundle."""
+  from tests.data.test_stage2 import record
+
+  data, _ = stage1_data
+  pairs = tmp_path / "pairs"
+  write_stage2_dataset(pairs, [record(v, seed=i) for i, v in enumerate("abcd")], progress=False)
+  env = train_env(tmp_path / "jax_cache")
+  common = [f"--config.init.vae={vae_folder}", "--config.train.steps=20", "--config.train.log_every=5",
+            "--config.optimizer.learning_rate=1e-2", "--config.checkpoint.every=20"]
+  for stage, extra in ((1, [f"--config.data.stage1_dir={data}"]),
+                       (2, [f"--config.data.stage2_dir={pairs}",
+                            f"--config.init.dit={tmp_path / 'stage1' / 'bundle' / 'dit'}"])):
+    workdir = tmp_path / f"stage{stage}"
+    run([sys.executable, str(ROOT / "train.py"), f"--config=configs/stage{stage}.py:animate2-tiny",
+         f"--workdir={workdir}", *common, *extra], env)
+    losses = [loss for _, loss in read_scalars(workdir / "tensorboard")["loss"]]
+    assert len(losses) == 4 and losses[-1] < 0.9 * losses[0], (stage, losses)
+    info = read_info(workdir / "bundle")
+    assert (info.layout, info.stage, info.preset) == ("animate2", "pose" if stage == 1 else "rgb", "base")
