@@ -10,16 +10,21 @@ sharding it chose, the FLOPs of one step and the MFU a given step time would imp
   pip install -e '.[tpu]'    # libtpu, the TPU compiler; one libtpu process at a time
   python benchmarks/scaling.py train --model 14b --chips v5p-8,v5p-64,v5p-256 --resolution 480p --trainable full
   python benchmarks/scaling.py train --model 14b --chips v5e-64 --resolution 720p --trainable lora
+  python benchmarks/scaling.py train --model animate2 --chips v5p-1,v5p-8,v5p-16,v5p-32,v5p-64,v6e-8,v6e-64 --trainable full
   python benchmarks/scaling.py sample --model 1.3b,14b --resolution 480p
   python benchmarks/scaling.py sample --model 14b --layout animate2 --resolution 480p,720p,800x640 --chips v5p-1,v5p-8,v6e-8
   python benchmarks/scaling.py train --model 1.3b --chips gpu-1   # on a GPU machine: compiled, run and timed
   python benchmarks/scaling.py report --json results.jsonl   # tables of every row the runs appended
 
 Training (`configs/stage1.py:<model>`: bf16 compute, full rematerialisation per block, the in-context
-canvas with the video width doubled, 36 input channels, the CLIP branch for 14B): `--trainable lora`
+canvas with the video width doubled, 36 input channels, the CLIP branch for 14B; `--model animate2`:
+Wan-Animate-2-14B's step, the driving pass and the generation pass with its leading reference frame
+in one differentiable function, both sequence-parallel): `--trainable lora`
 is the paper's recipe as configured (bf16 base frozen, rank-256 fp32 LoRA on the FFNs, AdamW state
 for the adapters only); `--trainable full` trains every weight (fp32 master weights and AdamW
-moments). One sample per data x fsdp group (global batch = chips / context). Sampling: bf16
+moments). One sample per data x fsdp group (global batch = chips / (context x tensor)); a one-chip
+v5p compile (95 GiB) stands in for one GPU and an 8-chip one for an 8-GPU node, so the table says
+whether the same step fits 80 GB and 141 GB GPUs. Sampling: bf16
 weights (adapters merged), one DiT evaluation of the CFG batch (cond + uncond = 2), compiled for
 TPU slices (default one v5p chip, 95 GiB: the nearest compiler we can run here to one 80 GB or
 141 GB GPU, so its peak stands in for theirs; slices shard the weights and split the tokens over
@@ -85,9 +90,11 @@ class Chip:
 
 GPU_HBM_BYTES = 80e9  # an 80 GB H100 or A100: 74.5 GiB, leaving room for the CUDA context
 CHIPS = {
-    "v5p": Chip("v5:{}", "megacore", 95 * 2**30, 459e12, {1: "1x1x1", 4: "2x2x1", 8: "2x2x2", 64: "4x4x4", 256: "4x8x8"}),
+    "v5p": Chip("v5:{}", "megacore", 95 * 2**30, 459e12, {1: "1x1x1", 4: "2x2x1", 8: "2x2x2", 16: "2x2x4",
+                                                          32: "2x4x4", 64: "4x4x4", 256: "4x8x8"}),
     "v5e": Chip("v5e:{}", "default", 16 * 2**30, 197e12, {1: "1x1", 4: "2x2", 8: "2x4", 64: "8x8", 256: "16x16"}),
-    "v6e": Chip("v6e:{}", "default", 32 * 2**30, 918e12, {1: "1x1", 4: "2x2", 8: "2x4", 64: "8x8", 256: "16x16"}),
+    "v6e": Chip("v6e:{}", "default", 32 * 2**30, 918e12, {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8",
+                                                           64: "8x8", 256: "16x16"}),
     # The local GPUs, measured rather than compiled for (`--chips gpu-1`): an 80 GB H100 SXM.
     "gpu": Chip("", "", GPU_HBM_BYTES, 989e12, {n: f"local x{n}" for n in (1, 2, 4, 8)}),
 }
@@ -135,12 +142,17 @@ def topology_devices(chip: str, count: int):
   return topology.devices
 
 
-def choose_mesh(chips: int, heads: int, context: int | None) -> dict[str, int]:
-  """Context parallel over the largest divisor of the heads and the chips up to 8 (Ulysses needs
-  it to divide the heads; 8 chips is a host or a torus ring), fsdp over the rest."""
+def choose_mesh(chips: int, heads: int, context: int | None, tensor: int = 1) -> dict[str, int]:
+  """`tensor` chips split the heads and FFN width; context parallel over the largest divisor of the
+  heads left per chip and the chips up to 8 (Ulysses needs it to divide them; 8 chips is a host or a
+  torus ring); fsdp over the rest."""
+  if heads % tensor or chips % tensor:
+    raise ValueError(f"--tensor {tensor}: must divide the {heads} heads and the {chips} chips")
   if context is None:
-    context = max(c for c in range(1, 9) if heads % c == 0 and chips % c == 0)
-  return {"data": 1, "fsdp": chips // context, "context": context, "tensor": 1}
+    context = max(c for c in range(1, 9) if (heads // tensor) % c == 0 and (chips // tensor) % c == 0)
+  if chips % (context * tensor):
+    raise ValueError(f"--context {context} x --tensor {tensor} does not divide {chips} chips")
+  return {"data": 1, "fsdp": chips // (context * tensor), "context": context, "tensor": tensor}
 
 
 def canvas_latents(resolution: str, frames: int) -> tuple[int, int, int]:
@@ -163,20 +175,32 @@ def stage_config(size: str, trainable: str, *, layout: str | None = None, remat:
   return config
 
 
-def model_flops(config: DiTConfig, grid: tuple[int, int, int], batch: int, trainable: str) -> float:
-  """Analytic matmul FLOPs of one training step on the full canvas, no recomputation: forward, plus
-  backward for activations (x1) and, when training every weight, for weights (x1); LoRA adapters'
-  own FLOPs (rank << width) are left out."""
-  dim, ffn, layers = config.dim, config.ffn_dim, config.num_layers
-  tokens = math.prod(grid) // math.prod(config.patch_size)
+def model_flops(config: DiTConfig, grid: tuple[int, int, int], batch: int, trainable: str,
+                driving: tuple[int, int, int] | None = None) -> float:
+  """Analytic matmul FLOPs of one training step on latent `grid` (the canvas, or Animate-2's
+  generation stream), no recomputation: forward, plus backward for activations (x1) and, when
+  training every weight, for weights (x1); LoRA adapters' own FLOPs (rank << width) are left out.
+  With a `driving` grid (animate2) the driving pass runs too and generation frame j >= 1 also
+  attends to driving frame j - 1."""
+  dim, ffn, layers, patch = config.dim, config.ffn_dim, config.num_layers, math.prod(config.patch_size)
   text, image = TEXT_LEN, CLIP_TOKENS if config.image_dim else 0
-  weights_per_layer = (4 * tokens * dim * dim + 2 * tokens * dim * dim + 4 * (text + image) * dim * dim
-                       + 2 * tokens * dim * ffn)  # multiply-adds: self q k v o, cross q o, cross k v, FFN
-  scores_per_layer = 2 * tokens * tokens * dim + 2 * tokens * (text + image) * dim  # q.k and p.v
-  outside = (tokens * math.prod(config.patch_size) * (config.in_channels + config.out_channels) * dim
-             + text * (config.text_dim + dim) * dim + image * ((config.image_dim or 0) + dim) * (config.image_dim or 0))
-  forward = 2 * (layers * (weights_per_layer + scores_per_layer) + outside)
-  return (3 if trainable == "full" else 2) * batch * forward
+
+  def forward(tokens: int, pairs: int, channels_out: int) -> int:
+    """One pass of `tokens` queries, `pairs` query-key pairs of self-attention."""
+    weights_per_layer = (4 * tokens * dim * dim + 2 * tokens * dim * dim + 4 * (text + image) * dim * dim
+                         + 2 * tokens * dim * ffn)  # multiply-adds: self q k v o, cross q o, cross k v, FFN
+    scores_per_layer = 2 * pairs * dim + 2 * tokens * (text + image) * dim  # q.k and p.v
+    outside = (tokens * patch * (config.in_channels + channels_out) * dim + text * (config.text_dim + dim) * dim
+               + image * ((config.image_dim or 0) + dim) * (config.image_dim or 0))
+    return 2 * (layers * (weights_per_layer + scores_per_layer) + outside)
+
+  tokens = math.prod(grid) // patch
+  total = forward(tokens, tokens * tokens, config.out_channels)
+  if driving is not None:  # the driving pass computes no output of its own
+    driving_tokens, frame_tokens = math.prod(driving) // patch, tokens * config.patch_size[0] // grid[0]
+    frame_pairs = (tokens - frame_tokens) * frame_tokens
+    total += forward(driving_tokens, driving_tokens * driving_tokens, 0) + 2 * layers * 2 * frame_pairs * dim
+  return (3 if trainable == "full" else 2) * batch * total
 
 
 def traced_flops(jaxpr) -> float:
@@ -241,7 +265,7 @@ def plan_training(args, size: str, target: str, resolution: str) -> dict:
   devices = jax.devices("gpu")[:int(count)] if chip == "gpu" else topology_devices(chip, int(count))
   config = stage_config(size, args.trainable, layout=args.layout, remat=args.remat)
   model_cfg = DiTConfig.from_mapping(config.model)
-  mesh = choose_mesh(len(devices), model_cfg.num_heads, args.context)
+  mesh = choose_mesh(len(devices), model_cfg.num_heads, args.context, args.tensor)
   plan = make_plan(mesh, {**config.parallel, "sequence_parallel": args.sequence_parallel}, devices=devices)
   make_model = lambda: WanDiT(model_cfg, rngs=nnx.Rngs(0))
   optimizer = make_optimizer(config.optimizer)
@@ -249,13 +273,13 @@ def plan_training(args, size: str, target: str, resolution: str) -> dict:
   graphdef, abstract = abstract_train_state(make_model, optimizer, trainable)
   shardings = plan.param_shardings(abstract)
   state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-  grid = canvas_latents(resolution, args.frames)
-  batch_size = plan.axis_size("batch")
-  latents = lambda channels: jax.ShapeDtypeStruct((batch_size, *grid, channels), jnp.bfloat16)
-  batch = LatentBatch(target=latents(16), condition=latents(16), mask=latents(4),
-                      text=jax.ShapeDtypeStruct((batch_size, TEXT_LEN, model_cfg.text_dim), jnp.bfloat16),
-                      image=jax.ShapeDtypeStruct((batch_size, CLIP_TOKENS, model_cfg.image_dim), jnp.bfloat16)
-                      if model_cfg.image_dim else None)
+  if model_cfg.layout == "animate2":  # the generation stream (reference frame, then the clip), the driving clip
+    grids = sampling_grids("animate2", resolution, args.frames)
+    grid, driving_grid = grids.denoised, grids.driving
+  else:  # the whole canvas (motion_cache splits it inside the loss)
+    grid, driving_grid = canvas_latents(resolution, args.frames), None
+  batch = abstract_latent_batch(model_cfg, plan.axis_size("batch"), grid, driving_grid)
+  batch_size = batch.target.shape[0]
   batch_sharding = batch_shardings(batch, plan)
   batch = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), batch, batch_sharding)
   key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=plan.sharding(()))
@@ -264,13 +288,14 @@ def plan_training(args, size: str, target: str, resolution: str) -> dict:
   step = jit_train_step(graphdef, optimizer, plan, shardings, batch_sharding, loss_fn=loss_fn)
   start = time.perf_counter()
   traced = step.trace(state, batch, key)
+  tokens = lambda grid: math.prod(grid) // math.prod(model_cfg.patch_size)
   row = {"kind": "train", "model": size, "target": target, "resolution": resolution, "frames": args.frames,
-         "tokens": math.prod(grid) // 4, "trainable": args.trainable, "layout": model_cfg.layout, "remat": model_cfg.remat, "mesh": mesh,
+         "tokens": tokens(grid), "driving_tokens": driving_grid and tokens(driving_grid), "trainable": args.trainable, "layout": model_cfg.layout, "remat": model_cfg.remat, "mesh": mesh,
          "sequence_parallel": args.sequence_parallel, "global_batch": batch_size,
          "params": sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params) + jax.tree.leaves(abstract.frozen)),
          "trained_params": sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params)),
          "hbm_gib": CHIPS[chip].hbm_bytes / 2**30, "traced_flops": traced_flops(traced.jaxpr),
-         "model_flops": model_flops(model_cfg, grid, batch_size, args.trainable),
+         "model_flops": model_flops(model_cfg, grid, batch_size, args.trainable, driving_grid),
          "peak_flops": CHIPS[chip].peak_flops * len(devices),
          "ffn_sharding": {"/".join(map(str, path)): str(s.get_value().spec) for part in (shardings.params, shardings.frozen)
                           for path, s in nnx.to_flat_state(part) if "ffn" in path}}
@@ -284,6 +309,20 @@ def plan_training(args, size: str, target: str, resolution: str) -> dict:
       row.update(measure_train_step(compiled, make_model, optimizer, trainable, shardings, batch, key.sharding))
   row["compile_s"] = time.perf_counter() - start
   return row
+
+
+def abstract_latent_batch(config: DiTConfig, batch: int, grid: tuple[int, int, int],
+                          driving: tuple[int, int, int] | None) -> LatentBatch:
+  """A `LatentBatch` of abstract bf16 arrays: `batch` samples on latent `grid` (F, H, W) and, for
+  animate2, a driving clip on the `driving` grid with its own prompt and CLIP tokens."""
+  abstract = lambda *shape: jax.ShapeDtypeStruct((batch, *shape), jnp.bfloat16)
+  text = lambda: abstract(TEXT_LEN, config.text_dim)
+  image = lambda: abstract(CLIP_TOKENS, config.image_dim) if config.image_dim else None
+  latents = LatentBatch(target=abstract(*grid, 16), condition=abstract(*grid, 16), mask=abstract(*grid, 4),
+                        text=text(), image=image())
+  if driving is None:
+    return latents
+  return dataclasses.replace(latents, driving=abstract(*driving, 16), driving_text=text(), driving_image=image())
 
 
 def measure_train_step(compiled, make_model, optimizer, trainable, shardings, batch, key_sharding) -> dict:
@@ -455,10 +494,19 @@ def measure_sampling(config: DiTConfig, param_sharding, drive, drive_inputs, ste
   return {**seconds, "step_peak_bytes": peak, "driving_peak_bytes": peak if cache is not None else None}
 
 
+def gpu_fits(peak_bytes: float, fits: bool) -> list[str]:
+  """Whether a program of `peak_bytes` per device fits each of GPUS: "yes?" where the TPU compiler
+  refused its 95 GiB and said it needs at least `peak_bytes`, less than that GPU has."""
+  return [f"{name} GPU: {'no' if peak_bytes > size else 'yes' if fits else 'yes?'}" for name, size in GPUS.items()]
+
+
 def train_table(rows: list[dict], step_time: float) -> str:
-  lines = [f"| model | slice (chips) | video | tokens | trains | mesh (fsdp x context), attention | batch | peak GiB/chip (HBM) | fits "
-           f"| model PFLOP/step | traced PFLOP/step | MFU at {step_time:g} s/step | s/step at 40% MFU | measured s/step (MFU) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  """One line per (model, slice, video, trainable); v5p rows also say whether as many 80 GB and
+  141 GB GPUs hold the same step (the v5p compile standing in for them)."""
+  lines = [f"| model | slice (chips) | video | tokens (+ driving) | trains | mesh (fsdp x context x tensor), attention "
+           f"| batch | peak GiB/chip (HBM) | fits | as many GPUs | model PFLOP/step | traced PFLOP/step "
+           f"| MFU at {step_time:g} s/step | s/step at 40% MFU | measured s/step (MFU) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for row in rows:
     peak = "?" if row.get("peak_bytes") is None else f"{'>' if not row['fits'] else ''}{row['peak_bytes'] / 2**30:.1f}"
     mfu = row["model_flops"] / (step_time * row["peak_flops"])
@@ -466,10 +514,12 @@ def train_table(rows: list[dict], step_time: float) -> str:
     trains += f", remat {row['remat']}" if row.get("remat", "full") != "full" else ""
     trains += ", motion_cache" if row.get("layout") == "motion_cache" else ""
     chip, count = row["target"].split("-")
-    lines.append(f"| {row['model']} | {chip} {CHIPS[chip].shapes[int(count)]} ({count}) | {row['resolution']} x {row['frames']} | {row['tokens']:,} | "
-                 f"{trains} | {row['mesh']['fsdp']} x {row['mesh']['context']} {row['sequence_parallel']} | "
-                 f"{row['global_batch']} | "
-                 f"{peak} ({row['hbm_gib']:.0f}) | {'yes' if row['fits'] else 'no'} | "
+    tokens = f"{row['tokens']:,}" + (f" + {row['driving_tokens']:,}" if row.get("driving_tokens") else "")
+    mesh = " x ".join(str(row["mesh"].get(axis, 1)) for axis in ("fsdp", "context", "tensor"))
+    gpus = ", ".join(gpu_fits(row["peak_bytes"], row["fits"])) if chip == "v5p" and row.get("peak_bytes") else ""
+    lines.append(f"| {row['model']} | {chip} {CHIPS[chip].shapes[int(count)]} ({count}) | {row['resolution']} x {row['frames']} | {tokens} | "
+                 f"{trains} | {mesh} {row['sequence_parallel']} | {row['global_batch']} | "
+                 f"{peak} ({row['hbm_gib']:.0f}) | {'yes' if row['fits'] else 'no'} | {gpus} | "
                  f"{row['model_flops'] / 1e15:.1f} | {row['traced_flops'] / 1e15:.1f} | {100 * mfu:.0f}% | "
                  f"{row['model_flops'] / (0.4 * row['peak_flops']):.1f} | {measured(row)} |")
   return "\n".join(lines)
@@ -503,8 +553,7 @@ def sample_table(rows: list[dict]) -> str:
     if row.get("hbm_bytes"):
       fits.append(f"{row['target'].split('-')[0]} {row['hbm_bytes'] / 2**30:.0f} GiB: {'yes' if row['fits'] else 'no'}")
     if row.get("mesh", {}).get("context", 1) == 1 and row.get("peak_bytes") is not None:
-      fits += [f"{name} GPU: {'no' if row['peak_bytes'] > size else 'yes' if row['fits'] else 'yes?'}"
-               for name, size in GPUS.items()]
+      fits += gpu_fits(row["peak_bytes"], row["fits"])
     driving = row.get("driving_tokens")
     step_peak = row.get("step_peak_bytes", row.get("peak_bytes"))
     seconds = ", ".join(f"{row[key]:.2f}" for key in ("driving_s", "step_s", "call_s") if row.get(key) is not None)
@@ -520,7 +569,8 @@ def sample_table(rows: list[dict]) -> str:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("kind", choices=["train", "sample", "report"], help="report: tables of the rows in --json")
-  parser.add_argument("--model", default="14b", help="comma-separated sizes of configs/stage1.py: " + ", ".join(stage1.SIZES))
+  parser.add_argument("--model", default="14b", help="comma-separated sizes of configs/stage1.py: "
+                      + ", ".join(stage1.SIZES) + " (animate2: Wan-Animate-2-14B's step)")
   parser.add_argument("--chips", default=None,
                       help="TPU slices as <generation>-<chips>, e.g. v5p-64,v5e-256,v6e-8 (chips, not GCP's v5p "
                            "TensorCore count: 8 v5p chips are GCP's v5p-16); train: gpu-N: N local GPUs, the step "
@@ -535,6 +585,7 @@ def main() -> None:
   parser.add_argument("--remat", choices=["none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"],
                       default=None, help="model.remat of the training step (default: the config's, full)")
   parser.add_argument("--context", type=int, default=None, help="context-parallel size (default: see choose_mesh)")
+  parser.add_argument("--tensor", type=int, default=1, help="train: tensor-parallel size (heads and FFN width)")
   parser.add_argument("--sequence-parallel", choices=["ulysses", "ring"], default="ulysses")
   parser.add_argument("--step-time", type=float, default=30.0, help="seconds per step for the MFU column")
   parser.add_argument("--platform", choices=["tpu", "cpu", "gpu"], default="tpu",
