@@ -1,4 +1,4 @@
-r"""Animate a reference image with a driving video (DreamActor-M2 on Wan2.1; dreamactor_jax/pipeline.py).
+r"""Animate a reference image with a driving video (DreamActor-M2 on Wan2.1; dreamactor_jax/sampling/animate.py).
 
   python sample.py          # the demo: assets/demo/model, assets/demo/reference.png, assets/demo/driving.mp4
   python sample.py --checkpoint ckpt/stage2 --reference me.png --driving dance.mp4 --prompt "a robot dancing" \
@@ -7,7 +7,7 @@ r"""Animate a reference image with a driving video (DreamActor-M2 on Wan2.1; dre
 
 Writes <output> (mp4 at the driving video's fps), <output>_preview.mp4 (reference | driving | result
 side by side) and <output>_sheet.png (frames of that preview, top to bottom). Settings come from
-configs/base.py, then the checkpoint's animation.json (its training settings), then --config.*
+dreamactor_jax/configs/base.py, then the checkpoint's animation.json (its training settings), then --config.*
 overrides, then the flags below. Errors print one `error: ...` line and exit with status 2.
 """
 
@@ -20,21 +20,21 @@ import jax
 from absl import flags
 
 from dreamactor_jax import cli, media, parallel
-from dreamactor_jax.bundle import BundleInfo, load_bundle, read_info
-from dreamactor_jax.pipeline import AnimateOptions, animate, fit_inputs
+from dreamactor_jax.sampling.bundle import BundleInfo, load_bundle, read_info
+from dreamactor_jax.sampling.animate import AnimateOptions, animate, fit_inputs
 
 ROOT = Path(__file__).resolve().parent
 DEMO = Path("assets/demo")
 
 FLAGS = flags.FlagValues()
 _CONFIG = cli.define_config(
-    FLAGS, str(ROOT / "configs/base.py"),
+    FLAGS, str(ROOT / "dreamactor_jax/configs/base.py"),
     "Config file; its `animation` and `sampling` sections apply, below the checkpoint's animation.json, e.g. "
     "--config.sampling.shift=5 or --config.animation.segment_frames=41.")
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", str(DEMO / "model"),
     "Sampling checkpoint: a bundle folder (animation.json, dit/, vae/, optional clip/, umt5/ + tokenizer/, "
-    "prompts.safetensors; format in dreamactor_jax/bundle.py).", flag_values=FLAGS)
+    "prompts.safetensors; format in dreamactor_jax/sampling/bundle.py).", flag_values=FLAGS)
 _REFERENCE = flags.DEFINE_string(
     "reference", str(DEMO / "reference.png"),
     "Reference image of the character (png/jpg/webp/bmp). Any size or aspect: it is fitted inside the video "

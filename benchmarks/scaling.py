@@ -1,6 +1,6 @@
 """Scaling planner: which TPU slice (or GPU) fits a training or sampling configuration, before renting it.
 
-Compiles the real sharded training step of a stage config (`configs/stage1.py`: the in-context
+Compiles the real sharded training step of a stage config (`dreamactor_jax/configs/stage1.py`: the in-context
 objective of `training/objective.py`, the optimizer of `training/optimizer.py`, through
 `training/step.py` with the mesh, rules and sequence-parallel attention of `parallel/`) ahead of
 time for a TPU topology, using only abstract shapes (no arrays, no TPU: libtpu's compiler runs on any Linux
@@ -16,7 +16,7 @@ sharding it chose, the FLOPs of one step and the MFU a given step time would imp
   python benchmarks/scaling.py train --model 1.3b --chips gpu-1   # on a GPU machine: compiled, run and timed
   python benchmarks/scaling.py report --json results.jsonl   # tables of every row the runs appended
 
-Training (`configs/stage1.py:<model>`: bf16 compute, full rematerialisation per block, the in-context
+Training (`dreamactor_jax/configs/stage1.py:<model>`: bf16 compute, full rematerialisation per block, the in-context
 canvas with the video width doubled, 36 input channels, the CLIP branch for 14B; `--model animate2`:
 Wan-Animate-2-14B's step, the driving pass and the generation pass with its leading reference frame
 in one differentiable function, both sequence-parallel): `--trainable lora`
@@ -66,7 +66,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from configs import stage1  # noqa: E402
+from dreamactor_jax.configs import stage1  # noqa: E402
 from dreamactor_jax.models import DiTConfig, WanDiT  # noqa: E402
 from dreamactor_jax.models.dit import TEXT_LEN  # noqa: E402
 from dreamactor_jax.parallel import make_plan  # noqa: E402
@@ -162,12 +162,12 @@ def canvas_latents(resolution: str, frames: int) -> tuple[int, int, int]:
 
 
 def stage_config(size: str, trainable: str, *, layout: str | None = None, remat: str | None = None):
-  """`configs/stage1.py:<size>` for `trainable` "lora" (as configured) or "full" (no adapters, fp32 weights)."""
+  """`dreamactor_jax/configs/stage1.py:<size>` for `trainable` "lora" (as configured) or "full" (no adapters, fp32 weights)."""
   config = stage1.get_config(size)
   if trainable == "full":
     config.model.update(lora_rank=0, param_dtype="float32")
   elif not config.model.lora_rank:
-    raise ValueError(f"--trainable lora: configs/stage1.py:{size} has no LoRA (model.lora_rank=0)")
+    raise ValueError(f"--trainable lora: dreamactor_jax/configs/stage1.py:{size} has no LoRA (model.lora_rank=0)")
   if layout:
     config.model.layout = layout
   if remat:
@@ -569,7 +569,7 @@ def sample_table(rows: list[dict]) -> str:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("kind", choices=["train", "sample", "report"], help="report: tables of the rows in --json")
-  parser.add_argument("--model", default="14b", help="comma-separated sizes of configs/stage1.py: "
+  parser.add_argument("--model", default="14b", help="comma-separated sizes of dreamactor_jax/configs/stage1.py: "
                       + ", ".join(stage1.SIZES) + " (animate2: Wan-Animate-2-14B's step)")
   parser.add_argument("--chips", default=None,
                       help="TPU slices as <generation>-<chips>, e.g. v5p-64,v5e-256,v6e-8 (chips, not GCP's v5p "

@@ -5,7 +5,7 @@ A tool defines its flags in a `FlagValues` of its own (so tools imported side by
 collide), and its `main(argv)` is `cli.run(body, FLAGS, argv, doc=__doc__)`:
 
     FLAGS = flags.FlagValues()
-    _CONFIG = cli.define_config(FLAGS, "configs/base.py", "what its sections mean here")
+    _CONFIG = cli.define_config(FLAGS, "dreamactor_jax/configs/base.py", "what its sections mean here")
     _OUT = flags.DEFINE_string("out", None, "where the result goes", flag_values=FLAGS, required=True)
 
 - `--help` prints the tool's docstring and every flag with its help and default.

@@ -8,7 +8,7 @@
 2. codec: no pretrained VAE fits this budget, and a Wan VAE narrow enough to train here draws
    characters as blurs, so a linear patch codec (`models/patch_codec.py`) is fit to the training
    canvases (`training/codec.py`): same latent layout, 4x space and 4x time.
-3. stage 1: `train.py`'s loop with `configs/demo.py:stage1` (pose-driven, PAPER.md 3).
+3. stage 1: `train.py`'s loop with `dreamactor_jax/configs/demo.py:stage1` (pose-driven, PAPER.md 3).
 4. bootstrap: the stage-1 model animates other identities with each humanoid clip's skeleton
    (PAPER.md 4), plus colour-augmented self pairs of the characters without keypoints.
 5. stage 2: RGB-driven, from stage 1's weights (PAPER.md 5), in the full layout and in the
@@ -36,10 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from configs import demo as demo_config
+from dreamactor_jax.configs import demo as demo_config
 from dreamactor_jax import cli, media
 from dreamactor_jax.bootstrap import BootstrapConfig, run_bootstrap
-from dreamactor_jax.bundle import load_bundle
+from dreamactor_jax.sampling.bundle import load_bundle
 from dreamactor_jax.checkpoints import save_model
 from dreamactor_jax.checkpoints.model_state import model_params
 from dreamactor_jax.conditioning import decode_latents, encode_video
@@ -48,7 +48,7 @@ from dreamactor_jax.data import augment, synthetic
 from dreamactor_jax.data.skeleton import render_pose
 from dreamactor_jax.evaluation import report, triplets
 from dreamactor_jax.models.patch_codec import PatchCodecConfig
-from dreamactor_jax.pipeline import animate
+from dreamactor_jax.sampling.animate import animate
 from dreamactor_jax.training import codec
 from dreamactor_jax.training.loop import train
 
@@ -139,7 +139,7 @@ def fit_codec(workdir: Path, recipe: Recipe) -> None:
 
 
 def stage_config(name: str, workdir: Path, recipe: Recipe = Recipe(), **model):
-  """`configs/demo.py:<stage>` with this run's paths and step counts."""
+  """`dreamactor_jax/configs/demo.py:<stage>` with this run's paths and step counts."""
   config = demo_config.get_config("stage1" if name == "stage1" else "stage2")
   config.init.vae = str(workdir / "codec")
   config.data.stage1_dir = str(workdir / "data")

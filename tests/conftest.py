@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # configs/ and benchmarks/ live at the repo root
+sys.path.insert(0, str(ROOT))  # train.py, sample.py and benchmarks/ live at the repo root
 
 # Fixtures of sub-folders live in plugin modules, not in more conftest.py files: test modules import
 # helpers with `from conftest import ...`, which must always mean this file.

@@ -14,7 +14,7 @@ DOC = """A tool that reads a frame size and a count."""
 
 def make_tool(body):
   values = flags.FlagValues()
-  config = cli.define_config(values, "configs/base.py", "The config.")
+  config = cli.define_config(values, "dreamactor_jax/configs/base.py", "The config.")
   size = cli.define_size("size", None, "Frame size HxW.", values)
   count = flags.DEFINE_integer("count", 1, "How many.", lower_bound=1, flag_values=values)
   rate = flags.DEFINE_float("rate", None, "A rate.", flag_values=values)
@@ -56,7 +56,7 @@ def test_help_lists_every_flag(capsys):
     (["--colour=red"], "Unknown command line flag 'colour'"),
     (["--config.sampling.nope=1"], "--config.sampling.nope: the config has no such field"),
     (["--config.sampling.shift=abc"], "--config.sampling.shift=abc: could not convert string to float"),
-    (["--config=configs/stage1.py:huge"], "--config=configs/stage1.py:huge: ValueError: unknown size 'huge'"),
+    (["--config=dreamactor_jax/configs/stage1.py:huge"], "--config=dreamactor_jax/configs/stage1.py:huge: ValueError: unknown size 'huge'"),
     (["--config=missing.py"], r"--config: \[Errno 2\] No such file or directory: 'missing.py'"),
     (["stray"], "stray: unexpected arguments"),
 ])
@@ -95,7 +95,7 @@ def test_a_bug_keeps_its_traceback():
     ("--config.init.vae=/nonexistent/vae", "/nonexistent/vae"),
 ])
 def test_train_refuses_bad_settings_in_one_line(override, message, tmp_path, capsys):
-  assert train.main([f"--workdir={tmp_path / 'run'}", "--config=configs/stage1.py:tiny", override]) == 2
+  assert train.main([f"--workdir={tmp_path / 'run'}", "--config=dreamactor_jax/configs/stage1.py:tiny", override]) == 2
   assert re.search(message, one_error_line(capsys))
 
 
@@ -107,6 +107,6 @@ def test_train_requires_a_workdir(capsys):
 def test_train_refuses_a_checkpoint_folder_it_cannot_write(tmp_path, capsys):
   (tmp_path / "run").mkdir()
   (tmp_path / "run" / "checkpoints").symlink_to("/proc/1")  # unwritable even for root
-  assert train.main([f"--workdir={tmp_path / 'run'}", "--config=configs/stage1.py:tiny"]) == 2
+  assert train.main([f"--workdir={tmp_path / 'run'}", "--config=dreamactor_jax/configs/stage1.py:tiny"]) == 2
   assert one_error_line(capsys) == (f"error: {tmp_path / 'run' / 'checkpoints'}: cannot write checkpoints here "
                                     "(No such file or directory)")

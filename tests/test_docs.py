@@ -282,7 +282,7 @@ def resolve(node: ast.AST, names: dict) -> object:
 
 def is_ours(obj: object) -> bool:
   module = obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", "") or ""
-  return module.split(".")[0] in ("dreamactor_jax", "configs")
+  return module.split(".")[0] == "dreamactor_jax"
 
 
 def snippet_problems(source: str, names: dict) -> list[str]:

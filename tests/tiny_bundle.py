@@ -1,5 +1,5 @@
 """Tiny random animation models (numpy-filled, nothing compiled) and a bundle of them, for the
-pipeline and sample.py tests. Sizes are unequal so a swapped axis fails: a 32 x 48 video (canvas
+sampling and sample.py tests. Sizes are unequal so a swapped axis fails: a 32 x 48 video (canvas
 latents 4 x 12, tokens 2 x 6 per frame), 3 heads of 16, text [7, 20], CLIP 5 tokens of 8."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
-from configs import base
+from dreamactor_jax.configs import base
 from conftest import numpy_random_model
-from dreamactor_jax.bundle import BundleInfo, save_bundle
+from dreamactor_jax.sampling.bundle import BundleInfo, save_bundle
 from dreamactor_jax.models import CLIPVisionConfig, CLIPVisionEncoder, DiTConfig, VAEConfig, WanDiT, WanVAE
-from dreamactor_jax.pipeline import AnimateOptions, Models, TextEmbedder
+from dreamactor_jax.sampling.animate import AnimateOptions, Models, TextEmbedder
 
 SIZE = (32, 48)
 TEXT_LEN, TEXT_DIM = 7, 20

@@ -64,7 +64,7 @@ DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, zlib.error)
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  """The `config.data` section (configs/base.py explains each field)."""
+  """The `config.data` section (dreamactor_jax/configs/base.py explains each field)."""
 
   stage1_dir: str = ""
   stage2_dir: str = ""

@@ -55,7 +55,7 @@ TEXT_LEN = 512
 
 @dataclasses.dataclass(frozen=True)
 class DiTConfig(ModelConfig):
-  """Architecture and numerics of the DiT. Sizes of the released models: configs/base.py."""
+  """Architecture and numerics of the DiT. Sizes of the released models: dreamactor_jax/configs/base.py."""
 
   dim: int = 1536
   num_heads: int = 12

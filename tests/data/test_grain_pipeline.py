@@ -188,7 +188,7 @@ def test_bad_records_are_replaced_counted_and_warned(tmp_path, caplog):
 
 
 def test_config_errors_name_the_field(stage1_data):
-  from configs.base import get_config
+  from dreamactor_jax.configs.base import get_config
 
   assert DataConfig.from_config(get_config("tiny").data).buckets == ((64, 64), (48, 80), (80, 48))
   with pytest.raises(ValueError, match="data.num_frames=8; expected 1 \\+ 4k"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import base
+from dreamactor_jax.configs import base
 from conftest import assert_close, make_torch_dit, run_jax_dit, run_torch_dit, save_torch_dit, torch_dit_inputs
 from dreamactor_jax.checkpoints.model_state import model_params
 from dreamactor_jax.convert import load_torch_dit

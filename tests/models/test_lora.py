@@ -9,7 +9,7 @@ import optax
 import pytest
 from flax import nnx
 
-from configs import base
+from dreamactor_jax.configs import base
 from conftest import assert_close, numpy_random_model
 from dreamactor_jax.checkpoints.model_state import model_params
 from dreamactor_jax.models import DiTConfig, WanDiT

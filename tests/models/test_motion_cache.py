@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import base
+from dreamactor_jax.configs import base
 from conftest import assert_close, numpy_random_model
 from dreamactor_jax.models import DiTConfig, WanDiT, attention
 from dreamactor_jax.models import dit as dit_module

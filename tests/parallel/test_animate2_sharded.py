@@ -12,7 +12,7 @@ import optax
 import pytest
 from flax import nnx
 
-from configs import base
+from dreamactor_jax.configs import base
 from dreamactor_jax.models import DiTConfig, WanDiT, attention
 from dreamactor_jax.models.attention import frame_aligned_attention
 from dreamactor_jax.parallel import make_plan

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from configs import base
+from dreamactor_jax.configs import base
 from dreamactor_jax.models import DiTConfig, WanDiT
 from dreamactor_jax.parallel import make_plan
 from dreamactor_jax.training.checkpointing import Checkpointer, abstract_like

@@ -12,7 +12,7 @@ import optax
 import pytest
 from flax import nnx
 
-from configs import base
+from dreamactor_jax.configs import base
 from dreamactor_jax.models import DiTConfig, WanDiT
 from dreamactor_jax.parallel import make_plan
 from dreamactor_jax.training.latent_batch import LatentBatch

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from flax import nnx
 
-from configs import base
+from dreamactor_jax.configs import base
 from dreamactor_jax.models import DiTConfig, WanDiT
 from dreamactor_jax.parallel import make_plan
 
@@ -23,7 +23,7 @@ def _check_spec_listing():
   plan = make_plan(MESH, config.parallel)
   abstract = nnx.state(nnx.eval_shape(lambda: WanDiT(model_config, rngs=nnx.Rngs(0))))
   shardings = dict(nnx.to_flat_state(plan.param_shardings(abstract)))
-  lines = [f"# tiny DiT (configs/base.py:tiny, in_channels 36, image_dim 24) on mesh {MESH}",
+  lines = [f"# tiny DiT (dreamactor_jax/configs/base.py:tiny, in_channels 36, image_dim 24) on mesh {MESH}",
            "# path | shape | logical axes | mesh spec"]
   for path, variable in nnx.to_flat_state(abstract):
     names = variable.get_metadata().get("out_sharding")

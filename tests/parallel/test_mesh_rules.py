@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType, PartitionSpec as P
 
-from configs import base
+from dreamactor_jax.configs import base
 from dreamactor_jax.parallel import constrain, global_batch, make_mesh, make_plan, mesh_shape
 from dreamactor_jax.parallel.mesh import launched_process_count
 from dreamactor_jax.parallel.rules import ACTIVATION_AXES, WEIGHT_AXES, rules_from_config
@@ -42,7 +42,7 @@ def test_launched_process_count():
 
 def test_config_rules_name_every_logical_axis():
   # The one table covers exactly the logical names models use, for every config file.
-  from configs import stage1, stage2
+  from dreamactor_jax.configs import stage1, stage2
 
   for config in (base.get_config("tiny"), stage1.get_config("14b"), stage2.get_config("14b")):
     assert sorted(config.parallel.rules) == sorted(WEIGHT_AXES + ACTIVATION_AXES)

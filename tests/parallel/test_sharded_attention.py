@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import base
+from dreamactor_jax.configs import base
 from dreamactor_jax.models import attention
 from dreamactor_jax.parallel import make_plan
 

@@ -1,13 +1,13 @@
-"""Sharded sampling: `pipeline.animate` with a plan (weights sharded, the canvas's tokens split over
+"""Sharded sampling: `sampling.animate.animate` with a plan (weights sharded, the canvas's tokens split over
 8 simulated devices) gives the one-device video, in every attention layout and under CFG."""
 
 import dataclasses
 
 import numpy as np
 
-from configs import base
+from dreamactor_jax.configs import base
 from dreamactor_jax.parallel import make_plan
-from dreamactor_jax.pipeline import animate
+from dreamactor_jax.sampling.animate import animate
 
 
 def _check_sampling_matches_one_device(layout):

@@ -7,7 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
-from configs import base
+from dreamactor_jax.configs import base
 from conftest import numpy_random_model
 from dreamactor_jax import animation, diffusion
 from dreamactor_jax.models import DiTConfig, WanDiT

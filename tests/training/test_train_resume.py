@@ -19,7 +19,7 @@ from flax import nnx
 
 from conftest import ROOT, numpy_random_model, read_scalars
 from dreamactor_jax import media
-from dreamactor_jax.bundle import read_info
+from dreamactor_jax.sampling.bundle import read_info
 from dreamactor_jax.checkpoints import save_model
 from dreamactor_jax.checkpoints.model_state import flatten, model_params
 from dreamactor_jax.data import write_stage2_dataset
@@ -38,7 +38,7 @@ def vae_folder(tmp_path_factory) -> Path:
 
 
 def train_command(workdir: Path, data: Path, vae: Path, size: str = "tiny") -> list[str]:
-  return [sys.executable, str(ROOT / "train.py"), f"--config=configs/stage1.py:{size}", f"--workdir={workdir}",
+  return [sys.executable, str(ROOT / "train.py"), f"--config=dreamactor_jax/configs/stage1.py:{size}", f"--workdir={workdir}",
           f"--config.init.vae={vae}", f"--config.data.stage1_dir={data}", f"--config.train.steps={STEPS}",
           "--config.train.log_every=2", "--config.train.ema_decay=0.9", "--config.train.grad_accum=2",
           "--config.train.continuation_prob=0.5", "--config.checkpoint.every=2", "--config.checkpoint.keep_last=10",
@@ -137,7 +137,7 @@ def test_animate2_trains_through_both_stages(tmp_path, stage1_data, vae_folder):
                        (2, [f"--config.data.stage2_dir={pairs}",
                             f"--config.init.dit={tmp_path / 'stage1' / 'bundle' / 'dit'}"])):
     workdir = tmp_path / f"stage{stage}"
-    run([sys.executable, str(ROOT / "train.py"), f"--config=configs/stage{stage}.py:animate2-tiny",
+    run([sys.executable, str(ROOT / "train.py"), f"--config=dreamactor_jax/configs/stage{stage}.py:animate2-tiny",
          f"--workdir={workdir}", *common, *extra], env)
     losses = [loss for _, loss in read_scalars(workdir / "tensorboard")["loss"]]
     assert len(losses) == 4 and losses[-1] < 0.9 * losses[0], (stage, losses)

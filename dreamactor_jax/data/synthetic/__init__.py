@@ -22,7 +22,7 @@ or motion can appear in a training folder.
 
 The training split writes the video-folder format of CONTRACTS.md (`<id>.mp4`, `<id>.json`,
 `<id>.pose.npz` when humanoids are present); the test split writes evaluation triplets (see
-`write_triplets`), scored by `python -m dreamactor_jax.evaluate`.
+`write_triplets`), scored by `python -m dreamactor_jax.evaluation`.
 
 Modules, in the order a clip is made: `world` (kinds, motion types, index ranges), `motions`,
 `identities`, `camera` (3D helpers and the canvas), `bodies` (each kind drawn from a pose), `render`,

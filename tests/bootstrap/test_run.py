@@ -15,8 +15,8 @@ from dreamactor_jax.data import synthetic as S
 from dreamactor_jax.data.build import build_dataset
 from dreamactor_jax.data.pose import PoseEstimator
 from dreamactor_jax.data.video import decode_jpeg, decode_jpegs
-from dreamactor_jax.training import pair_scores
-from dreamactor_jax.training.pairs import ClipPlan, read_clip
+from dreamactor_jax.bootstrap import scores as pair_scores
+from dreamactor_jax.bootstrap.pairs import ClipPlan, read_clip
 from tests.data.test_pose import simcc_model
 from tiny_bundle import tiny_models, write_tiny_bundle
 
@@ -130,7 +130,7 @@ def test_end_to_end(world, first_run):
       assert any((driving == clip["skeleton"]).all(axis=(1, 2, 3, 4)).any() for driving in calls)
       pose = pair_scores.pose_agreement(PoseEstimator(world / "pose.onnx"), candidate["driving"], clip["body"])
       assert json.loads(str(candidate["scores"]))["pose"] == pytest.approx(pose)
-    else:  # the clip itself under a colour map (tests/training/test_pairs.py)
+    else:  # the clip itself under a colour map (tests/bootstrap/test_pairs.py)
       assert not np.array_equal(candidate["driving"], clip["video"])
 
   config = DataConfig(stage2_dir=str(out), num_frames=5, buckets=(SIZE,), batch_size=4, num_workers=0, num_epochs=1,
@@ -154,7 +154,7 @@ def test_rerun_skips_finished_work_and_follows_new_thresholds(world, first_run, 
   rows = review_rows(out / "review.csv")
   assert {k for k, row in rows.items() if row["accept"] == "1"} == {k for k in rows if k.endswith("@self")}
   assert set(stage2_records(out)) == {k for k in rows if k.endswith("@self")}
-  # A larger K (a prefix-stable draw, tests/training/test_pairs.py) renders only pairs not done: none here, the
+  # A larger K (a prefix-stable draw, tests/bootstrap/test_pairs.py) renders only pairs not done: none here, the
   # humanoid has only 2 other identities.
   assert bootstrap.main(args(world, out, "--pairs-per-clip", "3", "--pose-model", str(world / "pose.onnx"))) == 0
   assert count_renders == []

@@ -1,7 +1,7 @@
 """The sampling checkpoint ("bundle"): one folder holding everything `sample.py --checkpoint` and
-`pipeline.animate` need, written by the trainer, or from converted models with `save_bundle` or
+`sampling.animate.animate` needs, written by the trainer, or from converted models with `save_bundle` or
 
-    python -m dreamactor_jax.bundle --out bundles/animate2 --dit ckpt/animate2 --vae ckpt/vae --clip ckpt/clip \
+    python -m dreamactor_jax.sampling.bundle --out bundles/animate2 --dit ckpt/animate2 --vae ckpt/vae --clip ckpt/clip \
         --umt5 ckpt/umt5 --tokenizer umt5-xxl/ --preset base            # Wan-Animate-2 (docs/animate2.md)
 
     <bundle>/animation.json        what sampling needs from training (below); written last
@@ -16,12 +16,12 @@ animation.json:
     {"format": 1,
      "stage": "pose" | "rgb",            stage 1 reads rendered skeleton videos, stage 2 any RGB video
      "layout": "full" | "motion_cache" | "animate2",  the DiT's layout (sampling's default)
-     "preset": "base" | "distilled",     animate2 only: pipeline.PRESETS' sections, below the two below
+     "preset": "base" | "distilled",     animate2 only: animate.PRESETS' sections, below the two below
      "fps": 16.0,                        frame rate of its training clips (after the frame stride)
      "size": [480, 832],                 the (H, W) it was trained at: sampling's default resolution
      "text": "umt5" | "cache" | "none",  where text comes from; none: zeros [text_len, text_dim], no prompt
      "text_len": 512,                    text tokens the DiT reads (zero-padded)
-     "animation": {...}, "sampling": {...}}   the configs/base.py sections it was trained with
+     "animation": {...}, "sampling": {...}}   the dreamactor_jax/configs/base.py sections it was trained with
 
 Every failure is one line naming the bundle and the missing or wrong part (`BundleError`).
 """
@@ -47,8 +47,8 @@ from dreamactor_jax.models.dit import TEXT_LEN, DiTConfig, WanDiT
 from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
 from dreamactor_jax.models.lora import merge_lora, rebuild
 from dreamactor_jax.models.text_encoder import UMT5Config, UMT5Encoder, encode_prompts, load_tokenizer
-from dreamactor_jax.pipeline import LAYOUTS, PRESETS, AnimateOptions, Layout, Models, TextEmbedder
-from dreamactor_jax.prompt_cache import PromptCache
+from dreamactor_jax.sampling.animate import LAYOUTS, PRESETS, AnimateOptions, Layout, Models, TextEmbedder
+from dreamactor_jax.sampling.prompt_cache import PromptCache
 
 FORMAT = 1
 INFO_FILE = "animation.json"
@@ -136,7 +136,7 @@ def read_info(folder: str | os.PathLike) -> BundleInfo:
     bare = (folder / "config.json").is_file() and (folder / "params").is_dir()
     raise BundleError(f"checkpoint {folder} has no {INFO_FILE}" + (
         " (it is a bare model folder; a sampling checkpoint is a bundle: animation.json, dit/, vae/, ...; "
-        "see dreamactor_jax/bundle.py)" if bare else "; expected a bundle folder (animation.json, dit/, vae/, ...)"))
+        "see dreamactor_jax/sampling/bundle.py)" if bare else "; expected a bundle folder (animation.json, dit/, vae/, ...)"))
   try:
     values = json.loads(path.read_text())
     if not isinstance(values, dict):
@@ -182,7 +182,7 @@ def text_embedder(folder: str | os.PathLike, info: BundleInfo | None = None) -> 
 
 def load_bundle(folder: str | os.PathLike, *, lora: str | os.PathLike | None = None, dtype: str | None = None,
                 prompts: Sequence[str] = ()) -> Models:
-  """The models of a bundle, ready for `pipeline.animate`.
+  """The models of a bundle, ready for `animate.animate`.
 
   `prompts` are encoded first (UMT5 is loaded, used and freed before the DiT loads). `lora`: a
   `save_lora` folder applied to the bundle's DiT; adapters are merged for sampling. `dtype`
@@ -252,8 +252,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """`python -m dreamactor_jax.bundle`: a bundle from converted parts (module docstring)."""
-  parser = argparse.ArgumentParser(prog="python -m dreamactor_jax.bundle", description=__doc__,
+  """`python -m dreamactor_jax.sampling.bundle`: a bundle from converted parts (module docstring)."""
+  parser = argparse.ArgumentParser(prog="python -m dreamactor_jax.sampling.bundle", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", required=True, help="bundle folder to write (must not exist)")
   parser.add_argument("--dit", required=True, help="DiT folder (`convert dit` or training's save_model); its "
@@ -265,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--prompts", help="PromptCache file (prompt_cache.py): text 'cache' without --umt5, "
                       "read first with it; it must hold every prompt sampling uses")
   parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                      help="Wan-Animate-2 sampling preset (pipeline.PRESETS; default base): base 40 steps, "
+                      help="Wan-Animate-2 sampling preset (animate.PRESETS; default base): base 40 steps, "
                       "guidance 3; distilled 10 steps, no guidance")
   parser.add_argument("--stage", choices=["pose", "rgb"], default="rgb",
                       help="what drives it: rendered pose videos (stage 1) or any RGB video")

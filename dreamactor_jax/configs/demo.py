@@ -2,13 +2,13 @@
 the synthetic world (`dreamactor_jax/data/synthetic.py`), on a 2-core CPU in about an hour.
 
   python -m dreamactor_jax.demo --out assets/demo       # the whole recipe; it sets the paths below
-  python train.py --config=configs/demo.py:stage1 --workdir=runs/demo/stage1 --config.init.vae=... \\
+  python train.py --config=dreamactor_jax/configs/demo.py:stage1 --workdir=runs/demo/stage1 --config.init.vae=... \\
       --config.data.stage1_dir=...
 
 `arg`: stage1 (pose-driven) | stage2 (RGB-driven, from stage 1's weights).
 """
 
-from configs import stage1
+from dreamactor_jax.configs import stage1
 
 
 def get_config(arg: str = "stage1"):

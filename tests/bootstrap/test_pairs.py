@@ -1,10 +1,10 @@
-"""Clip plans and reference picks (training/pairs.py)."""
+"""Clip plans and reference picks (bootstrap/pairs.py)."""
 
 import numpy as np
 import pytest
 
 from dreamactor_jax import media
-from dreamactor_jax.training.pairs import (FolderReferences, PairError, ReferencePool, clip_stride, plan_clips,
+from dreamactor_jax.bootstrap.pairs import (FolderReferences, PairError, ReferencePool, clip_stride, plan_clips,
                                            record_identities)
 
 

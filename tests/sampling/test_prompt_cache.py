@@ -4,7 +4,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from dreamactor_jax.prompt_cache import MissingPromptError, PromptCache
+from dreamactor_jax.sampling.prompt_cache import MissingPromptError, PromptCache
 
 
 class FakeEncoder:

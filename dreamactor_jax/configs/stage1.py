@@ -1,9 +1,9 @@
 """Stage 1 (PAPER.md section 3): pose-driven animation, LoRA on the feed-forward layers of Wan.
 
-  python train.py --config=configs/stage1.py:1.3b --workdir=runs/stage1 \\
+  python train.py --config=dreamactor_jax/configs/stage1.py:1.3b --workdir=runs/stage1 \\
       --config.init.dit=ckpt/t2v-1.3b-wide --config.init.vae=ckpt/vae --config.init.prompt_cache=prompts.safetensors \\
       --config.data.stage1_dir=data/
-  python train.py --config=configs/stage1.py:tiny --workdir=runs/tiny1   # random tiny model, CPU
+  python train.py --config=dreamactor_jax/configs/stage1.py:tiny --workdir=runs/tiny1   # random tiny model, CPU
 
 `arg`: tiny | 1.3b (Wan2.1-T2V-1.3B widened to 36 input channels) | 14b (Wan2.1-I2V-14B) |
 animate2 (Wan-Animate-2-14B, `convert dit` of its weights) | animate2-tiny (a random tiny model in
@@ -12,7 +12,7 @@ rendered skeletons (stage 1) or another identity's clip (stage 2) are its drivin
 image its leading frame; the bundle they export samples with its `base` preset.
 """
 
-from configs import base
+from dreamactor_jax.configs import base
 
 SIZES = {"tiny": "tiny", "1.3b": "wan2.1-t2v-1.3b", "14b": "wan2.1-i2v-14b", "animate2": "wan2.1-i2v-14b",
          "animate2-tiny": "tiny"}
@@ -26,7 +26,7 @@ def get_config(arg: str = "1.3b"):
   config.model.in_channels = 36  # 16 noisy + 4 mask + 16 canvas latents (Wan I2V's input)
   config.model.lora_rank = 256  # PAPER.md 3: LoRA rank 256 on the feed-forward layers, base frozen
   if arg.startswith("animate2"):
-    from dreamactor_jax.pipeline import PRESETS  # the sampling the exported bundle's preset gives
+    from dreamactor_jax.sampling.animate import PRESETS  # the sampling the exported bundle's preset gives
 
     # ANIMATE2.md: the driving pass at timestep 1 (the layout has no start transition: never blanked)
     # blockwise attention: training differentiates the frame-aligned attention's log-sum-exp, which only

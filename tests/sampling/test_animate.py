@@ -1,4 +1,4 @@
-"""pipeline.animate on tiny random models: the output is the generated region, segments keep given
+"""sampling.animate on tiny random models: the output is the generated region, segments keep given
 frames, motion_cache and CFG batching call the DiT as designed, one compile per shape, error lines.
 
 Every run uses 5-frame segments of a 32 x 48 video, so the VAE compiles once for the module."""
@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from dreamactor_jax import animation, media, pipeline
+from dreamactor_jax import animation, media
+from dreamactor_jax.sampling import animate as animate_lib
 from dreamactor_jax.conditioning import decode_latents
-from dreamactor_jax.pipeline import AnimateOptions, animate, animate_batch, fit_driving, resolve_size
+from dreamactor_jax.sampling.animate import AnimateOptions, animate, animate_batch, fit_driving, resolve_size
 from tiny_bundle import OPTIONS, SIZE, tiny_models
 
 HEIGHT, WIDTH = SIZE
@@ -44,7 +45,7 @@ def flow_to_marked_condition(params, latents, timestep, context):
 
 
 class Recorder:
-  """Wraps a pipeline function: trace-time calls (shapes) and, with `runtime`, executed calls."""
+  """Wraps a sampling.animate function: trace-time calls (shapes) and, with `runtime`, executed calls."""
 
   def __init__(self, fn, runtime=False):
     self.fn, self.runtime, self.traced, self.executed = fn, runtime, [], 0
@@ -67,7 +68,7 @@ def test_output_is_the_generated_region(models, layout, region, frames, monkeypa
   either layout; "canvas": everywhere denoised), left half, after the lead-in: driving frames 40 x 56
   -> cover-cropped to 32 x 48, 1 s lead-in at 1 fps cut. 3 driving frames: 1 + 3 is not 1 + 4k, so
   the last driving frame is repeated once (the lead-in stays 1 frame) and cut from the output."""
-  monkeypatch.setattr(pipeline, "_velocity", flow_to_marked_condition)
+  monkeypatch.setattr(animate_lib, "_velocity", flow_to_marked_condition)
   references, driving = videos(0, 1, frames)
   options = dataclasses.replace(OPTIONS, sampler="euler", grid="euler", layout=layout, loss_region=region)
   out = animate(models, references[0], driving[0], fps=1.0, options=options)  # float timesteps: sigma = t / 1000
@@ -78,7 +79,7 @@ def test_output_is_the_generated_region(models, layout, region, frames, monkeypa
   reference = animation.fit_reference(references[0], HEIGHT, WIDTH)
   canvas = animation.build_canvas(motion, jnp.asarray(reference)[None, None])
   vae = nnx.split(models.vae)
-  latents = pipeline._encode_canvas(*vae, canvas)  # jit(conditioning.encode_canvas), compiled already
+  latents = animate_lib._encode_canvas(*vae, canvas)  # jit(conditioning.encode_canvas), compiled already
   generated = animation.generated_region(latents.mask)[..., None]  # [1, 2, 4, 12, 1]: left half of latent frame 1
   assert generated.sum() == 4 * 6
   marked = latents.condition + 0.5 * (generated if region == "generated" else 1.0)
@@ -102,16 +103,16 @@ def test_segments_keep_given_frames_and_compile_once(models, monkeypatch):
   """13 frames, no lead-in: 3 segments of 5 frames (given 1 each). The first 5 output frames equal a
   5-frame run (later segments never rewrite them), each later segment's given frame is the output frame
   before it, and the sampler traces once and runs steps x segments velocity calls."""
-  velocity = Recorder(pipeline._velocity, runtime=True)
-  monkeypatch.setattr(pipeline, "_velocity", velocity)
+  velocity = Recorder(animate_lib._velocity, runtime=True)
+  monkeypatch.setattr(animate_lib, "_velocity", velocity)
   first_left_frames = []
-  encode = pipeline._encode_canvas
+  encode = animate_lib._encode_canvas
 
   def recording_encode(graphdef, state, canvas):
     first_left_frames.append(np.asarray(canvas.video[0, 0, :, :WIDTH]))
     return encode(graphdef, state, canvas)
 
-  monkeypatch.setattr(pipeline, "_encode_canvas", recording_encode)
+  monkeypatch.setattr(animate_lib, "_encode_canvas", recording_encode)
   options = dataclasses.replace(OPTIONS, start_seconds=0.0)
   references, driving = videos(1, 1, 13)
   long = animate(models, references[0], driving[0], fps=8.0, options=options)
@@ -133,10 +134,10 @@ def test_layouts_and_cfg_batching(i2v_models, layout, monkeypatch):
   """Two references of other sizes, CLIP tokens, a prompt and a negative prompt: each step is one velocity
   call on [prompt; negative] (2B); motion_cache denoises the left half only, with the motion half encoded
   once per segment for both prompts."""
-  velocity = Recorder(pipeline._velocity, runtime=True)
-  motion = Recorder(pipeline._motion_cache)
-  monkeypatch.setattr(pipeline, "_velocity", velocity)
-  monkeypatch.setattr(pipeline, "_motion_cache", motion)
+  velocity = Recorder(animate_lib._velocity, runtime=True)
+  motion = Recorder(animate_lib._motion_cache)
+  monkeypatch.setattr(animate_lib, "_velocity", velocity)
+  monkeypatch.setattr(animate_lib, "_motion_cache", motion)
   options = dataclasses.replace(OPTIONS, layout=layout, negative_prompt="blurry")
   references, driving = videos(2, 2, 4)
   out = animate_batch(i2v_models, references, driving, ["a cat", "a dog"], fps=1.0, options=options)
@@ -161,8 +162,8 @@ def test_layouts_and_cfg_batching(i2v_models, layout, monkeypatch):
 
 
 def test_guidance_is_skipped_when_it_cannot_change_the_result(i2v_models, monkeypatch):
-  velocity = Recorder(pipeline._velocity)
-  monkeypatch.setattr(pipeline, "_velocity", velocity)
+  velocity = Recorder(animate_lib._velocity)
+  monkeypatch.setattr(animate_lib, "_velocity", velocity)
   references, driving = videos(3, 1, 4)
   for prompt, guidance in [("blurry", 4.0), ("a cat", 1.0)]:  # prompt = negative prompt; guidance 1
     options = dataclasses.replace(OPTIONS, negative_prompt="blurry", guidance=guidance, layout="motion_cache")
@@ -200,14 +201,14 @@ def test_errors(models):
     animate(models, references[0][:, :, :2], driving[0], fps=4.0)
   t2v = dataclasses.replace(models.dit.config, in_channels=16)
   with pytest.raises(ValueError, match=r"the model: checkpoint has in_channels=16; the canvas layout needs 36"):
-    pipeline.Models(dit=nnx.eval_shape(lambda: pipeline.WanDiT(t2v, rngs=nnx.Rngs(0))), vae=models.vae,
+    animate_lib.Models(dit=nnx.eval_shape(lambda: animate_lib.WanDiT(t2v, rngs=nnx.Rngs(0))), vae=models.vae,
                     text=models.text)
   with pytest.raises(ValueError, match="the DiT has image_dim=None; CLIP is needed exactly when it is set"):
-    pipeline.Models(dit=models.dit, vae=models.vae, text=models.text, clip=object())
+    animate_lib.Models(dit=models.dit, vae=models.vae, text=models.text, clip=object())
 
 
 def test_options_from_config_sections():
-  from configs import base
+  from dreamactor_jax.configs import base
 
   config = base.get_config("tiny")
   options = AnimateOptions.from_config(config.animation, config.sampling, steps=7)
@@ -216,16 +217,16 @@ def test_options_from_config_sections():
 
 def test_animate2_size_letterbox_and_prompts():
   """Wan-Animate-2: the target area in the reference's aspect (diffusers' rule), letterboxing on black."""
-  assert pipeline.area_size((800, 640), (1280, 720)) == (944, 528)  # a portrait 720p reference
-  assert pipeline.area_size((800, 640), (1080, 1920)) == (528, 944)  # its aspect from 1072 x 1920
-  assert pipeline.area_size((32, 48), (40, 56)) == (32, 48)
+  assert animate_lib.area_size((800, 640), (1280, 720)) == (944, 528)  # a portrait 720p reference
+  assert animate_lib.area_size((800, 640), (1080, 1920)) == (528, 944)  # its aspect from 1072 x 1920
+  assert animate_lib.area_size((32, 48), (40, 56)) == (32, 48)
   with pytest.raises(ValueError, match="reference image 10x40: Wan-Animate-2 needs at least 16 pixels on each side"):
-    pipeline.area_size((32, 48), (10, 40))
+    animate_lib.area_size((32, 48), (10, 40))
   frame = np.full((20, 60, 3), 200, np.uint8)  # wide: fitted 16 x 48, 8 black rows above and below
   out = fit_driving(frame[None], 32, 48, letterbox=True)
   assert out.shape == (1, 32, 48, 3)
   assert (out[0, :8] == 0).all() and (out[0, -8:] == 0).all() and (out[0, 8:24] == 200).all()
-  options = AnimateOptions(**{**pipeline.PRESETS["distilled"]["animation"], **pipeline.PRESETS["distilled"]["sampling"]},
+  options = AnimateOptions(**{**animate_lib.PRESETS["distilled"]["animation"], **animate_lib.PRESETS["distilled"]["sampling"]},
                            layout="animate2")
   assert (options.steps, options.guidance, options.grid, options.sampler) == (10, 1.0, "flowmatch", "euler")
   assert options.prompts("a cat") == ["a cat", "", "人物动作的参考视频"]
@@ -238,7 +239,7 @@ def test_animate2_errors(models):
   with pytest.raises(ValueError, match=r"the model: sampling layout 'animate2' does not fit its DiT \(layout 'full'\)"):
     animate_batch(models, references, driving, ["", ""], fps=4.0, options=animate2)
   with pytest.raises(ValueError, match="sampling layout 'full' does not fit its DiT"):
-    dit = nnx.eval_shape(lambda: pipeline.WanDiT(dataclasses.replace(models.dit.config, layout="animate2"),
+    dit = nnx.eval_shape(lambda: animate_lib.WanDiT(dataclasses.replace(models.dit.config, layout="animate2"),
                                                  rngs=nnx.Rngs(0)))
     animate_batch(dataclasses.replace(models, dit=dit), references, driving, ["", ""], fps=4.0)
   with pytest.raises(ValueError, match=r"the references' aspects give Wan-Animate-2 sizes \[\(32, 48\), \(48, 32\)\]"):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dreamactor_jax import media
-from dreamactor_jax.training.pair_scores import SCORES
+from dreamactor_jax.bootstrap.scores import SCORES
 
 COLUMNS = ("key", "video_id", "identity", "driving_identity", "reference", "self")
 TAIL = ("mean", "auto", "accept", "reviewed", "sheet")

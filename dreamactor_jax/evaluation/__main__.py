@@ -1,8 +1,8 @@
 """Scores animation results against ground truth, per character kind (issue 8).
 
   python -m dreamactor_jax.data.synthetic --out data/synth-test --split test --identities 12 --motions 8
-  python -m dreamactor_jax.evaluate --triplets data/synth-test --baseline copy-reference --out eval/
-  python -m dreamactor_jax.evaluate --triplets data/synth-test --results stage2=out/stage2 \\
+  python -m dreamactor_jax.evaluation --triplets data/synth-test --baseline copy-reference --out eval/
+  python -m dreamactor_jax.evaluation --triplets data/synth-test --results stage2=out/stage2 \\
       --results stage1=out/stage1 --baseline copy-reference --out eval/
 
 `--triplets` is a folder of (reference, driving, truth) triplets: the synthetic world's test split

@@ -7,12 +7,12 @@ driving = the rendered video of B).
       --pairs-per-clip 2 --batch-size 4 [--references refs/] [--pose-model dw-ll_ucoco_384.onnx]
   # look at pairs/sheets/*.png, set accept to 1/0 in pairs/review.csv, then
   python -m dreamactor_jax.bootstrap --out pairs/ --apply-review pairs/review.csv
-  python train.py --config=configs/stage2.py:1.3b --config.data.stage2_dir=pairs/ ...
+  python train.py --config=dreamactor_jax/configs/stage2.py:1.3b --config.data.stage2_dir=pairs/ ...
 
-For each clip with keypoints (one per record of `--data`, training/pairs.py says which frames),
+For each clip with keypoints (one per record of `--data`, bootstrap/pairs.py says which frames),
 K identities other than A's are drawn (`--references DIR`, else the dataset's own identities), and
-`pipeline.animate_batch` renders each reference with A's skeleton video, in batches of clips that
-share size and fps. Each result is scored (training/pair_scores.py: temporal consistency, CLIP or
+`sampling.animate.animate_batch` renders each reference with A's skeleton video, in batches of clips that
+share size and fps. Each result is scored (bootstrap/scores.py: temporal consistency, CLIP or
 colour appearance similarity to B's reference, pose agreement with `--pose-model`) and accepted
 when it clears the thresholds. `--self-pairs` adds each clip as its own colour-augmented driving
 video (for characters without keypoints, which the stage-1 model cannot render).
@@ -53,15 +53,16 @@ from tqdm import tqdm
 
 from dreamactor_jax import animation, cli, media
 from dreamactor_jax.cli import option, parse_size
-from dreamactor_jax.bundle import load_bundle, read_info
+from dreamactor_jax.sampling.bundle import load_bundle, read_info
 from dreamactor_jax.checkpoints.orbax_model import load_config, load_model
 from dreamactor_jax.data import (DataError, augment, open_stage2, open_videos, remove_stage2_records, stage2_key,
                                  staging, write_stage2_dataset, written_stage2_keys)
 from dreamactor_jax.models.dit import DiTConfig
 from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
-from dreamactor_jax.pipeline import animate_batch
-from dreamactor_jax.training import pair_scores, review
-from dreamactor_jax.training.pairs import (ClipData, ClipPlan, DatasetReferences, FolderReferences,
+from dreamactor_jax.sampling.animate import animate_batch
+from dreamactor_jax.bootstrap import review
+from dreamactor_jax.bootstrap.scores import DEFINITIONS, PairScorer, mean_score, parse_thresholds, passes
+from dreamactor_jax.bootstrap.pairs import (ClipData, ClipPlan, DatasetReferences, FolderReferences,
                                            Reference, augment_rng, plan_clips, read_clip,
                                            record_identities)
 
@@ -88,7 +89,7 @@ class BootstrapConfig:
   batch_size: int = option(1, help="Pairs per animate_batch call.")
   min_score: float = option(0.5, help="Accept pairs whose mean score (all scores lie in 0..1) is at least this.")
   thresholds: dict[str, float] = option(help="Per-score minimums, e.g. temporal=0.6,pose=0.5 (scores: temporal, "
-                                        "color or clip, pose).", parse=pair_scores.parse_thresholds,
+                                        "color or clip, pose).", parse=parse_thresholds,
                                         default_factory=dict)
   pose_model: str | None = option(None, help="DWPose/RTMPose SimCC .onnx file: adds the pose score (PCK against "
                                   "A's keypoints); needs onnxruntime (pip install '.[pose]').")
@@ -191,7 +192,7 @@ def _check_options(out: Path, config: BootstrapConfig) -> None:
                            "or the same options")
     return
   out.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(dict(options=options, scores=pair_scores.DEFINITIONS), indent=1))
+  path.write_text(json.dumps(dict(options=options, scores=DEFINITIONS), indent=1))
 
 
 def _clip_data(out: Path, source: staging.LazySource, clip: ClipPlan, config: BootstrapConfig) -> ClipData:
@@ -285,7 +286,7 @@ class _Renderer:
       from dreamactor_jax.data.pose import PoseEstimator
 
       pose = PoseEstimator(config.pose_model)
-    self.scorer = pair_scores.PairScorer(clip=clip, pose=pose, pose_threshold=config.pose_threshold)
+    self.scorer = PairScorer(clip=clip, pose=pose, pose_threshold=config.pose_threshold)
     self.groups: dict[tuple, list[_Job]] = {}
     self.rendered = 0
 
@@ -407,7 +408,7 @@ def _review_row(meta: dict, auto: bool, accept: bool, reviewed: bool) -> dict:
   scores = meta["scores"]
   return dict(key=meta["key"], video_id=meta["video_id"], identity=meta["identity"],
               driving_identity=meta["driving_identity"], reference=meta["reference"], self=int("self" in scores),
-              **{k: v for k, v in scores.items() if k != "self"}, mean=pair_scores.mean_score(scores),
+              **{k: v for k, v in scores.items() if k != "self"}, mean=mean_score(scores),
               auto=int(auto), accept=int(accept), reviewed=int(reviewed), sheet=f"sheets/{meta['path'].stem}.png")
 
 
@@ -421,7 +422,7 @@ def finalize_review(out: str | os.PathLike, *, thresholds: dict[str, float], min
   old = review.read_review(out / REVIEW_FILE) if (out / REVIEW_FILE).exists() else {}
   rows, accepted = [], set()
   for key, meta in metas.items():
-    auto = pair_scores.passes(meta["scores"], thresholds, min_score)
+    auto = passes(meta["scores"], thresholds, min_score)
     accept, reviewed = review.decision(old, key, auto)
     rows.append(_review_row(meta, auto, accept, reviewed))
     if accept:

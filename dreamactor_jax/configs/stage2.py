@@ -1,12 +1,12 @@
 """Stage 2 (PAPER.md section 5): RGB-driven animation from the bootstrap's pseudo pairs, warm-started
 from stage 1 (its adapters continue training; with full fine-tuning, point init.dit at stage 1's DiT).
 
-  python train.py --config=configs/stage2.py:1.3b --workdir=runs/stage2 \\
+  python train.py --config=dreamactor_jax/configs/stage2.py:1.3b --workdir=runs/stage2 \\
       --config.init.dit=ckpt/t2v-1.3b-wide --config.init.lora=runs/stage1/bundle/lora \\
       --config.init.vae=ckpt/vae --config.data.stage2_dir=pairs/
 """
 
-from configs import stage1
+from dreamactor_jax.configs import stage1
 
 
 def get_config(arg: str = "1.3b"):

@@ -82,7 +82,7 @@ from dreamactor_jax.models.image_encoder import CLIPVisionEncoder
 from dreamactor_jax.models.text_encoder import pad_prompt_embeddings
 from dreamactor_jax.models.patch_codec import Codec
 from dreamactor_jax.parallel import ShardingPlan
-from dreamactor_jax.prompt_cache import PromptCache
+from dreamactor_jax.sampling.prompt_cache import PromptCache
 
 SIZE_MULTIPLE = 16  # VAE x8, then DiT patch 2
 # prompts -> one trimmed `[L_i, D]` embedding each (as `PromptCache.build` takes).
@@ -165,7 +165,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 @dataclasses.dataclass(frozen=True)
 class AnimateOptions:
-  """How to sample; defaults are `configs/base.py`'s `animation` and `sampling` sections."""
+  """How to sample; defaults are `dreamactor_jax/configs/base.py`'s `animation` and `sampling` sections."""
 
   steps: int = 40  # denoising steps
   guidance: float = 5.0  # classifier-free guidance on text; 1.0 turns it off
