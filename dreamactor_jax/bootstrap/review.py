@@ -43,7 +43,7 @@ def _format(value) -> str:
 
 def write_review(path: str | os.PathLike, rows: Sequence[Mapping]) -> Path:
   """Writes the rows (dicts of COLUMNS, scores, TAIL) sorted by key, atomically; score columns are those
-  any row has, in `pair_scores.SCORES` order."""
+  any row has, in `scores.SCORES` order."""
   path = Path(path)
   scores = [name for name in SCORES if name != "self" and any(name in row for row in rows)]
   tmp = path.with_name(path.name + ".tmp")

@@ -1,35 +1,8 @@
-"""Self-bootstrapped pair synthesis (PAPER.md section 4): a stage-1 (pose) checkpoint renders other
-identities B performing the motion of each stage-1 clip of identity A; the pairs are scored, reviewed
-and written as the stage-2 dataset (section 5: target = A's clip, reference = A's first frame,
-driving = the rendered video of B).
-
-  python -m dreamactor_jax.bootstrap --checkpoint runs/stage1/bundle --data data/ --out pairs/ \\
-      --pairs-per-clip 2 --batch-size 4 [--references refs/] [--pose-model dw-ll_ucoco_384.onnx]
-  # look at pairs/sheets/*.png, set accept to 1/0 in pairs/review.csv, then
-  python -m dreamactor_jax.bootstrap --out pairs/ --apply-review pairs/review.csv
-  python train.py --config=dreamactor_jax/configs/stage2.py:1.3b --config.data.stage2_dir=pairs/ ...
-
-For each clip with keypoints (one per record of `--data`, bootstrap/pairs.py says which frames),
-K identities other than A's are drawn (`--references DIR`, else the dataset's own identities), and
-`sampling.animate.animate_batch` renders each reference with A's skeleton video, in batches of clips that
-share size and fps. Each result is scored (bootstrap/scores.py: temporal consistency, CLIP or
-colour appearance similarity to B's reference, pose agreement with `--pose-model`) and accepted
-when it clears the thresholds. `--self-pairs` adds each clip as its own colour-augmented driving
-video (for characters without keypoints, which the stage-1 model cannot render).
-
-OUT holds:
-  bootstrap.json            the options candidates depend on (a rerun must repeat them) and the score definitions
-  clips/<name>.npz          A's clip as rendered against: video, reference, skeleton (uint8), body keypoints
-  candidates/<name>.npz     one pair: driving (uint8 [T, H, W, 3], B's video), B's fitted reference, scores, ids
-  sheets/<name>.png         its contact sheet: B's reference | A's skeleton | result (self pairs: A's
-                            reference | A's clip | the augmented clip), a few frames top to bottom
-  review.csv                one row per pair: ids, scores, mean, auto (the thresholds' verdict), accept, reviewed
-  stage2_pairs/1.0.0/       the stage-2 ArrayRecord dataset of accepted pairs (data/stage2.py)
-
-Resuming: a pair whose candidate file exists is never rendered again, so a stopped run continues
-and a rerun with new thresholds only rewrites review.csv and the dataset. `--apply-review` rebuilds
-the dataset from an edited review file without rendering. Multi-host: every process renders clips
-`process_index::process_count` into the shared OUT, then process 0 writes review.csv and the dataset.
+"""Renders and scores the bootstrap's pairs (PAPER.md section 4): the options (`BootstrapConfig`,
+each field also a flag of `python -m dreamactor_jax.bootstrap`), the clips of identity A and the
+identities B each is paired with, `animate_batch` in batches of one size, fps and length, and the
+candidate files under OUT (the package docstring lists them). `sync.py` then writes review.csv and
+the stage-2 dataset.
 """
 
 from __future__ import annotations
@@ -39,8 +12,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import sys
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,27 +19,24 @@ from typing import Literal
 
 import jax
 import numpy as np
-from absl import flags
 from tqdm import tqdm
 
-from dreamactor_jax import animation, cli, media
-from dreamactor_jax.cli import option, parse_size
-from dreamactor_jax.sampling.bundle import load_bundle, read_info
+from dreamactor_jax import animation, media
+from dreamactor_jax.bootstrap import review
+from dreamactor_jax.bootstrap.pairs import (ClipData, ClipPlan, DatasetReferences, FolderReferences, Reference,
+                                            augment_rng, plan_clips, read_clip, record_identities)
+from dreamactor_jax.bootstrap.scores import DEFINITIONS, PairScorer, parse_thresholds
+from dreamactor_jax.bootstrap.sync import finalize_review
 from dreamactor_jax.checkpoints.orbax_model import load_config, load_model
-from dreamactor_jax.data import (DataError, augment, open_stage2, open_videos, remove_stage2_records, stage2_key,
-                                 staging, write_stage2_dataset, written_stage2_keys)
+from dreamactor_jax.cli import option, parse_size
+from dreamactor_jax.data import augment, open_videos, stage2_key, staging
 from dreamactor_jax.models.dit import DiTConfig
 from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
 from dreamactor_jax.sampling.animate import animate_batch
-from dreamactor_jax.bootstrap import review
-from dreamactor_jax.bootstrap.scores import DEFINITIONS, PairScorer, mean_score, parse_thresholds, passes
-from dreamactor_jax.bootstrap.pairs import (ClipData, ClipPlan, DatasetReferences, FolderReferences,
-                                           Reference, augment_rng, plan_clips, read_clip,
-                                           record_identities)
+from dreamactor_jax.sampling.bundle import load_bundle, read_info
 
 log = logging.getLogger(__name__)
 OPTIONS_FILE = "bootstrap.json"
-REVIEW_FILE = "review.csv"
 SelfPairs = Literal["none", "no-keypoints", "all"]
 
 
@@ -217,20 +185,6 @@ def _save_candidate(out: Path, key: str, clip: ClipPlan, *, driving_identity: st
             driving_identity=driving_identity, reference=reference, caption=clip.caption, fps=clip.fps,
             clip=file_name(clip.video_id), scores=json.dumps(scores), driving=driving,
             driving_reference=driving_reference)
-
-
-def _candidates(out: Path) -> dict[str, dict]:
-  """`{key: metadata}` of every candidate under OUT (all processes'); the videos are not read."""
-  metas = {}
-  for path in sorted((out / "candidates").glob("*.npz")):
-    if path.name.endswith(".tmp.npz"):
-      continue
-    with np.load(path) as stored:
-      meta = {name: str(stored[name]) for name in ("key", "video_id", "identity", "driving_identity", "reference",
-                                                     "caption", "clip")}
-      meta.update(fps=float(stored["fps"]), scores=json.loads(str(stored["scores"])), path=path)
-    metas[meta["key"]] = meta
-  return metas
 
 
 # ------------------------------------------------------------------------------------ render
@@ -399,126 +353,3 @@ def run_bootstrap(config: BootstrapConfig, *, process_index: int | None = None, 
     summary.candidates, summary.accepted, summary.dataset = finalize_review(
         out, thresholds=config.thresholds, min_score=config.min_score, progress=config.progress)
   return summary
-
-
-# ---------------------------------------------------------------------------- review, dataset
-
-
-def _review_row(meta: dict, auto: bool, accept: bool, reviewed: bool) -> dict:
-  scores = meta["scores"]
-  return dict(key=meta["key"], video_id=meta["video_id"], identity=meta["identity"],
-              driving_identity=meta["driving_identity"], reference=meta["reference"], self=int("self" in scores),
-              **{k: v for k, v in scores.items() if k != "self"}, mean=mean_score(scores),
-              auto=int(auto), accept=int(accept), reviewed=int(reviewed), sheet=f"sheets/{meta['path'].stem}.png")
-
-
-def finalize_review(out: str | os.PathLike, *, thresholds: dict[str, float], min_score: float,
-                    progress: bool = True) -> tuple[int, int, Path | None]:
-  """Writes OUT/review.csv for every candidate (accept = a reviewer's earlier decision where there is
-  one, else the thresholds' verdict: `review.decision`), then brings the stage-2 dataset in line with it.
-  Returns (candidates, accepted, dataset folder or None)."""
-  out = Path(out)
-  metas = _candidates(out)
-  old = review.read_review(out / REVIEW_FILE) if (out / REVIEW_FILE).exists() else {}
-  rows, accepted = [], set()
-  for key, meta in metas.items():
-    auto = passes(meta["scores"], thresholds, min_score)
-    accept, reviewed = review.decision(old, key, auto)
-    rows.append(_review_row(meta, auto, accept, reviewed))
-    if accept:
-      accepted.add(key)
-  review.write_review(out / REVIEW_FILE, rows)
-  return len(metas), len(accepted), _sync_dataset(out, accepted, metas, progress)
-
-
-def apply_review(out: str | os.PathLike, review_file: str | os.PathLike, *, progress: bool = True) -> Summary:
-  """Rewrites the stage-2 dataset from an edited review file (no rendering): rows with accept 1 are
-  in, rows with 0 and candidates missing from the file are out. OUT/review.csv takes the decisions,
-  all marked reviewed, so later runs keep them."""
-  out = Path(out)
-  metas = _candidates(out)
-  if not metas:
-    raise BootstrapError(f"--out {out} holds no candidates (candidates/*.npz); run the bootstrap first")
-  decisions = review.read_review(review_file)
-  unknown = sorted(set(decisions) - set(metas))
-  if unknown:
-    raise BootstrapError(f"{review_file}: key {unknown[0]!r} is not a candidate in {out / 'candidates'}")
-  missing = len(set(metas) - set(decisions))
-  if missing:
-    log.warning("%d candidates are not in %s: they are left out of the dataset", missing, review_file)
-  old = review.read_review(out / REVIEW_FILE) if (out / REVIEW_FILE).exists() else {}
-  rows, accepted = [], set()
-  for key, meta in metas.items():
-    autos = [table[key]["auto"] for table in (old, decisions) if key in table and table[key]["auto"] is not None]
-    accept = key in decisions and decisions[key]["accept"]
-    rows.append(_review_row(meta, autos[0] if autos else False, accept, reviewed=True))
-    if accept:
-      accepted.add(key)
-  review.write_review(out / REVIEW_FILE, rows)
-  return Summary(candidates=len(metas), accepted=len(accepted), dataset=_sync_dataset(out, accepted, metas, progress))
-
-
-def _records(out: Path, keys: Sequence[str], metas: dict[str, dict]):
-  """Stage-2 records (data/stage2.py) of candidates, read one at a time."""
-  for key in keys:
-    meta = metas[key]
-    with np.load(meta["path"]) as candidate, np.load(out / "clips" / f"{meta['clip']}.npz") as clip:
-      yield dict(key=key, video=clip["video"], reference=clip["reference"], driving=candidate["driving"],
-                 fps=meta["fps"], caption=meta["caption"], scores=meta["scores"], video_id=meta["video_id"],
-                 identity=meta["identity"], driving_identity=meta["driving_identity"])
-
-
-def _sync_dataset(out: Path, accepted: set[str], metas: dict[str, dict], progress: bool) -> Path | None:
-  """Stages the accepted pairs not yet staged, unstages the others, and rewrites the dataset if that
-  changed anything (or it is missing); with nothing accepted the dataset is removed."""
-  written = written_stage2_keys(out)
-  removed = remove_stage2_records(out, written - accepted)
-  try:
-    existing = open_stage2(out)
-  except DataError:
-    existing = None
-  if not accepted:
-    if existing is not None:
-      shutil.rmtree(existing)
-    log.warning("no pair is accepted: no stage-2 dataset in %s", out)
-    return None
-  added = sorted(accepted - written)
-  if existing is not None and not added and not removed:
-    return existing
-  return write_stage2_dataset(out, _records(out, added, metas), progress=progress)
-
-
-# --------------------------------------------------------------------------------------- CLI
-
-FLAGS = flags.FlagValues()
-cli.define_options(BootstrapConfig, FLAGS)
-_APPLY_REVIEW = flags.DEFINE_string("apply-review", None, "Rewrite OUT's stage-2 dataset from this edited review "
-                                    "file (accept 1/0) without rendering; other flags but --out are ignored.",
-                                    flag_values=FLAGS)
-
-
-def run() -> None:
-  out = FLAGS["out"].value
-  if out is None:
-    raise cli.UsageError("--out: required")
-  if _APPLY_REVIEW.value:
-    summary = apply_review(out, _APPLY_REVIEW.value, progress=FLAGS["progress"].value)
-  else:
-    config = cli.options_from_flags(BootstrapConfig, FLAGS)
-    from dreamactor_jax.parallel import initialize_distributed
-
-    initialize_distributed()
-    summary = run_bootstrap(config)
-    log.info("%d pairs planned on this process: %d rendered, %d self pairs, %d done before", summary.planned,
-             summary.rendered, summary.self_pairs, summary.done_before)
-  if summary.candidates is not None:
-    log.info("%d of %d pairs accepted; review %s; stage-2 dataset: %s", summary.accepted, summary.candidates,
-             Path(out) / REVIEW_FILE, summary.dataset or "none")
-
-
-def main(argv: list[str] | None = None) -> int:
-  return cli.run(run, FLAGS, argv, doc=__doc__)
-
-
-if __name__ == "__main__":
-  sys.exit(main())

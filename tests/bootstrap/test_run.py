@@ -9,14 +9,16 @@ import shutil
 import numpy as np
 import pytest
 
-from dreamactor_jax import bootstrap, media
+from dreamactor_jax import media
+from dreamactor_jax.bootstrap import run
+from dreamactor_jax.bootstrap.__main__ import main
+from dreamactor_jax.bootstrap.pairs import ClipPlan, read_clip
+from dreamactor_jax.bootstrap.scores import pose_agreement
 from dreamactor_jax.data import DataConfig, open_stage2, stage1_dataset, stage2_dataset, staging
 from dreamactor_jax.data import synthetic as S
 from dreamactor_jax.data.build import build_dataset
 from dreamactor_jax.data.pose import PoseEstimator
 from dreamactor_jax.data.video import decode_jpeg, decode_jpegs
-from dreamactor_jax.bootstrap import scores as pair_scores
-from dreamactor_jax.bootstrap.pairs import ClipPlan, read_clip
 from tests.data.test_pose import simcc_model
 from tiny_bundle import tiny_models, write_tiny_bundle
 
@@ -53,13 +55,13 @@ def args(world, out, *extra):
 def count_renders(monkeypatch):
   """Counts animate_batch calls and keeps their driving videos."""
   calls = []
-  real = bootstrap.animate_batch
+  real = run.animate_batch
 
   def counted(models, references, driving, prompts, **kwargs):
     calls.append(dict(references=references, driving=driving, prompts=prompts, **kwargs))
     return real(models, references, driving, prompts, **kwargs)
 
-  monkeypatch.setattr(bootstrap, "animate_batch", counted)
+  monkeypatch.setattr(run, "animate_batch", counted)
   return calls
 
 
@@ -69,9 +71,9 @@ def first_run(world, tmp_path_factory):
   out = tmp_path_factory.mktemp("run") / "pairs"
   with pytest.MonkeyPatch.context() as patch:
     calls = []
-    real = bootstrap.animate_batch
-    patch.setattr(bootstrap, "animate_batch", lambda *a, **k: (calls.append(a[2]), real(*a, **k))[1])
-    assert bootstrap.main(args(world, out, "--pairs-per-clip", "2", "--self-pairs", "no-keypoints",
+    real = run.animate_batch
+    patch.setattr(run, "animate_batch", lambda *a, **k: (calls.append(a[2]), real(*a, **k))[1])
+    assert main(args(world, out, "--pairs-per-clip", "2", "--self-pairs", "no-keypoints",
                         "--pose-model", str(world / "pose.onnx"))) == 0
   return out, calls
 
@@ -117,7 +119,7 @@ def test_end_to_end(world, first_run):
   for key, record in records.items():
     identity, driving_identity = staging.text(record["identity"]), staging.text(record["driving_identity"])
     assert (identity, driving_identity) == ((HUMANOID, key.split("@")[1]) if key in cross else (key.split("_")[0],) * 2)
-    candidate = np.load(out / "candidates" / f"{bootstrap.file_name(key)}.npz")
+    candidate = np.load(out / "candidates" / f"{run.file_name(key)}.npz")
     clip = np.load(out / "clips" / f"{candidate['clip']}.npz")
     assert json.loads(staging.text(record["scores"])) == pytest.approx(json.loads(str(candidate["scores"])))
     # target = A's clip, reference = its first frame, driving = the rendered B (stored as JPEG)
@@ -128,7 +130,7 @@ def test_end_to_end(world, first_run):
       assert stored.shape == array.shape and np.corrcoef(stored.ravel(), array.ravel())[0, 1] > 0.8  # noisy B: JPEG
     if key in cross:  # what animate_batch was given: A's skeleton
       assert any((driving == clip["skeleton"]).all(axis=(1, 2, 3, 4)).any() for driving in calls)
-      pose = pair_scores.pose_agreement(PoseEstimator(world / "pose.onnx"), candidate["driving"], clip["body"])
+      pose = pose_agreement(PoseEstimator(world / "pose.onnx"), candidate["driving"], clip["body"])
       assert json.loads(str(candidate["scores"]))["pose"] == pytest.approx(pose)
     else:  # the clip itself under a colour map (tests/bootstrap/test_pairs.py)
       assert not np.array_equal(candidate["driving"], clip["video"])
@@ -142,10 +144,10 @@ def test_end_to_end(world, first_run):
 
 def test_rerun_skips_finished_work_and_follows_new_thresholds(world, first_run, tmp_path, count_renders, capsys):
   out = copy_run(first_run, tmp_path)
-  assert bootstrap.main(args(world, out, "--pairs-per-clip", "2", "--self-pairs", "no-keypoints",
+  assert main(args(world, out, "--pairs-per-clip", "2", "--self-pairs", "no-keypoints",
                       "--pose-model", str(world / "pose.onnx"))) == 0
   assert count_renders == []
-  summary = bootstrap.run_bootstrap(bootstrap.BootstrapConfig(
+  summary = run.run_bootstrap(run.BootstrapConfig(
       checkpoint=str(world / "stage1"), data=str(world / "data"), out=str(out), pairs_per_clip=2, batch_size=2,
       num_frames=5, steps=1, self_pairs="no-keypoints", pose_model=str(world / "pose.onnx"), progress=False,
       thresholds={"color": 0.99}, min_score=0.0))
@@ -156,9 +158,9 @@ def test_rerun_skips_finished_work_and_follows_new_thresholds(world, first_run, 
   assert set(stage2_records(out)) == {k for k in rows if k.endswith("@self")}
   # A larger K (a prefix-stable draw, tests/bootstrap/test_pairs.py) renders only pairs not done: none here, the
   # humanoid has only 2 other identities.
-  assert bootstrap.main(args(world, out, "--pairs-per-clip", "3", "--pose-model", str(world / "pose.onnx"))) == 0
+  assert main(args(world, out, "--pairs-per-clip", "3", "--pose-model", str(world / "pose.onnx"))) == 0
   assert count_renders == []
-  assert bootstrap.main(args(world, out, "--seed", "1", "--pose-model", str(world / "pose.onnx"))) == 2
+  assert main(args(world, out, "--seed", "1", "--pose-model", str(world / "pose.onnx"))) == 2
   assert "holds pairs made with other options (seed: 0 -> 1)" in capsys.readouterr().err
 
 
@@ -173,26 +175,26 @@ def test_apply_review_drops_rejected_pairs_and_later_runs_keep_the_decisions(wor
     writer.writeheader()
     for key, row in rows.items():
       writer.writerow({**row, "accept": "0" if key in rejected else "1"})
-  assert bootstrap.main(["--out", str(out), "--apply-review", str(edited), "--noprogress"]) == 0
+  assert main(["--out", str(out), "--apply-review", str(edited), "--noprogress"]) == 0
   assert set(stage2_records(out)) == set(rows) - rejected
   assert {k for k, row in review_rows(out / "review.csv").items() if row["accept"] == "0"} == rejected
-  assert bootstrap.main(args(world, out, "--pairs-per-clip", "2", "--self-pairs", "no-keypoints",
+  assert main(args(world, out, "--pairs-per-clip", "2", "--self-pairs", "no-keypoints",
                       "--pose-model", str(world / "pose.onnx"))) == 0
   assert count_renders == [] and set(stage2_records(out)) == set(rows) - rejected  # the reviewer's rejections hold
   # Rows left out of the review file are rejected; unknown keys and bad values are one-line errors.
   with open(edited, "w", newline="") as f:
     f.write(f"key,accept\n{HUMANOID}_wave-000001@{QUADRUPED},yes\n")
-  assert bootstrap.main(["--out", str(out), "--apply-review", str(edited), "--noprogress"]) == 0
+  assert main(["--out", str(out), "--apply-review", str(edited), "--noprogress"]) == 0
   assert set(stage2_records(out)) == {f"{HUMANOID}_wave-000001@{QUADRUPED}"}
   # Reviewed decisions outlast thresholds that would decide otherwise.
-  assert bootstrap.main(args(world, out, "--pairs-per-clip", "2", "--self-pairs", "no-keypoints",
+  assert main(args(world, out, "--pairs-per-clip", "2", "--self-pairs", "no-keypoints",
                       "--pose-model", str(world / "pose.onnx"), "--min-score", "0.99")) == 0
   assert set(stage2_records(out)) == {f"{HUMANOID}_wave-000001@{QUADRUPED}"} and count_renders == []
   edited.write_text("key,accept\nnobody@x,1\n")
-  assert bootstrap.main(["--out", str(out), "--apply-review", str(edited)]) == 2
+  assert main(["--out", str(out), "--apply-review", str(edited)]) == 2
   assert "edited.csv: key 'nobody@x' is not a candidate in" in capsys.readouterr().err
   edited.write_text(f"key,accept\n{HUMANOID}_wave-000001@{QUADRUPED},maybe\n")
-  assert bootstrap.main(["--out", str(out), "--apply-review", str(edited)]) == 2
+  assert main(["--out", str(out), "--apply-review", str(edited)]) == 2
   assert "edited.csv line 2: accept='maybe'; expected 1 or 0" in capsys.readouterr().err
 
 
@@ -204,7 +206,7 @@ def test_references_from_a_folder(world, tmp_path, count_renders):
   media.write_image(folder / "robot" / "side.jpg", rng.integers(0, 256, (16, 16, 3), np.uint8))
   (folder / "notes.txt").write_text("not an image")
   out = tmp_path / "pairs"
-  assert bootstrap.main(args(world, out, "--references", str(folder), "--pairs-per-clip", "5", "--max-clips", "3")) == 0
+  assert main(args(world, out, "--references", str(folder), "--pairs-per-clip", "5", "--max-clips", "3")) == 0
   assert len(count_renders) == 1  # 1 humanoid clip in the first 3 (2 blobs first) x 2 identities
   rows = review_rows(out / "review.csv")
   assert {row["driving_identity"] for row in rows.values()} == {"cat", "robot"}
@@ -214,11 +216,11 @@ def test_references_from_a_folder(world, tmp_path, count_renders):
 
 def test_hosts_split_the_clips(world, tmp_path, count_renders):
   out = tmp_path / "pairs"
-  config = bootstrap.BootstrapConfig(checkpoint=str(world / "stage1"), data=str(world / "data"), out=str(out),
+  config = run.BootstrapConfig(checkpoint=str(world / "stage1"), data=str(world / "data"), out=str(out),
                                      batch_size=2, num_frames=5, steps=1, min_score=0.0, progress=False)
-  second = bootstrap.run_bootstrap(config, process_index=1, process_count=2, finalize=False)
+  second = run.run_bootstrap(config, process_index=1, process_count=2, finalize=False)
   assert (second.planned, second.rendered, second.candidates) == (1, 1, None) and not (out / "review.csv").exists()
-  first = bootstrap.run_bootstrap(config, process_index=0, process_count=2)
+  first = run.run_bootstrap(config, process_index=0, process_count=2)
   assert (first.planned, first.rendered, first.candidates, first.accepted) == (1, 1, 2, 2)
   assert {r.split("@")[0] for r in review_rows(out / "review.csv")} == {f"{HUMANOID}_walk-000000",
                                                                          f"{HUMANOID}_wave-000001"}
@@ -248,7 +250,7 @@ def test_clips_match_the_stage1_pipeline(world):
 
 def test_errors(world, tmp_path, capsys):
   def error(*argv):
-    assert bootstrap.main(list(argv)) == 2
+    assert main(list(argv)) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1, lines
     return lines[0]
