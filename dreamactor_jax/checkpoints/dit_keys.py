@@ -73,6 +73,10 @@ _ANIMATE2_ATTENTION = {"q": "to_q", "k": "to_k", "v": "to_v", "o": "to_out.0", "
 # Wan-Animate-2's driving-pass RoPE settings, config.json fields of the same name as ours.
 ANIMATE2_DRIVING_FIELDS = ("refer_offset_t", "refer_offset_h", "refer_offset_w", "refer_stride")
 ANIMATE2_SKIPPED_BLOCK = 9  # by the unconditional branch of both references
+# Latent channels of the Wan2.2 VAE. A DiT that reads and writes exactly these is Wan2.2 TI2V-5B, the
+# one such release, conditioned by per-token timesteps (its official config.json says model_type
+# "ti2v"; its diffusers transformer config says nothing, the pipeline's expand_timesteps does).
+TI2V_CHANNELS = 48
 # Tensors the original checkpoints carry that no computation reads.
 _IGNORED = re.compile(r"^(blocks\.\d+\.attn2\.norm_added_q\.weight|freqs)$")
 
@@ -153,7 +157,8 @@ def is_ignored(name: str) -> bool:
 def infer_config(tensors: Mapping[str, object], layout: Layout, *, animate2: bool = False,
                  hints: Mapping[str, object], source: str) -> DiTConfig:
   """A DiTConfig from tensor shapes; head count, eps and the Wan-Animate-2 driving offsets come
-  from `hints` (a config.json)."""
+  from `hints` (a config.json). TI2V (`condition="timestep"`): 48 channels in and out, or the
+  official model_type "ti2v"."""
 
   def shape(key: str) -> tuple[int, ...]:
     name = _template(key, layout, animate2) + ("" if key in _TENSORS else ".weight")
@@ -181,9 +186,11 @@ def infer_config(tensors: Mapping[str, object], layout: Layout, *, animate2: boo
       layout="animate2", motion_timestep=1.0, text_len=int(hints.get("text_len", TEXT_LEN)),
       unconditional_skip_layers=(ANIMATE2_SKIPPED_BLOCK,) if num_layers > ANIMATE2_SKIPPED_BLOCK else (),
       **{key: int(hints[key]) for key in ANIMATE2_DRIVING_FIELDS if key in hints}) if animate2 else {}
+  out_channels = shape("head")[0] // math.prod(patch_size)
+  ti2v = hints.get("model_type") == "ti2v" or in_channels == out_channels == TI2V_CHANNELS
   return DiTConfig(
       dim=dim, num_heads=int(num_heads), num_layers=num_layers, ffn_dim=shape("blocks.ffn.up")[0],
-      in_channels=in_channels, out_channels=shape("head")[0] // math.prod(patch_size),
+      in_channels=in_channels, out_channels=out_channels, condition="timestep" if ti2v else "channels",
       text_dim=shape("text_embed.up")[1], freq_dim=shape("time_embed.up")[1], patch_size=tuple(patch_size),
       image_dim=tensors[image_key].shape[0] if image_key in tensors else None,
       eps=float(hints.get("eps", 1e-6)), **animate2_fields)

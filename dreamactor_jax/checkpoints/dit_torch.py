@@ -72,7 +72,8 @@ def export_config(config: DiTConfig, layout: Layout) -> dict:
             "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": config.eps,
             "image_dim": config.image_dim, "added_kv_proj_dim": config.dim if config.image_dim else None,
             "rope_max_seq_len": 1024}
-  return {"_class_name": "WanModel", "model_type": "i2v" if config.image_dim else "t2v",
+  model_type = "i2v" if config.image_dim else "ti2v" if config.condition == "timestep" else "t2v"
+  return {"_class_name": "WanModel", "model_type": model_type,
           "patch_size": list(config.patch_size), "dim": config.dim, "ffn_dim": config.ffn_dim,
           "freq_dim": config.freq_dim, "text_dim": config.text_dim, "in_dim": config.in_channels,
           "out_dim": config.out_channels, "num_heads": config.num_heads, "num_layers": config.num_layers,

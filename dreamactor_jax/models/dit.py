@@ -1,7 +1,9 @@
 """The Wan2.1 video diffusion transformer in Flax NNX, on channels-last latents (WAN.md, "DiT forward").
 
-One class covers T2V (16 input channels) and I2V (36 = 16 noisy + 4 mask + 16 condition, plus the
-CLIP image branch). The block stack is built with `nnx.vmap` and run with one `jax.lax.scan`
+One class covers T2V (16 input channels), I2V (36 = 16 noisy + 4 mask + 16 condition, plus the
+CLIP image branch) and Wan2.2's TI2V-5B (48 channels of the 16x VAE, no image branch). The timestep
+is one per sample `[B]` or one per token `[B, L]`: TI2V gives its clean first latent frame t = 0
+while the rest is noised, so every block and the head modulate each token by its own timestep. The block stack is built with `nnx.vmap` and run with one `jax.lax.scan`
 (optionally rematerialised), so a 40-layer model traces one block. Dtype policy: parameters in
 `param_dtype`, matmuls in `dtype`, while the residual stream, modulation, norms, RoPE and the
 timestep embedding stay fp32, as the original Wan code does under autocast.
@@ -47,6 +49,10 @@ from dreamactor_jax.parallel.rules import constrain
 RematPolicy = Literal["none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"]
 # full: the paper's attention over the whole canvas; motion_cache, animate2: see the module docstring.
 AttentionLayout = Literal["full", "motion_cache", "animate2"]
+# How the DiT is told which canvas positions are given: "channels" (Wan2.1 I2V: mask and condition
+# latents concatenated after the noisy ones), "timestep" (Wan2.2 TI2V: given tokens hold the clean
+# latents at timestep 0, per-token timesteps; in_channels = the latent channels).
+Condition = Literal["channels", "timestep"]
 KeysValues = tuple[jax.Array, jax.Array]  # self-attention keys and values, each [B, L, N, K]
 
 # Wan's text encoder context is always padded to this many tokens (WAN.md).
@@ -78,6 +84,7 @@ class DiTConfig(ModelConfig):
   lora_targets: tuple[str, ...] = ("ffn",)  # groups of models/lora.py:LORA_GROUPS
   lora_dtype: str = "float32"  # adapter parameter dtype, fp32 also under a bf16 base
   layout: AttentionLayout = "full"  # read by the sampler and trainer: whether to use encode_motion
+  condition: Condition = "channels"  # read by the sampler and trainer: how given canvas positions are marked
   motion_timestep: float = 0.0  # timestep at which encode_motion runs the motion half by default
   # animate2: RoPE position of the driving tokens' first (frame, row, column), -1 = that axis' size
   # of the driving token grid, and the position step between driving frames.
@@ -99,6 +106,8 @@ class DiTConfig(ModelConfig):
     lora_layers(self.lora_targets)
     if self.layout not in ("full", "motion_cache", "animate2"):
       raise ValueError(f"model.layout={self.layout!r} is not one of 'full', 'motion_cache', 'animate2'")
+    if self.condition not in ("channels", "timestep"):
+      raise ValueError(f"model.condition={self.condition!r} is not one of 'channels', 'timestep'")
     if isinstance(self.unconditional_skip_layers, str):  # "9" or "9,10" from a command line
       object.__setattr__(self, "unconditional_skip_layers",
                          tuple(int(i) for i in self.unconditional_skip_layers.split(",") if i))
@@ -126,10 +135,10 @@ class DiTConfig(ModelConfig):
 
 
 def timestep_sinusoid(timestep: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
-  """Sinusoidal embedding `[B] -> [B, dim]` in fp32, ordered [cos, sin] (WAN.md)."""
+  """Sinusoidal embedding `[...] -> [..., dim]` (e.g. `[B, L]` per token) in fp32, ordered [cos, sin] (WAN.md)."""
   half = dim // 2
   freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-  angles = timestep.astype(jnp.float32)[:, None] * freqs[None]
+  angles = timestep.astype(jnp.float32)[..., None] * freqs
   return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)
 
 
@@ -236,15 +245,17 @@ class Block(nnx.Module):
 
   def __call__(self, x: jax.Array, *, time_mod: jax.Array, context: jax.Array, rope: RopeTables,
                image_context: jax.Array | None, cached: KeysValues | None = None) -> tuple[jax.Array, KeysValues]:
-    """x `[B, L, D]` fp32 residual stream; time_mod `[B, 6, D]` fp32; rope for x's tokens.
+    """x `[B, L, D]` fp32 residual stream; time_mod `[B, 1 or L, 6, D]` fp32 (per sample or per token);
+    rope for x's tokens.
 
     `cached` keys and values (`[B, Lc, N, K]` each, e.g. the motion cache) are attended to by x's
     queries beside x's own: all of them, or with the animate2 layout frame by frame
     (`frame_aligned_attention`). Returns the new x `[B, L, D]` fp32 and x's own self-attention keys and
     values `[B, L, N, K]` (what `encode_motion` caches).
     """
-    shift, scale, gate, ffn_shift, ffn_scale, ffn_gate = jnp.split(
-        self.modulation[...].astype(jnp.float32)[None] + time_mod, 6, axis=1)
+    # each B (1 or L) D: broadcast over the tokens when the timestep is per sample
+    shift, scale, gate, ffn_shift, ffn_scale, ffn_gate = (
+        self.modulation[...].astype(jnp.float32) + time_mod).transpose(2, 0, 1, 3)
     h = (self.norm_self(x) * (1 + scale) + shift).astype(self.dtype)
     own = self.self_attn.keys_values(h, rope=rope)
     if self.frame_aligned:
@@ -298,8 +309,8 @@ class MotionCache:
 class _Conditioning:
   """Per-call inputs every block reads."""
 
-  temb: jax.Array  # B D fp32, for the head
-  time_mod: jax.Array  # B 6 D fp32
+  temb: jax.Array  # B (1 or L) D fp32, for the head: one per sample or per token
+  time_mod: jax.Array  # B (1 or L) 6 D fp32
   context: jax.Array  # B Lt D text tokens
   image_tokens: jax.Array | None  # B Li D CLIP tokens (I2V)
 
@@ -346,7 +357,8 @@ class WanDiT(nnx.Module):
                unconditional: bool | jax.Array = False) -> jax.Array:
     """Predicts the flow velocity.
 
-    latents `[B, F, H, W, C_in]`; timestep `[B]` in 0..1000; text `[B, Lt, text_dim]` (UMT5
+    latents `[B, F, H, W, C_in]`; timestep `[B]` in 0..1000, or `[B, L]` one per token (L = F*H*W
+    of the token grid, ordered F, H, W as the tokens; TI2V's first frame at 0); text `[B, Lt, text_dim]` (UMT5
     states; zero-padded to `text_len` when set); image_context `[B, Li, image_dim]` CLIP tokens
     for I2V models. With `motion` (from `encode_motion`) and the `motion_cache` layout, latents
     are the canvas's left half only; its queries attend to the cached motion keys too, and its
@@ -374,13 +386,12 @@ class WanDiT(nnx.Module):
     skip = None
     if config.unconditional_skip_layers and not (isinstance(unconditional, bool) and not unconditional):
       skip = jnp.broadcast_to(jnp.asarray(unconditional, bool), (batch,))
-    conditioning = self._conditioning(timestep, text, image_context)
+    conditioning = self._conditioning(timestep, text, image_context, grid)
     rope = rope_tables(grid, config.head_dim, theta=config.rope_theta)
     cached = None if motion is None else (motion.k, motion.v)
     x, _ = self._run_blocks(self._patchify(latents), conditioning, rope, cached=cached, collect=False, skip=skip)
 
-    shift, scale = jnp.split(self.head_modulation[...].astype(jnp.float32)[None] + conditioning.temb[:, None], 2,
-                             axis=1)
+    shift, scale = (self.head_modulation[...].astype(jnp.float32) + conditioning.temb[:, :, None]).transpose(2, 0, 1, 3)
     x = (self.norm_out(x) * (1 + scale) + shift).astype(jnp.dtype(self.config.dtype))
     return self._unpatchify(self.head(x).astype(jnp.float32), grid)
 
@@ -392,7 +403,7 @@ class WanDiT(nnx.Module):
     default the clean driving latents as the noisy channels (mask 1, condition = driving latents),
     at RoPE positions of the canvas's right columns, W/2 tokens on; with `animate2`, the driving
     latents plus 4 all-ones mask channels and the driving latents again as condition, at RoPE
-    positions `refer_offset_*` and `refer_stride`. timestep `[B]` (default `model.motion_timestep`
+    positions `refer_offset_*` and `refer_stride`. timestep `[B]` or `[B, L]` (default `model.motion_timestep`
     for all: 1 for Animate-2); text and image_context as in `__call__` (their own: the driving
     prompt and CLIP tokens; with `motion_cache`, batch the unconditional prompt in too when
     sampling with guidance). Returns the `MotionCache` for `__call__(latents, ..., motion=cache)`;
@@ -402,7 +413,7 @@ class WanDiT(nnx.Module):
     grid = self._check_inputs(motion_latents, image_context)
     if timestep is None:
       timestep = jnp.full((motion_latents.shape[0],), config.motion_timestep, jnp.float32)
-    conditioning = self._conditioning(timestep, text, image_context)
+    conditioning = self._conditioning(timestep, text, image_context, grid)
     if config.layout == "animate2":
       offsets = (config.refer_offset_t, config.refer_offset_h, config.refer_offset_w)
       offset, stride = tuple(size if o == -1 else o for o, size in zip(offsets, grid)), (config.refer_stride, 1, 1)
@@ -425,14 +436,24 @@ class WanDiT(nnx.Module):
                        f"is set; image_dim={config.image_dim}, got {None if image_context is None else image_context.shape}")
     return frames // pt, height // ph, width // pw
 
-  def _conditioning(self, timestep: jax.Array, text: jax.Array, image_context: jax.Array | None) -> _Conditioning:
+  def _conditioning(self, timestep: jax.Array, text: jax.Array, image_context: jax.Array | None,
+                    grid: tuple[int, int, int]) -> _Conditioning:
+    """Timestep `[B]` or `[B, L]` (L: the tokens of `grid`), text and CLIP tokens -> what the blocks read."""
     config = self.config
+    tokens = math.prod(grid)
+    if timestep.ndim not in (1, 2) or timestep.ndim == 2 and timestep.shape[1] != tokens:
+      raise ValueError(f"timestep has shape {timestep.shape}: expected [B] or [B, L={tokens}] (one per token of "
+                       f"the {grid} token grid)")
     if config.text_len is not None:
       if text.shape[1] > config.text_len:
         raise ValueError(f"text {text.shape} has more than model.text_len={config.text_len} tokens")
       text = jnp.pad(text, ((0, 0), (0, config.text_len - text.shape[1]), (0, 0)))
-    temb = self.time_embed(timestep_sinusoid(timestep, config.freq_dim))  # B D fp32
-    time_mod = self.time_proj(jax.nn.silu(temb)).reshape(timestep.shape[0], 6, config.dim)
+    timestep = timestep if timestep.ndim == 2 else timestep[:, None]  # B (1 or L)
+    temb = self.time_embed(timestep_sinusoid(timestep, config.freq_dim))  # B (1 or L) D fp32
+    time_mod = self.time_proj(jax.nn.silu(temb)).reshape(*timestep.shape, 6, config.dim)
+    if timestep.shape[1] > 1:  # per token: split over devices as the tokens are
+      temb, time_mod = constrain(temb, ("batch", "tokens", "act_embed")), constrain(
+          time_mod, ("batch", "tokens", None, "act_embed"))
     image_tokens = self.image_embed(image_context) if self.image_embed is not None else None
     return _Conditioning(temb, time_mod, constrain(self.text_embed(text), ("batch", "kv", "act_embed")), image_tokens)
 

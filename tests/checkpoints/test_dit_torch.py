@@ -108,6 +108,24 @@ def test_cli_bf16_and_channel_expansion(tmp_path):
   assert load_file(exported)["patch_embedding.weight"].dtype == torch.bfloat16
 
 
+def test_ti2v_imports_from_both_layouts_with_per_token_timesteps(tmp_path):
+  # TI2V-shaped (48 channels in and out, no image branch, 2 heads of 16): diffusers folder and the
+  # official single file (model.diffusion_model. prefix, config.json model_type "ti2v") import alike.
+  torch_model = make_torch_dit(heads=2, in_channels=48, out_channels=48, layers=1, seed=6)
+  model, config = convert.load_torch_dit(save_torch_dit(torch_model, tmp_path / "diffusers"))
+  assert (config.condition, config.in_channels, config.dim, config.image_dim) == ("timestep", 48, 32, None)
+  export(model, config, tmp_path / "official", "original")
+  assert json.loads((tmp_path / "official" / "config.json").read_text())["model_type"] == "ti2v"
+  original = load_file(tmp_path / "official" / "diffusion_pytorch_model.safetensors")
+  save_file({"model.diffusion_model." + k: v for k, v in original.items()}, tmp_path / "official" / "wan.safetensors")
+  (tmp_path / "official" / "diffusion_pytorch_model.safetensors").unlink()
+  official, official_config = convert.load_torch_dit(tmp_path / "official" / "wan.safetensors")
+  assert official_config == config
+  inputs = torch_dit_inputs(torch_model, frames=2, height=4, width=6, text_len=5)
+  inputs["timestep"] = torch.tensor([[0.0] * 6 + [500.0] * 6, [0.0] * 6 + [900.0] * 6])
+  assert_close(run_jax_dit(official, inputs), run_torch_dit(torch_model, inputs))
+
+
 @pytest.fixture
 def tensors(i2v, tmp_path):
   """The i2v checkpoint as one editable dict, and where to write a corrupted copy."""

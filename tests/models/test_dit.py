@@ -45,6 +45,35 @@ def test_matches_diffusers_other_sizes_and_remat(tmp_path):
     assert_close(run_jax_dit(model, inputs), ref)
 
 
+def ti2v_timesteps(batch: int, grid: tuple[int, int, int], seed: int = 4):
+  """Per-token timesteps `[B, L]` as Wan2.2 TI2V gives them (first latent frame 0, the rest one level
+  per sample), plus a random spread so that a token mixed up with another shows."""
+  import torch
+
+  frames, height, width = grid
+  level = torch.linspace(150.0, 900.0, batch)[:, None, None, None].expand(batch, frames, height, width).clone()
+  level[:, 0] = 0.0
+  spread = torch.rand(batch, frames, height, width, generator=torch.Generator().manual_seed(seed)) * 40.0
+  return (level + spread * (level > 0)).flatten(1)
+
+
+def test_per_token_timesteps_match_diffusers(tmp_path):
+  # TI2V-shaped: channels in = out (the latents), no image branch; timestep [B, L] as diffusers'
+  # expand_timesteps pipelines pass it. Grid 3 x 3 x 5 tokens, 2 heads of 24.
+  torch_model = make_torch_dit(heads=2, head_dim=24, layers=2, ffn=56, in_channels=12, out_channels=12, seed=8)
+  model, config = load_torch_dit(save_torch_dit(torch_model, tmp_path))
+  assert (config.in_channels, config.out_channels, config.image_dim) == (12, 12, None)
+  inputs = torch_dit_inputs(torch_model, batch=2, frames=3, height=6, width=10, text_len=7)
+  inputs["timestep"] = ti2v_timesteps(2, (3, 3, 5))
+  ref = run_torch_dit(torch_model, inputs)
+  assert_close(run_jax_dit(model, inputs), ref)
+  # a per-sample timestep is the per-token one with every token equal
+  level = jnp.array([80.0, 640.0])
+  latents, text = jnp.asarray(inputs["hidden_states"].numpy().transpose(0, 2, 3, 4, 1)), jnp.zeros((2, 7, 20))
+  np.testing.assert_allclose(model(latents, jnp.repeat(level[:, None], 45, axis=1), text),
+                             model(latents, level, text), rtol=1e-5, atol=1e-5)
+
+
 def test_blockwise_attention_path_matches_diffusers(tmp_path):
   torch_model = make_torch_dit(seed=5)
   model, _ = load_torch_dit(save_torch_dit(torch_model, tmp_path), attention="blockwise")
@@ -89,6 +118,10 @@ def test_rejects_bad_inputs():
   i2v = WanDiT(dataclasses.replace(model.config, in_channels=36, image_dim=8), rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="image_context .* is needed exactly when model.image_dim is set; image_dim=8, got None"):
     i2v(jnp.zeros((1, 1, 4, 4, 36)), jnp.zeros(1), text)
+  with pytest.raises(ValueError, match=r"timestep has shape \(1, 3\): expected \[B\] or \[B, L=4\]"):
+    model(jnp.zeros((1, 1, 4, 4, 16)), jnp.zeros((1, 3)), text)
+  with pytest.raises(ValueError, match="model.condition='mask' is not one of 'channels', 'timestep'"):
+    DiTConfig(condition="mask")
   with pytest.raises(ValueError, match="unknown DiTConfig keys \\['depth'\\]"):
     DiTConfig.from_mapping({"depth": 3})
 
