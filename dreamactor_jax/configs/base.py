@@ -8,13 +8,16 @@ Model fields are those of `dreamactor_jax.models.DiTConfig`.
 
 import ml_collections
 
-# Released Wan2.1 sizes: WAN.md table, matching the config.json of each Wan-AI/Wan2.1-* repo.
+# Released Wan sizes: WAN.md table, matching the config.json of each Wan-AI/Wan2.1-* (Wan2.2-*) repo.
 # `tiny` has unequal sizes (3 heads of 16, ffn 40) so that a swapped axis fails tests loudly.
 MODELS = {
     "tiny": dict(dim=48, num_heads=3, num_layers=2, ffn_dim=40, text_dim=20, freq_dim=32),
     "wan2.1-t2v-1.3b": dict(dim=1536, num_heads=12, num_layers=30, ffn_dim=8960),
     "wan2.1-t2v-14b": dict(dim=5120, num_heads=40, num_layers=40, ffn_dim=13824),
     "wan2.1-i2v-14b": dict(dim=5120, num_heads=40, num_layers=40, ffn_dim=13824, in_channels=36, image_dim=1280),
+    # Wan2.2 wan/configs/wan_ti2v_5B.py; 48 channels: the latents of the Wan2.2 VAE (16x16 pixels each).
+    "wan2.2-ti2v-5b": dict(dim=3072, num_heads=24, num_layers=30, ffn_dim=14336, in_channels=48, out_channels=48,
+                           condition="timestep"),
 }
 
 
@@ -42,6 +45,9 @@ def get_config(arg: str = "wan2.1-t2v-1.3b") -> ml_collections.ConfigDict:
       # cached per layer; each step runs only the left half: about half the FLOPs of full per step.
       layout="full",
       motion_timestep=0.0,  # timestep of that motion pass (0: the clean driving latents as "noisy" input)
+      # How the DiT is told which canvas positions are given: channels (Wan2.1 I2V: 4 mask + z condition
+      # channels after the noisy ones) | timestep (Wan2.2 TI2V: given tokens clean at timestep 0)
+      condition="channels",
   ))
   config.model.update(MODELS[arg])
 
