@@ -1,9 +1,9 @@
 """Flow Euler and UniPC (bh2, order 2, x0-prediction) samplers with classifier-free guidance, as one
-jitted `lax.scan` over the steps (WAN.md, "Flow matching and sampling").
+jitted loop over the steps (WAN.md, "Flow matching and sampling").
 
 Both samplers are linear in the current sample, the velocity and the past x0 predictions
 (x0 = x - sigma v), with coefficients fixed by the sigma grid. `solver_table` computes those
-coefficients on the host in float64, once per grid; the scan only calls the model and combines:
+coefficients on the host in float64, once per grid; the loop only calls the model and combines:
 
     x0        = x - sigma_i v
     corrected = c0 x + c1 corrected_prev + c2 x0 + c3 x0_prev + c4 x0_prev2      (UniC)
@@ -17,6 +17,12 @@ returns the x0 prediction.
 
 Guidance: `uncond + g (cond - uncond)`, the conditional and unconditional branches stacked on the
 batch axis ([cond; uncond]) in one velocity call per step.
+
+Experts: a run is denoised by one model, or by Wan2.2 A14B's two split at a boundary timestep
+(`Expert`, `expert_steps`), each with its own guidance scale. Each expert's steps are one call of the
+same compiled loop (its span of the table is traced), with that expert's params; the next expert's
+params are made only after the previous one's have been let go, so a caller keeping the idle
+expert in host memory holds one on the device at a time.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import jax
@@ -171,6 +177,40 @@ def guided_velocity(velocity_fn: VelocityFn, params: Any, latents: jax.Array, ti
   return uncond + guidance * (cond - uncond)
 
 
+@dataclasses.dataclass(frozen=True)
+class Expert:
+  """A denoiser of a sampling run and its guidance scale.
+
+  One expert denoises every step. Wan2.2 A14B splits the run between two (docs/sampling.md, "Wan2.2 A14B"): the
+  high-noise expert takes the steps whose timestep is >= boundary * 1000, the low-noise expert the
+  rest (diffusers' `transformer` with `guidance_scale`, `transformer_2` with `guidance_scale_2`).
+
+  `params`: what `velocity_fn` takes, or a function of no arguments returning it, called when the
+  expert's first step comes, after the previous expert's steps have run and its params were let go
+  (e.g. weights kept in host memory put on the device: only the active expert is there).
+  `min_timestep`: the expert takes the steps with timestep >= this that no earlier expert took; the
+  last expert takes the rest (its own is not read).
+  """
+
+  params: Any
+  guidance: float | jax.Array = 1.0
+  min_timestep: float = 0.0
+
+
+def expert_steps(experts: Sequence[Expert], timesteps: np.ndarray) -> list[range]:
+  """The steps each expert denoises (`Expert.min_timestep`), given the timesteps `[N]` of the table;
+  contiguous and in order, since every sampling grid's timesteps fall."""
+  floors = [float(expert.min_timestep) for expert in experts[:-1]]
+  if any(high <= low for high, low in zip(floors, floors[1:])):
+    raise ValueError(f"experts' min_timestep {floors}; expected them to fall (the high-noise expert first)")
+  timesteps = np.asarray(timesteps, np.float64)
+  owners = [next((k for k, floor in enumerate(floors) if t >= floor), len(floors)) for t in timesteps]
+  if any(a > b for a, b in zip(owners, owners[1:])):
+    raise ValueError(f"timesteps {timesteps.tolist()} rise; expected them to fall, as sampling grids do")
+  ends = np.cumsum([owners.count(k) for k in range(len(experts))]).tolist()
+  return [range(end - owners.count(k), end) for k, end in enumerate(ends)]
+
+
 _PROGRESS: dict[int, Callable[[int], None]] = {}
 _PROGRESS_IDS = itertools.count(1)
 
@@ -182,45 +222,62 @@ def _report(hook: np.ndarray, step: np.ndarray) -> None:
 
 
 @functools.partial(jax.jit, static_argnames=("velocity_fn", "report"))
-def _sample(velocity_fn: VelocityFn, report: bool, params: Any, noise: jax.Array, context: Any, uncond_context: Any,
-            table: SolverTable, guidance: jax.Array, hook: jax.Array) -> jax.Array:
+def _denoise(velocity_fn: VelocityFn, report: bool, params: Any, state: SolverState, context: Any,
+             uncond_context: Any, table: SolverTable, guidance: jax.Array, start: jax.Array, stop: jax.Array,
+             hook: jax.Array) -> SolverState:
+  """Steps `start` to `stop` of the table (traced: every expert's span runs one compiled loop)."""
   if uncond_context is None:
     guidance = None
   else:  # stacked once, outside the loop
     context = jax.tree.map(lambda c, u: jnp.concatenate([c, u], axis=0), context, uncond_context)
 
-  def body(state: SolverState, xs: tuple[jax.Array, SolverTable]) -> tuple[SolverState, None]:
-    index, step = xs
+  def body(index: jax.Array, state: SolverState) -> SolverState:
+    step = table.step(index)
     velocity = guided_velocity(velocity_fn, params, state.sample, step.timesteps, context, guidance)
     state = solver_step(state, velocity, step)
     if report:
       jax.debug.callback(_report, hook, index + 1)
-    return state, None
+    return state
 
-  state, _ = jax.lax.scan(body, init_state(noise), (jnp.arange(table.steps), table))
-  return state.sample
+  return jax.lax.fori_loop(start, stop, body, state)
 
 
-def sample(velocity_fn: VelocityFn, params: Any, noise: jax.Array, context: Any, table: SolverTable, *,
-           guidance: float | jax.Array = 1.0, uncond_context: Any = None,
+def sample(velocity_fn: VelocityFn, experts: Expert | Sequence[Expert], noise: jax.Array, context: Any,
+           table: SolverTable, *, uncond_context: Any = None,
            progress: Callable[[int], None] | None = None) -> jax.Array:
   """Denoises `noise` `[B, ...]` over the table's steps; returns the final latents `[B, ...]` fp32.
 
-  `velocity_fn(params, latents, timestep, context)`; `context` is any pytree with leading batch B
-  (text, mask, condition latents, image tokens, ...). With `uncond_context` (the same pytree with the
-  negative prompt), each step makes one velocity call on the doubled batch and applies `guidance`
-  (traced: changing it does not recompile). `progress(steps_done)` is called on the host after
-  each step (e.g. `lambda n: bar.update(1)` for tqdm); the call then waits for the result. Without
-  `progress` the function can be used inside other jitted code.
+  `velocity_fn(params, latents, timestep, context)` with each expert's params (`Expert`: one for the
+  whole run, or A14B's two split at a timestep); `context` is any pytree with leading batch B (text,
+  mask, condition latents, image tokens, ...). With `uncond_context` (the same pytree with the
+  negative prompt), each step makes one velocity call on the doubled batch and applies the expert's
+  guidance (traced: changing it does not recompile). `progress(steps_done)` is called on the host
+  after each step (e.g. `lambda n: bar.update(1)` for tqdm); the call then waits for the result.
+  Without `progress`, and with one expert, the function can be used inside other jitted code.
   """
-  guidance = jnp.asarray(guidance, jnp.float32)
+  experts = [experts] if isinstance(experts, Expert) else list(experts)
+  spans = expert_steps(experts, table.timesteps) if len(experts) > 1 else [range(table.steps)]
+
+  def run(report: bool, hook: int) -> jax.Array:
+    state = init_state(noise)
+    for expert, span in zip(experts, spans):
+      if not span:
+        continue
+      if callable(expert.params):
+        state = jax.block_until_ready(state)  # the previous expert's params are free before these arrive
+      params = expert.params() if callable(expert.params) else expert.params
+      state = _denoise(velocity_fn, report, params, state, context, uncond_context, table,
+                       jnp.asarray(expert.guidance, jnp.float32), jnp.int32(span.start), jnp.int32(span.stop),
+                       jnp.int32(hook))
+      del params  # this expert's only reference: its device copy goes once its steps have run
+    return state.sample
+
   if progress is None:
-    return _sample(velocity_fn, False, params, noise, context, uncond_context, table, guidance, jnp.int32(0))
+    return run(False, 0)
   hook = next(_PROGRESS_IDS)
   _PROGRESS[hook] = progress
   try:
-    latents = jax.block_until_ready(
-        _sample(velocity_fn, True, params, noise, context, uncond_context, table, guidance, jnp.int32(hook)))
+    latents = jax.block_until_ready(run(True, hook))
     jax.effects_barrier()  # every step's callback has run
   finally:
     del _PROGRESS[hook]

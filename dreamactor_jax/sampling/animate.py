@@ -479,8 +479,8 @@ class _Segments:
         if callable(self.progress):
           self.progress(index, done)
 
-      sampled = diffusion.sample(_velocity, (*self.dit, conditions.motion), noise, conditions.context, self.table,
-                                 guidance=options.guidance, uncond_context=conditions.uncond,
+      sampled = diffusion.sample(_velocity, diffusion.Expert((*self.dit, conditions.motion), options.guidance), noise,
+                                 conditions.context, self.table, uncond_context=conditions.uncond,
                                  progress=report if self.progress else None)
     return conditions.finish(sampled)
 

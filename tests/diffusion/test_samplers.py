@@ -8,7 +8,8 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
-from dreamactor_jax.diffusion import init_state, sample, sampling_schedule, solver_step, solver_table
+from dreamactor_jax.diffusion import (Expert, expert_steps, init_state, sample, sampling_schedule, solver_step,
+                                      solver_table)
 
 SHAPE = (2, 3, 5, 7, 4)  # B F H W C, unequal
 
@@ -55,7 +56,7 @@ def test_step_by_step_parity_with_diffusers(sampler, grid, steps, shift):
     state = step_fn(state, velocity, step)
     np.testing.assert_allclose(state.sample, x_ref.numpy(), atol=1e-5, rtol=0, err_msg=f"step {i}")
   # the jitted scan gives the same final latents as the step loop
-  final = sample(velocity_jax, jnp.float32(1.0), jnp.asarray(_noise()), context, table)
+  final = sample(velocity_jax, Expert(jnp.float32(1.0)), jnp.asarray(_noise()), context, table)
   np.testing.assert_allclose(final, state.sample, atol=1e-5, rtol=0)
   np.testing.assert_allclose(final, x_ref.numpy(), atol=1e-5, rtol=0)
 
@@ -65,7 +66,7 @@ def test_wan_grid_runs_unipc_and_euler_table_is_plain_euler():
   table = solver_table(schedule, "euler")
   np.testing.assert_array_equal(table.predictor[:, 3], np.diff(schedule.sigmas))
   np.testing.assert_array_equal(table.corrector[:, 0], 1.0)
-  x = sample(velocity_jax, jnp.float32(1.0), jnp.asarray(_noise()), {"scale": jnp.ones(2)},
+  x = sample(velocity_jax, Expert(jnp.float32(1.0)), jnp.asarray(_noise()), {"scale": jnp.ones(2)},
              solver_table(schedule, "unipc"))
   assert x.shape == SHAPE and bool(jnp.all(jnp.isfinite(x)))
   with pytest.raises(ValueError, match="UniPC needs 0 < sigma < 1 at every model call"):
@@ -83,7 +84,7 @@ def test_cfg_one_call_on_the_doubled_batch():
     return velocity_jax(params, x, t, context)
 
   cond, uncond, guidance = {"scale": jnp.asarray([1.0, 0.7])}, {"scale": jnp.asarray([0.2, -0.4])}, 4.5
-  guided = sample(recording_velocity, jnp.float32(1.0), jnp.asarray(_noise()), cond, table, guidance=guidance,
+  guided = sample(recording_velocity, Expert(jnp.float32(1.0), guidance), jnp.asarray(_noise()), cond, table,
                   uncond_context=uncond)
   assert calls == [((4, *SHAPE[1:]), (4,), (4,))]
   # reference: the two branches as separate calls, combined by hand
@@ -95,10 +96,10 @@ def test_cfg_one_call_on_the_doubled_batch():
     state = solver_step(state, v_uncond + guidance * (v_cond - v_uncond), step)
   np.testing.assert_allclose(guided, state.sample, atol=2e-5, rtol=0)  # fp32 rounding x guidance 4.5
   # guidance is traced: another value reuses the compilation
-  other = sample(recording_velocity, jnp.float32(1.0), jnp.asarray(_noise()), cond, table, guidance=1.0,
+  other = sample(recording_velocity, Expert(jnp.float32(1.0), 1.0), jnp.asarray(_noise()), cond, table,
                  uncond_context=uncond)
   assert len(calls) == 1
-  plain = sample(velocity_jax, jnp.float32(1.0), jnp.asarray(_noise()), cond, table)
+  plain = sample(velocity_jax, Expert(jnp.float32(1.0)), jnp.asarray(_noise()), cond, table)
   np.testing.assert_allclose(other, plain, atol=1e-5, rtol=0)  # guidance 1 = conditional only
 
 
@@ -106,8 +107,57 @@ def test_progress_callback_and_nesting_in_jit():
   table = solver_table(sampling_schedule(4, 3.0, "unipc"), "unipc")
   context = {"scale": jnp.ones(2)}
   reported = []
-  with_progress = sample(velocity_jax, jnp.float32(0.5), jnp.asarray(_noise()), context, table,
+  with_progress = sample(velocity_jax, Expert(jnp.float32(0.5)), jnp.asarray(_noise()), context, table,
                          progress=reported.append)
   assert sorted(reported) == [1, 2, 3, 4]
-  nested = jax.jit(lambda params, noise: sample(velocity_jax, params, noise, context, table))
+  nested = jax.jit(lambda params, noise: sample(velocity_jax, Expert(params), noise, context, table))
   np.testing.assert_allclose(nested(jnp.float32(0.5), jnp.asarray(_noise())), with_progress, atol=1e-5, rtol=0)
+
+
+def test_two_experts_switch_at_the_boundary_with_their_own_guidance():
+  """Wan2.2 A14B: the first expert (loaded when its first step comes) takes the steps with timestep
+  >= boundary * 1000 with its guidance, the second the rest with its own, loaded only after the
+  first's steps have run; the same as a step loop choosing by hand (diffusers' rule)."""
+  table = solver_table(sampling_schedule(8, 5.0, "unipc"), "unipc")
+  boundary = 900.0
+  high_steps = int(np.sum(table.timesteps >= boundary))
+  assert 0 < high_steps < 8  # the switch falls inside the run
+  cond, uncond = {"scale": jnp.asarray([1.0, 0.7])}, {"scale": jnp.asarray([0.2, -0.4])}
+  done, loads = [], []
+
+  def load(name, factor):
+    def params():
+      loads.append((name, len(done)))  # steps already run when these params are made
+      return jnp.float32(factor)
+    return params
+
+  experts = [Expert(load("high", 1.0), 4.0, boundary), Expert(load("low", 0.6), 2.5)]
+  assert expert_steps(experts, table.timesteps) == [range(high_steps), range(high_steps, 8)]
+  ours = sample(velocity_jax, experts, jnp.asarray(_noise()), cond, table, uncond_context=uncond,
+                progress=done.append)
+  assert loads == [("high", 0), ("low", high_steps)] and sorted(done) == list(range(1, 9))
+  state = init_state(jnp.asarray(_noise()))
+  for i in range(table.steps):
+    step = table.step(i)
+    factor, guidance = (1.0, 4.0) if step.timesteps >= boundary else (0.6, 2.5)
+    t = jnp.full((2,), step.timesteps)
+    v_cond, v_uncond = velocity_jax(factor, state.sample, t, cond), velocity_jax(factor, state.sample, t, uncond)
+    state = solver_step(state, v_uncond + guidance * (v_cond - v_uncond), step)
+  np.testing.assert_allclose(ours, state.sample, atol=2e-5, rtol=0)
+  swapped = sample(velocity_jax, [Expert(jnp.float32(1.0), 2.5, boundary), Expert(jnp.float32(0.6), 4.0)],
+                   jnp.asarray(_noise()), cond, table, uncond_context=uncond)
+  assert float(jnp.abs(swapped - ours).max()) > 1e-3  # each expert's guidance matters
+
+
+def test_an_expert_without_steps_is_never_loaded_and_bad_orders_are_refused():
+  table = solver_table(sampling_schedule(4, 3.0, "unipc"), "unipc")
+  loads = []
+  idle = Expert(lambda: loads.append("high") or jnp.float32(1.0), 4.0, min_timestep=1001.0)
+  only = sample(velocity_jax, [idle, Expert(jnp.float32(1.0))], jnp.asarray(_noise()), {"scale": jnp.ones(2)}, table)
+  assert loads == []
+  one = sample(velocity_jax, Expert(jnp.float32(1.0)), jnp.asarray(_noise()), {"scale": jnp.ones(2)}, table)
+  np.testing.assert_array_equal(only, one)
+  with pytest.raises(ValueError, match=r"experts' min_timestep \[500.0, 900.0\]; expected them to fall"):
+    expert_steps([Expert(1.0, min_timestep=500.0), Expert(1.0, min_timestep=900.0), Expert(1.0)], table.timesteps)
+  with pytest.raises(ValueError, match=r"timesteps \[100.0, 950.0\] rise"):
+    expert_steps([Expert(1.0, min_timestep=900.0), Expert(1.0)], np.array([100.0, 950.0]))

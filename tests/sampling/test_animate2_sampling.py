@@ -115,8 +115,8 @@ def test_one_step_matches_diffusers_modular_step(checkpoints):
   np.testing.assert_allclose(conditions.context.latents.condition, condition[..., 4:], rtol=1e-4, atol=1e-5)
   assert conditions.uncond is not None and conditions.motion.k.shape[1] == 1  # one cache for [cond; uncond]
   first = jax.tree.map(lambda a: a[:1], run.table)
-  ours = diffusion.sample(_velocity, (*run.dit, conditions.motion), noise, conditions.context, first,
-                          guidance=GUIDANCE, uncond_context=conditions.uncond)
+  ours = diffusion.sample(_velocity, diffusion.Expert((*run.dit, conditions.motion), GUIDANCE), noise,
+                          conditions.context, first, uncond_context=conditions.uncond)
   scale = np.abs(expected - noise).max()
   np.testing.assert_allclose(np.asarray(ours) - noise, expected - noise, rtol=0, atol=1e-4 * scale)
 
