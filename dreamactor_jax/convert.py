@@ -1,8 +1,9 @@
-"""Converts PyTorch Wan2.1 and Wan-Animate-2 checkpoints to ours and back.
+"""Converts PyTorch Wan2.1, Wan2.2 A14B and Wan-Animate-2 checkpoints to ours and back.
 
   python -m dreamactor_jax.convert dit --src Wan2.1-T2V-1.3B-Diffusers/transformer --out ckpt/t2v-1.3b
   python -m dreamactor_jax.convert dit --src Wan2.1-T2V-14B --out ckpt/t2v-14b --dtype bf16
   python -m dreamactor_jax.convert dit --src Wan2.2-Animate-2-14B-Diffusers/transformer --out ckpt/animate2
+  python -m dreamactor_jax.convert a14b --src Wan2.2-I2V-A14B-Diffusers --out ckpt/i2v-a14b --dtype bf16
   python -m dreamactor_jax.convert export-dit --src ckpt/t2v-1.3b --out exported --layout original
   python -m dreamactor_jax.convert export-dit --src ckpt/t2v-1.3b --lora runs/stage1/lora --out stage1-merged
   python -m dreamactor_jax.convert vae --src Wan2.1-T2V-1.3B/Wan2.1_VAE.pth --out ckpt/vae
@@ -15,6 +16,9 @@ with `torch.load(weights_only=True)`). Layout and config are detected from tenso
 Wan-Animate-2 is told apart by its names (the official `wan_animate_2_bf16*.safetensors` wraps each
 block as `blocks.N.block.`; its diffusers folder names attention `self_attn.to_q`), which a
 config.json class must not contradict; `export-dit` writes such a model back in its own two layouts.
+`a14b` converts Wan2.2 A14B's two experts into one folder with their boundary (checkpoints/experts.py):
+`--src` is diffusers' pipeline folder (transformer/, transformer_2/, model_index.json) or the official
+one (high_noise_model/, low_noise_model/).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from absl import flags
 
 from dreamactor_jax import cli
 from dreamactor_jax.checkpoints import dit_torch
+from dreamactor_jax.checkpoints.experts import convert_experts
 from dreamactor_jax.checkpoints.importers import DTYPES, convert_to_orbax, load_torch
 from dreamactor_jax.checkpoints.model_state import model_params
 from dreamactor_jax.checkpoints.orbax_model import load_dit
@@ -72,6 +77,9 @@ def check_writable(out: Path) -> None:
 COMMANDS = {
     "dit": ("PyTorch Wan2.1 or Wan-Animate-2 DiT (diffusers or original layout) -> Orbax folder",
             "checkpoint file or folder (safetensors shards or .pth)"),
+    "a14b": ("PyTorch Wan2.2 A14B, its two experts (diffusers or original layout) -> one folder of both and "
+             "their boundary", "diffusers pipeline folder (transformer/, transformer_2/) or the official release "
+             "(high_noise_model/, low_noise_model/)"),
     "vae": ("PyTorch Wan2.1 VAE (diffusers AutoencoderKLWan folder or Wan2.1_VAE.pth) -> Orbax folder",
             "diffusers vae/ folder or Wan2.1_VAE.pth"),
     "t5": ("PyTorch UMT5 encoder (transformers UMT5EncoderModel or Wan's T5 .pth) -> Orbax folder",
@@ -96,6 +104,10 @@ def _command_flags(command: str) -> flags.FlagValues:
                          "(default dim/128)", lower_bound=1, flag_values=values)
     flags.DEFINE_integer("in-channels", None, "widen the patch embedding with zero weights, e.g. 36 to start the "
                          "in-context model from T2V", lower_bound=1, flag_values=values)
+  if command == "a14b":
+    flags.DEFINE_float("boundary", None, "share of the 1000 training timesteps from which the high-noise expert "
+                       "denoises (default: model_index.json's boundary_ratio, or wan/configs' for the official "
+                       "release: 0.9 I2V, 0.875 T2V)", flag_values=values)
   if command == "export-dit":
     flags.DEFINE_string("lora", None, "folder of LoRA adapters alone (training's save_lora) to merge over --src; "
                         "adapters saved inside --src are merged anyway", flag_values=values)
@@ -113,6 +125,10 @@ def _convert(command: str, values: flags.FlagValues) -> None:
   check_writable(out)
   if command == "export-dit":
     print(f"wrote {export_dit(src, out, layout=values['layout'].value, dtype=dtype, lora=values['lora'].value)}")
+    return
+  if command == "a14b":
+    config, boundary = convert_experts(src, out, dtype=dtype, boundary=values["boundary"].value)
+    print(f"wrote {out}: two experts of {config}, boundary {boundary}")
     return
   options = {}
   if command == "dit":
