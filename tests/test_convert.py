@@ -81,8 +81,8 @@ def test_one_loader_behind_the_public_names(two_models):
 
 
 @pytest.mark.parametrize("argv, line", [
-    ([], "error: <command>: expected a command, one of dit, vae, t5, clip, export-dit"),
-    (["dits", "--src", "x"], "error: dits: expected a command, one of dit, vae, t5, clip, export-dit"),
+    ([], "error: <command>: expected a command, one of dit, a14b, vae, t5, clip, export-dit"),
+    (["dits", "--src", "x"], "error: dits: expected a command, one of dit, a14b, vae, t5, clip, export-dit"),
     (["dit", "--src", "x"], "error: --out=None: Flag --out must have a value other than None."),
     (["dit", "--src", "x", "--out", "y", "--num-heads", "0"], "error: --num-heads=0: 0 is not a positive integer"),
     (["export-dit", "--src", "x", "--out", "y", "--layout", "wan"],
