@@ -32,7 +32,7 @@ import numpy as np
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dreamactor_jax.models import vae as vae_module  # noqa: E402
+from dreamactor_jax.models import vae_conv  # noqa: E402
 from dreamactor_jax.models.vae import VAE_SIZES, VAEConfig, WanVAE  # noqa: E402
 
 GIB = 1 << 30
@@ -99,7 +99,7 @@ def convs(args: argparse.Namespace) -> None:
     x = rng.standard_normal((1, frames, height, width, channels), np.float32)
     kernel = rng.standard_normal((3, 3, 3, channels, channels), np.float32) * 0.02
     flops = 2 * (frames - 2) * height * width * channels * channels * 27
-    ours_fn = jax.jit(lambda x, kernel: vae_module._conv3d(x, kernel, time_stride=1))
+    ours_fn = jax.jit(lambda x, kernel: vae_conv._conv3d(x, kernel, time_stride=1))
     ours_args = jnp.asarray(x), jnp.asarray(kernel)
     ours_fn(*ours_args).block_until_ready()
     ours = min(_timed(ours_fn, *ours_args)[0] for _ in range(args.repeats))

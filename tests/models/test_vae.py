@@ -13,6 +13,7 @@ from flax import nnx
 from conftest import assert_close, make_torch_vae
 from dreamactor_jax.convert import load_torch_vae
 from dreamactor_jax.models import vae as vae_module
+from dreamactor_jax.models import vae_conv
 from dreamactor_jax.models.vae import VAE_SIZES, VAEConfig, WanVAE, check_frame_count
 
 # Non-square frames (24 x 40 pixels -> 3 x 5 latents) and a 4-stage tiny net with unequal widths.
@@ -153,33 +154,8 @@ def test_full_size_matches_diffusers_param_count():
   assert video.shape == (1, 81, 480, 832, 3)
 
 
-@pytest.mark.parametrize("in_dim, out_dim", [(3, 6), (6, 3)])
-def test_few_channel_convolution_matches_the_plain_one_with_gradients(in_dim, out_dim):
-  # The CPU layout for RGB inputs/outputs has its own forward and borrows the plain conv's gradient.
-  keys = jax.random.split(jax.random.key(0), 3)
-  x = jax.random.normal(keys[0], (2, 5, 6, 7, in_dim))
-  kernel = jax.random.normal(keys[1], (3, 3, 3, in_dim, out_dim))
-  cotangent = jax.random.normal(keys[2], (2, 3, 6, 7, out_dim))
-  ours, ours_vjp = jax.vjp(vae_module._few_channels_conv3d, x, kernel)
-  plain, plain_vjp = jax.vjp(vae_module._plain_conv3d, x, kernel)
-  np.testing.assert_allclose(ours, plain, rtol=1e-5, atol=1e-5)
-  for got, expected in zip(ours_vjp(cotangent), plain_vjp(cotangent)):
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
-
-
-@pytest.mark.parametrize("frames", [1, 3, 4, 6])
-def test_cpu_convolution_layouts_match_the_plain_one(monkeypatch, frames):
-  # 2D convolutions per time tap; for chunks of 2-4 frames (split size lowered here) one frame at a time.
-  monkeypatch.setattr(vae_module, "_FRAME_SPLIT_SIZE", 1)
-  keys = jax.random.split(jax.random.key(frames), 2)
-  x = jax.random.normal(keys[0], (2, frames + 2, 6, 7, 5))
-  kernel = jax.random.normal(keys[1], (3, 3, 3, 5, 8))
-  np.testing.assert_allclose(vae_module._conv3d(x, kernel, time_stride=1), vae_module._plain_conv3d(x, kernel),
-                             rtol=1e-5, atol=1e-4)
-
-
 def test_frame_at_a_time_chunks_match_diffusers(vaes, monkeypatch):
-  monkeypatch.setattr(vae_module, "_FRAME_SPLIT_SIZE", 1)
+  monkeypatch.setattr(vae_conv, "_FRAME_SPLIT_SIZE", 1)
   torch_model, vae = vaes
   latents = np.random.default_rng(2).normal(size=(2, 3, 3, 5, 4)).astype(np.float32)
   decoded = nnx.jit(lambda vae, z: vae.decode(z))(with_mode(vae, mode="chunked"), jnp.asarray(latents))
