@@ -40,7 +40,8 @@ from dreamactor_jax.checkpoints.model_state import abstract_params, merge_params
 from dreamactor_jax.models import (CLIPVisionConfig, CLIPVisionEncoder, DiTConfig, VAEConfig,  # noqa: E402
                                    WanDiT, WanVAE)
 from dreamactor_jax.models.dit import TEXT_LEN  # noqa: E402
-from dreamactor_jax.sampling.animate import AnimateOptions, Models, TextEmbedder, animate  # noqa: E402
+from dreamactor_jax.sampling.animate import AnimateOptions, Models, animate  # noqa: E402
+from dreamactor_jax.sampling.prompt_cache import TextEmbedder  # noqa: E402
 
 # Video (H, W) and frames; the canvas is H x 2W. CLIP: a 1-layer tower of the model's image width
 # (only its 257 tokens matter for the DiT's cost). VAE: a reduced one on CPU (its cost is per video).

@@ -12,9 +12,10 @@ from flax import nnx
 
 from dreamactor_jax.configs import base
 from conftest import numpy_random_model
-from dreamactor_jax.sampling.bundle import BundleInfo, save_bundle
 from dreamactor_jax.models import CLIPVisionConfig, CLIPVisionEncoder, DiTConfig, VAEConfig, WanDiT, WanVAE
-from dreamactor_jax.sampling.animate import AnimateOptions, Models, TextEmbedder
+from dreamactor_jax.sampling.animate import AnimateOptions, Models
+from dreamactor_jax.sampling.bundle import BundleInfo, save_bundle
+from dreamactor_jax.sampling.prompt_cache import TextEmbedder
 
 SIZE = (32, 48)
 TEXT_LEN, TEXT_DIM = 7, 20

@@ -62,7 +62,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -70,84 +69,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from PIL import Image
 from tqdm import tqdm
 
 from dreamactor_jax import animation, diffusion, media
 from dreamactor_jax.conditioning import (CanvasLatents, decode_latents, driving_dit_input, encode_canvas, encode_video,
                                          model_latents, prepend_reference, reference_frame, reference_tokens,
                                          split_for_motion_cache)
-from dreamactor_jax.models.dit import TEXT_LEN, MotionCache, WanDiT
+from dreamactor_jax.models.dit import MotionCache, WanDiT
 from dreamactor_jax.models.image_encoder import CLIPVisionEncoder
-from dreamactor_jax.models.text_encoder import pad_prompt_embeddings
 from dreamactor_jax.models.patch_codec import Codec
 from dreamactor_jax.parallel import ShardingPlan
-from dreamactor_jax.sampling.prompt_cache import PromptCache
+from dreamactor_jax.sampling.prompt_cache import TextEmbedder
+from dreamactor_jax.sampling.sizes import LETTERBOX_FILL, area_size, fit_driving, resolve_size
 
-SIZE_MULTIPLE = 16  # VAE x8, then DiT patch 2
-# prompts -> one trimmed `[L_i, D]` embedding each (as `PromptCache.build` takes).
-EncodeFn = Callable[[list[str]], Sequence[np.ndarray]]
 # (segment index, denoising steps done in it) after every step.
 StepHook = Callable[[int, int], None]
 
 
-class TextEmbedder:
-  """Prompts -> text `[B, text_len, text_dim]` float32, zero-padded, as the DiT reads it.
-
-  Prompts come from a prompt cache; those it lacks are encoded by `load_encoder()` (UMT5 and its
-  tokenizer), which is called once for all of them and then dropped, so the encoder's memory is freed
-  before the DiT runs (`prepare` the prompts first). Without cache and encoder (a model trained
-  without text) the text is zeros and only the empty prompt is accepted. `source` names the
-  checkpoint in messages.
-  """
-
-  def __init__(self, text_dim: int, text_len: int = TEXT_LEN, *, cache: PromptCache | None = None,
-               load_encoder: Callable[[], EncodeFn] | None = None, source: str = "the model"):
-    self.text_dim, self.text_len, self.cache, self.source = text_dim, text_len, cache, source
-    self._load_encoder = load_encoder
-    self._encoded: dict[str, np.ndarray] = {}
-
-  @property
-  def has_text(self) -> bool:
-    return self.cache is not None or self._load_encoder is not None
-
-  def prepare(self, prompts: Sequence[str]) -> None:
-    """Encodes the prompts neither the cache nor earlier calls hold (one encoder load for all)."""
-    if not self.has_text:
-      for prompt in prompts:
-        if prompt:
-          raise ValueError(f"{self.source} has no text encoder (text: none; its DiT reads zero text), so prompt "
-                           f"{prompt!r} cannot be used; leave the prompt and sampling.negative_prompt empty")
-      return
-    missing = list(dict.fromkeys(p for p in prompts if p not in self._encoded
-                                 and (self.cache is None or p not in self.cache)))
-    if not missing:
-      return
-    if self._load_encoder is None:
-      raise ValueError(f"prompt {missing[0]!r} is not in {self.cache.path} and {self.source} has no text encoder "
-                       "(umt5/ + tokenizer/) to encode it")
-    encode = self._load_encoder()
-    for prompt, embedding in zip(missing, encode(missing), strict=True):
-      self._encoded[prompt] = np.asarray(embedding, np.float32)
-    del encode  # frees the encoder (the closure held its only reference)
-
-  def __call__(self, prompts: Sequence[str]) -> np.ndarray:
-    self.prepare(prompts)
-    if not self.has_text:
-      return np.zeros((len(prompts), self.text_len, self.text_dim), np.float32)
-    embeddings = [self._encoded[p] if p in self._encoded else self.cache[p] for p in prompts]
-    dims = {e.shape[-1] for e in embeddings}
-    if dims != {self.text_dim}:
-      raise ValueError(f"{self.source}: prompt embeddings have width {sorted(dims)}; its DiT reads "
-                       f"text_dim={self.text_dim}")
-    return pad_prompt_embeddings(embeddings, self.text_len).astype(np.float32)
-
-
 Layout = Literal["full", "motion_cache", "animate2"]
 LAYOUTS = ("full", "motion_cache", "animate2")
-# Wan-Animate-2 letterboxes the reference and the driving frames on black (diffusers'
-# WanAnimate2VideoProcessor, fill_color 0), in -1..1.
-LETTERBOX_FILL = -1.0
 
 # Wan-Animate-2's sampling presets: the `animation` and `sampling` config sections a bundle of that
 # family carries (`bundle.BundleInfo.preset`). Both references sample the base model with 40 steps and
@@ -236,61 +176,6 @@ class Models:
     if self.text.text_dim != config.text_dim:
       raise ValueError(f"{self.name}: text embeddings of width {self.text.text_dim}; the DiT reads "
                        f"text_dim={config.text_dim}")
-
-
-def resolve_size(size: tuple[int, int] | None, trained: tuple[int, int] | None,
-                 driving_size: tuple[int, int]) -> tuple[int, int]:
-  """The working (H, W): `size`, else `trained` in the driving video's orientation, else the driving
-  size rounded down to multiples of 16 (module docstring, step 1)."""
-  if size is None and trained is not None:
-    size = tuple(trained)
-    if size[0] != size[1] and driving_size[0] != driving_size[1] and \
-        (size[0] > size[1]) != (driving_size[0] > driving_size[1]):
-      size = size[::-1]
-  if size is None:
-    size = tuple(s // SIZE_MULTIPLE * SIZE_MULTIPLE for s in driving_size)
-  height, width = (int(s) for s in size)
-  if height < SIZE_MULTIPLE or width < SIZE_MULTIPLE or height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
-    raise ValueError(f"resolution {height}x{width}: H and W must be positive multiples of {SIZE_MULTIPLE}")
-  return height, width
-
-
-def area_size(area: tuple[int, int], image_size: tuple[int, int]) -> tuple[int, int]:
-  """Wan-Animate-2's working (H, W): about `area[0] * area[1]` pixels in the aspect of the reference
-  image `(h, w)` (first rounded down to multiples of 16), each side rounded down to a multiple of 16
-  (diffusers' WanAnimate2ProcessImagesInputStep)."""
-  image_h, image_w = (s // SIZE_MULTIPLE * SIZE_MULTIPLE for s in image_size)
-  if not image_h or not image_w:
-    raise ValueError(f"reference image {image_size[0]}x{image_size[1]}: Wan-Animate-2 needs at least "
-                     f"{SIZE_MULTIPLE} pixels on each side")
-  pixels, aspect = area[0] * area[1], image_h / image_w
-  height, width = (int(math.sqrt(pixels * r)) // SIZE_MULTIPLE * SIZE_MULTIPLE for r in (aspect, 1 / aspect))
-  return resolve_size((height, width), None, (height, width))
-
-
-def fit_driving(driving: np.ndarray, height: int, width: int, *, letterbox: bool = False) -> np.ndarray:
-  """uint8 video `[..., T, h, w, 3]` -> `[..., T, height, width, 3]`, aspect kept: scaled to cover and
-  centre-cropped (antialiased bicubic), or with `letterbox` scaled to fit inside and centred on black
-  (antialiased bilinear, as diffusers' Wan-Animate-2 video processor); one PIL resize per frame."""
-  driving = np.asarray(driving)
-  h, w = driving.shape[-3:-1]
-  if (h, w) == (height, width):
-    return driving
-  frames = driving.reshape(-1, h, w, 3)
-  out = np.full((len(frames), height, width, 3), media.to_uint8(LETTERBOX_FILL), np.uint8)
-  if letterbox:
-    box = animation.fit_box(h, w, height, width)
-    for i, frame in enumerate(frames):
-      out[i, box.top:box.top + box.height, box.left:box.left + box.width] = np.asarray(
-          Image.fromarray(frame).resize((box.width, box.height), Image.Resampling.BILINEAR))
-  else:
-    scale = max(height / h, width / w)
-    crop_h, crop_w = height / scale, width / scale
-    top, left = (h - crop_h) / 2, (w - crop_w) / 2
-    for i, frame in enumerate(frames):
-      out[i] = np.asarray(Image.fromarray(frame).resize((width, height), Image.Resampling.BICUBIC,
-                                                        box=(left, top, left + crop_w, top + crop_h)))
-  return out.reshape(*driving.shape[:-3], height, width, 3)
 
 
 def fit_inputs(reference: np.ndarray, driving: np.ndarray | None, height: int, width: int,

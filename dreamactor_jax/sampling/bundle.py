@@ -1,8 +1,8 @@
 """The sampling checkpoint ("bundle"): one folder holding everything `sample.py --checkpoint` and
 `sampling.animate.animate` needs, written by the trainer, or from converted models with `save_bundle` or
 
-    python -m dreamactor_jax.sampling.bundle --out bundles/animate2 --dit ckpt/animate2 --vae ckpt/vae --clip ckpt/clip \
-        --umt5 ckpt/umt5 --tokenizer umt5-xxl/ --preset base            # Wan-Animate-2 (docs/animate2.md)
+    python -m dreamactor_jax.sampling.bundle --out bundles/animate2 --dit ckpt/animate2 --vae ckpt/vae \
+        --clip ckpt/clip --umt5 ckpt/umt5 --tokenizer umt5-xxl/ --preset base   # Wan-Animate-2 (docs/animate2.md)
 
     <bundle>/animation.json        what sampling needs from training (below); written last
     <bundle>/dit/                  the DiT: a `save_model` folder (config.json + Orbax params), may hold LoRA
@@ -47,8 +47,8 @@ from dreamactor_jax.models.dit import TEXT_LEN, DiTConfig, WanDiT
 from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
 from dreamactor_jax.models.lora import merge_lora, rebuild
 from dreamactor_jax.models.text_encoder import UMT5Config, UMT5Encoder, encode_prompts, load_tokenizer
-from dreamactor_jax.sampling.animate import LAYOUTS, PRESETS, AnimateOptions, Layout, Models, TextEmbedder
-from dreamactor_jax.sampling.prompt_cache import PromptCache
+from dreamactor_jax.sampling.animate import LAYOUTS, PRESETS, AnimateOptions, Layout, Models
+from dreamactor_jax.sampling.prompt_cache import PromptCache, TextEmbedder
 
 FORMAT = 1
 INFO_FILE = "animation.json"
@@ -136,7 +136,8 @@ def read_info(folder: str | os.PathLike) -> BundleInfo:
     bare = (folder / "config.json").is_file() and (folder / "params").is_dir()
     raise BundleError(f"checkpoint {folder} has no {INFO_FILE}" + (
         " (it is a bare model folder; a sampling checkpoint is a bundle: animation.json, dit/, vae/, ...; "
-        "see dreamactor_jax/sampling/bundle.py)" if bare else "; expected a bundle folder (animation.json, dit/, vae/, ...)"))
+        "see dreamactor_jax/sampling/bundle.py)" if bare
+        else "; expected a bundle folder (animation.json, dit/, vae/, ...)"))
   try:
     values = json.loads(path.read_text())
     if not isinstance(values, dict):

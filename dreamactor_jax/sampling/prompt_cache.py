@@ -1,5 +1,6 @@
-"""A file of UMT5 prompt embeddings, so training never runs the 5.7B text encoder per step and
-sampling can free the encoder before the DiT runs.
+"""Prompts -> the text the DiT reads. A file of UMT5 prompt embeddings (`PromptCache`), so training
+never runs the 5.7B text encoder per step and sampling can free the encoder before the DiT runs; and
+`TextEmbedder`, the cache with the encoder loaded only for the prompts it lacks.
 
 One safetensors file holds, for each distinct prompt keyed by the sha256 of its text, the trimmed
 embedding `[L, D]` (`<key>.embedding`) and the prompt's UTF-8 bytes (`<key>.text`, uint8), so the
@@ -114,3 +115,55 @@ class PromptCache:
   def padded(self, prompts: Sequence[str], length: int = TEXT_LEN) -> np.ndarray:
     """`[B, length, D]`: the prompts' embeddings zero-padded, as the DiT reads text."""
     return pad_prompt_embeddings([self[prompt] for prompt in prompts], length)
+
+
+class TextEmbedder:
+  """Prompts -> text `[B, text_len, text_dim]` float32, zero-padded, as the DiT reads it.
+
+  Prompts come from a prompt cache; those it lacks are encoded by `load_encoder()` (UMT5 and its
+  tokenizer), which is called once for all of them and then dropped, so the encoder's memory is freed
+  before the DiT runs (`prepare` the prompts first). Without cache and encoder (a model trained
+  without text) the text is zeros and only the empty prompt is accepted. `source` names the
+  checkpoint in messages.
+  """
+
+  def __init__(self, text_dim: int, text_len: int = TEXT_LEN, *, cache: PromptCache | None = None,
+               load_encoder: Callable[[], EncodeFn] | None = None, source: str = "the model"):
+    self.text_dim, self.text_len, self.cache, self.source = text_dim, text_len, cache, source
+    self._load_encoder = load_encoder
+    self._encoded: dict[str, np.ndarray] = {}
+
+  @property
+  def has_text(self) -> bool:
+    return self.cache is not None or self._load_encoder is not None
+
+  def prepare(self, prompts: Sequence[str]) -> None:
+    """Encodes the prompts neither the cache nor earlier calls hold (one encoder load for all)."""
+    if not self.has_text:
+      for prompt in prompts:
+        if prompt:
+          raise ValueError(f"{self.source} has no text encoder (text: none; its DiT reads zero text), so prompt "
+                           f"{prompt!r} cannot be used; leave the prompt and sampling.negative_prompt empty")
+      return
+    missing = list(dict.fromkeys(p for p in prompts if p not in self._encoded
+                                 and (self.cache is None or p not in self.cache)))
+    if not missing:
+      return
+    if self._load_encoder is None:
+      raise ValueError(f"prompt {missing[0]!r} is not in {self.cache.path} and {self.source} has no text encoder "
+                       "(umt5/ + tokenizer/) to encode it")
+    encode = self._load_encoder()
+    for prompt, embedding in zip(missing, encode(missing), strict=True):
+      self._encoded[prompt] = np.asarray(embedding, np.float32)
+    del encode  # frees the encoder (the closure held its only reference)
+
+  def __call__(self, prompts: Sequence[str]) -> np.ndarray:
+    self.prepare(prompts)
+    if not self.has_text:
+      return np.zeros((len(prompts), self.text_len, self.text_dim), np.float32)
+    embeddings = [self._encoded[p] if p in self._encoded else self.cache[p] for p in prompts]
+    dims = {e.shape[-1] for e in embeddings}
+    if dims != {self.text_dim}:
+      raise ValueError(f"{self.source}: prompt embeddings have width {sorted(dims)}; its DiT reads "
+                       f"text_dim={self.text_dim}")
+    return pad_prompt_embeddings(embeddings, self.text_len).astype(np.float32)

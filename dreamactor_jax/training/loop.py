@@ -30,15 +30,15 @@ import numpy as np
 from flax import nnx
 
 from dreamactor_jax import animation, media, parallel
-from dreamactor_jax.sampling.bundle import BundleInfo, save_bundle
 from dreamactor_jax.checkpoints.model_state import model_params
 from dreamactor_jax.checkpoints.orbax_model import load_codec, load_dit, load_model, save_lora
 from dreamactor_jax.data import DataConfig, stage1_dataset, stage2_dataset
 from dreamactor_jax.models.dit import DiTConfig, WanDiT
 from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
 from dreamactor_jax.models.lora import rebuild
-from dreamactor_jax.sampling.animate import AnimateOptions, Models, TextEmbedder, animate_batch
-from dreamactor_jax.sampling.prompt_cache import PromptCache
+from dreamactor_jax.sampling.animate import AnimateOptions, Models, animate_batch
+from dreamactor_jax.sampling.bundle import BundleInfo, save_bundle
+from dreamactor_jax.sampling.prompt_cache import PromptCache, TextEmbedder
 from dreamactor_jax.training import metrics as metrics_lib
 from dreamactor_jax.training.checkpointing import Checkpointer, abstract_like
 from dreamactor_jax.training.latent_batch import prepare_batch

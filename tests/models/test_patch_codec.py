@@ -7,11 +7,12 @@ from flax import nnx
 
 import tiny_bundle
 from conftest import numpy_random_model
-from dreamactor_jax.sampling.bundle import load_bundle
 from dreamactor_jax.checkpoints import load_codec, save_model
 from dreamactor_jax.checkpoints.model_state import model_params
 from dreamactor_jax.models import PatchCodec, PatchCodecConfig, VAEConfig, WanDiT, WanVAE
-from dreamactor_jax.sampling.animate import Models, TextEmbedder, animate
+from dreamactor_jax.sampling.animate import Models, animate
+from dreamactor_jax.sampling.bundle import load_bundle
+from dreamactor_jax.sampling.prompt_cache import TextEmbedder
 from dreamactor_jax.training.codec import fit_patch_codec
 
 # 12 x 20 frames of 2x2 patches: a 6 x 10 latent grid; 12 values per patch.

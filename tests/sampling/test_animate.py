@@ -13,9 +13,10 @@ import pytest
 from flax import nnx
 
 from dreamactor_jax import animation, media
-from dreamactor_jax.sampling import animate as animate_lib
 from dreamactor_jax.conditioning import decode_latents
-from dreamactor_jax.sampling.animate import AnimateOptions, animate, animate_batch, fit_driving, resolve_size
+from dreamactor_jax.sampling import animate as animate_lib
+from dreamactor_jax.sampling.animate import AnimateOptions, animate, animate_batch
+from dreamactor_jax.sampling.sizes import area_size, fit_driving, resolve_size
 from tiny_bundle import OPTIONS, SIZE, tiny_models
 
 HEIGHT, WIDTH = SIZE
@@ -217,17 +218,17 @@ def test_options_from_config_sections():
 
 def test_animate2_size_letterbox_and_prompts():
   """Wan-Animate-2: the target area in the reference's aspect (diffusers' rule), letterboxing on black."""
-  assert animate_lib.area_size((800, 640), (1280, 720)) == (944, 528)  # a portrait 720p reference
-  assert animate_lib.area_size((800, 640), (1080, 1920)) == (528, 944)  # its aspect from 1072 x 1920
-  assert animate_lib.area_size((32, 48), (40, 56)) == (32, 48)
+  assert area_size((800, 640), (1280, 720)) == (944, 528)  # a portrait 720p reference
+  assert area_size((800, 640), (1080, 1920)) == (528, 944)  # its aspect from 1072 x 1920
+  assert area_size((32, 48), (40, 56)) == (32, 48)
   with pytest.raises(ValueError, match="reference image 10x40: Wan-Animate-2 needs at least 16 pixels on each side"):
-    animate_lib.area_size((32, 48), (10, 40))
+    area_size((32, 48), (10, 40))
   frame = np.full((20, 60, 3), 200, np.uint8)  # wide: fitted 16 x 48, 8 black rows above and below
   out = fit_driving(frame[None], 32, 48, letterbox=True)
   assert out.shape == (1, 32, 48, 3)
   assert (out[0, :8] == 0).all() and (out[0, -8:] == 0).all() and (out[0, 8:24] == 200).all()
-  options = AnimateOptions(**{**animate_lib.PRESETS["distilled"]["animation"], **animate_lib.PRESETS["distilled"]["sampling"]},
-                           layout="animate2")
+  distilled = animate_lib.PRESETS["distilled"]
+  options = AnimateOptions(**{**distilled["animation"], **distilled["sampling"]}, layout="animate2")
   assert (options.steps, options.guidance, options.grid, options.sampler) == (10, 1.0, "flowmatch", "euler")
   assert options.prompts("a cat") == ["a cat", "", "人物动作的参考视频"]
   assert AnimateOptions().prompts("a cat") == ["a cat", ""]

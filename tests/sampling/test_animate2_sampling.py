@@ -21,15 +21,15 @@ from PIL import Image
 
 from conftest import ROOT, make_torch_animate2, make_torch_vae, numpy_random_model, save_torch_dit
 from dreamactor_jax import diffusion, media
-from dreamactor_jax.sampling.bundle import main as bundle_main
-from dreamactor_jax.sampling.bundle import read_info
 from dreamactor_jax.checkpoints import save_model
 from dreamactor_jax.checkpoints.model_state import model_params
 from dreamactor_jax.convert import load_torch_dit, load_torch_vae
 from dreamactor_jax.convert import main as convert_main
 from dreamactor_jax.models import CLIPVisionConfig, CLIPVisionEncoder
-from dreamactor_jax.sampling.animate import AnimateOptions, Models, TextEmbedder, _Segments, _velocity
-from dreamactor_jax.sampling.prompt_cache import PromptCache
+from dreamactor_jax.sampling.animate import AnimateOptions, Models, _Segments, _velocity
+from dreamactor_jax.sampling.bundle import main as bundle_main
+from dreamactor_jax.sampling.bundle import read_info
+from dreamactor_jax.sampling.prompt_cache import PromptCache, TextEmbedder
 from test_sample import run_sample
 from tiny_bundle import fake_encoder
 
@@ -141,7 +141,8 @@ def test_sample_animates_a_converted_checkpoint(checkpoints, tmp_path, monkeypat
   status, stdout, stderr = run_sample(
       monkeypatch, capsys, f"--checkpoint={tmp_path / 'bundle'}", f"--reference={tmp_path / 'reference.png'}",
       f"--driving={tmp_path / 'driving.mp4'}", "--prompt=a dancer", "--steps=2", f"--output={out}",
-      f"--config={ROOT / 'dreamactor_jax/configs/base.py'}", "--config.animation.segment_frames=5")  # --config registers overrides
+      f"--config={ROOT / 'dreamactor_jax/configs/base.py'}",  # --config registers overrides
+      "--config.animation.segment_frames=5")
   assert status == 0, stderr
   assert "layout animate2, 2 steps, guidance 3.0" in stdout
   video = media.read_video(out)
