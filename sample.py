@@ -20,8 +20,8 @@ import jax
 from absl import flags
 
 from dreamactor_jax import cli, media, parallel
-from dreamactor_jax.sampling.bundle import BundleInfo, load_bundle, read_info
 from dreamactor_jax.sampling.animate import AnimateOptions, animate, fit_inputs
+from dreamactor_jax.sampling.bundle import BundleInfo, load_bundle, read_info
 
 ROOT = Path(__file__).resolve().parent
 DEMO = Path("assets/demo")

@@ -1,8 +1,9 @@
 """Trains DreamActor-M2 stage 1 (pose-driven) or stage 2 (RGB-driven) on a Wan2.1 DiT.
 
   python train.py --config=dreamactor_jax/configs/stage1.py:tiny --workdir=runs/tiny1
-  python train.py --config=dreamactor_jax/configs/stage1.py:1.3b --workdir=runs/stage1 --config.init.dit=ckpt/t2v-1.3b-wide \\
-      --config.init.vae=ckpt/vae --config.init.prompt_cache=prompts.safetensors --config.data.stage1_dir=data/
+  python train.py --config=dreamactor_jax/configs/stage1.py:1.3b --workdir=runs/stage1 \\
+      --config.init.dit=ckpt/t2v-1.3b-wide --config.init.vae=ckpt/vae \\
+      --config.init.prompt_cache=prompts.safetensors --config.data.stage1_dir=data/
   python train.py --config=dreamactor_jax/configs/stage2.py:1.3b --workdir=runs/stage2 ...   # after the bootstrap
 
 Running the same command again resumes from the workdir's last checkpoint (and, when the run had

@@ -27,9 +27,9 @@ import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dreamactor_jax import demo  # noqa: E402
-from dreamactor_jax.sampling.bundle import load_bundle  # noqa: E402
 from dreamactor_jax.evaluation import report, triplets  # noqa: E402
 from dreamactor_jax.sampling.animate import animate  # noqa: E402
+from dreamactor_jax.sampling.bundle import load_bundle  # noqa: E402
 from dreamactor_jax.training.loop import train  # noqa: E402
 
 

@@ -24,7 +24,8 @@ from dreamactor_jax.models import DiTConfig, WanDiT  # noqa: E402
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--model", default="wan2.1-t2v-1.3b", choices=sorted(base.MODELS), help="size from dreamactor_jax/configs/base.py")
+  parser.add_argument("--model", default="wan2.1-t2v-1.3b", choices=sorted(base.MODELS),
+                      help="size from dreamactor_jax/configs/base.py")
   parser.add_argument("--frames", type=int, default=5, help="latent frames (video frames = 4 * (frames - 1) + 1)")
   parser.add_argument("--height", type=int, default=60, help="latent height (video height / 8)")
   parser.add_argument("--width", type=int, default=104, help="latent width (video width / 8)")

@@ -162,7 +162,8 @@ def canvas_latents(resolution: str, frames: int) -> tuple[int, int, int]:
 
 
 def stage_config(size: str, trainable: str, *, layout: str | None = None, remat: str | None = None):
-  """`dreamactor_jax/configs/stage1.py:<size>` for `trainable` "lora" (as configured) or "full" (no adapters, fp32 weights)."""
+  """`dreamactor_jax/configs/stage1.py:<size>` for `trainable` "lora" (as configured) or "full" (no
+  adapters, fp32 weights)."""
   config = stage1.get_config(size)
   if trainable == "full":
     config.model.update(lora_rank=0, param_dtype="float32")

@@ -36,19 +36,19 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from dreamactor_jax.configs import demo as demo_config
 from dreamactor_jax import cli, media
 from dreamactor_jax.bootstrap import BootstrapConfig, run_bootstrap
-from dreamactor_jax.sampling.bundle import load_bundle
 from dreamactor_jax.checkpoints import save_model
 from dreamactor_jax.checkpoints.model_state import model_params
 from dreamactor_jax.conditioning import decode_latents, encode_video
+from dreamactor_jax.configs import demo as demo_config
 from dreamactor_jax.data import DataConfig, Pose, build_dataset, stage1_dataset
 from dreamactor_jax.data import augment, synthetic
 from dreamactor_jax.data.skeleton import render_pose
 from dreamactor_jax.evaluation import report, triplets
 from dreamactor_jax.models.patch_codec import PatchCodecConfig
 from dreamactor_jax.sampling.animate import animate
+from dreamactor_jax.sampling.bundle import load_bundle
 from dreamactor_jax.training import codec
 from dreamactor_jax.training.loop import train
 

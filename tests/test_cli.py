@@ -56,7 +56,8 @@ def test_help_lists_every_flag(capsys):
     (["--colour=red"], "Unknown command line flag 'colour'"),
     (["--config.sampling.nope=1"], "--config.sampling.nope: the config has no such field"),
     (["--config.sampling.shift=abc"], "--config.sampling.shift=abc: could not convert string to float"),
-    (["--config=dreamactor_jax/configs/stage1.py:huge"], "--config=dreamactor_jax/configs/stage1.py:huge: ValueError: unknown size 'huge'"),
+    (["--config=dreamactor_jax/configs/stage1.py:huge"],
+     "--config=dreamactor_jax/configs/stage1.py:huge: ValueError: unknown size 'huge'"),
     (["--config=missing.py"], r"--config: \[Errno 2\] No such file or directory: 'missing.py'"),
     (["stray"], "stray: unexpected arguments"),
 ])

@@ -13,13 +13,13 @@ from PIL import Image
 import sample
 from conftest import ROOT, make_torch_dit, make_torch_vae, numpy_random_model, save_torch_dit
 from dreamactor_jax import media
-from dreamactor_jax.sampling.bundle import BundleError, BundleInfo, load_bundle, read_info, save_bundle
 from dreamactor_jax.checkpoints import save_lora
 from dreamactor_jax.checkpoints.model_state import model_params
 from dreamactor_jax.convert import load_torch_dit, load_torch_vae
 from dreamactor_jax.models import UMT5Config, UMT5Encoder, WanDiT, lora_params, merge_lora, with_lora
 from dreamactor_jax.models.lora import rebuild
 from dreamactor_jax.models.text_encoder import encode_prompts, load_tokenizer
+from dreamactor_jax.sampling.bundle import BundleError, BundleInfo, load_bundle, read_info, save_bundle
 from dreamactor_jax.sampling.prompt_cache import PromptCache
 from tiny_bundle import SIZE, TEXT_DIM, TEXT_LEN, dit_config, fake_encoder, tiny_models, write_tiny_bundle
 
@@ -99,8 +99,8 @@ def test_errors(inputs, models, tmp_path, monkeypatch, capsys):
       ([*good, f"--reference={tmp_path / 'cmyk.jpg'}"], "image mode 'CMYK' is not supported"),
       ([*good, f"--checkpoint={tmp_path / 't2v'}"], "t2v: checkpoint has in_channels=16; the canvas layout needs 36"),
       ([*good, f"--checkpoint={tmp_path / 'no_vae'}"], r"no_vae: missing vae \(the VAE\)"),
-      ([*good, f"--config={ROOT / 'dreamactor_jax/configs/base.py'}", "--config.animation.fit_frames=error"],  # (--config first:
-       # config_flags registers --config.* overrides when it parses --config)
+      # (--config first: config_flags registers --config.* overrides when it parses --config)
+      ([*good, f"--config={ROOT / 'dreamactor_jax/configs/base.py'}", "--config.animation.fit_frames=error"],
        r"driving 6 \+ start transition 1 \(0.25 s at 4.0 fps\) = 7 frames; Wan needs 1 \+ 4k frames"),
       ([*good, "--prompt=a cat"], f"checkpoint {bundle} has no text encoder .* prompt 'a cat' cannot be used"),
       ([*good, "--resolution=480by832"], "--resolution=480by832: expected HxW, two positive integers, e.g. 480x832"),

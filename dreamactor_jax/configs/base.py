@@ -1,7 +1,7 @@
 """Base config of dreamactor-jax; `arg` picks a model size from MODELS.
 
   python -m dreamactor_jax.convert dit --src Wan2.1-T2V-1.3B-Diffusers/transformer --out ckpt/t2v-1.3b
-  python sample.py --config=dreamactor_jax/configs/base.py --config.sampling.shift=5   # sample.py reads its sampling sections
+  python sample.py --config=dreamactor_jax/configs/base.py --config.sampling.shift=5   # its sampling sections
 
 Model fields are those of `dreamactor_jax.models.DiTConfig`.
 """

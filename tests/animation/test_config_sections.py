@@ -3,8 +3,8 @@
 import jax
 import jax.numpy as jnp
 
-from dreamactor_jax.configs.base import get_config
 from dreamactor_jax.animation import build_canvas, loss_weight, pack_mask, plan_segments, plan_timeline
+from dreamactor_jax.configs.base import get_config
 from dreamactor_jax.diffusion import sample_training_sigmas, sampling_schedule, solver_table
 
 

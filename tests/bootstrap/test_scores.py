@@ -5,10 +5,10 @@ import pytest
 from flax import nnx
 
 from conftest import numpy_random_model
-from dreamactor_jax.data.pose import PoseEstimator
-from dreamactor_jax.models import CLIPVisionEncoder
 from dreamactor_jax.bootstrap import review
 from dreamactor_jax.bootstrap import scores as P
+from dreamactor_jax.data.pose import PoseEstimator
+from dreamactor_jax.models import CLIPVisionEncoder
 from tests.data.test_pose import simcc_model
 from tiny_bundle import CLIP
 

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from dreamactor_jax.data import staging
-from dreamactor_jax.data.video_folder import NAME, VideoFolder
 from dreamactor_jax.data.keypoints import Pose
 from dreamactor_jax.data.pipeline import BatchPlan, DataConfig, make_index, stage1_dataset
 from dreamactor_jax.data.staging import DataError
 from dreamactor_jax.data.video import encode_jpeg, nearest_bucket, parse_buckets
+from dreamactor_jax.data.video_folder import NAME, VideoFolder
 from tests.data.fake_videos import VIDEOS, figure_pose
 from tests.data.test_augment import assert_one_colour_map
 

@@ -7,9 +7,9 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from dreamactor_jax.evaluation import __main__ as cli
 from dreamactor_jax import media
 from dreamactor_jax.data import synthetic as S
+from dreamactor_jax.evaluation import __main__ as cli
 from dreamactor_jax.evaluation import animate_triplets, copy_reference, evaluate, load_triplet
 
 FRAMES, SIZE = 5, (32, 48)

@@ -19,11 +19,11 @@ from flax import nnx
 
 from conftest import ROOT, numpy_random_model, read_scalars
 from dreamactor_jax import media
-from dreamactor_jax.sampling.bundle import read_info
 from dreamactor_jax.checkpoints import save_model
 from dreamactor_jax.checkpoints.model_state import flatten, model_params
 from dreamactor_jax.data import write_stage2_dataset
 from dreamactor_jax.models.vae import VAEConfig, WanVAE
+from dreamactor_jax.sampling.bundle import read_info
 from dreamactor_jax.training.workdir import lock_workdir
 
 STEPS = 6
@@ -38,7 +38,8 @@ def vae_folder(tmp_path_factory) -> Path:
 
 
 def train_command(workdir: Path, data: Path, vae: Path, size: str = "tiny") -> list[str]:
-  return [sys.executable, str(ROOT / "train.py"), f"--config=dreamactor_jax/configs/stage1.py:{size}", f"--workdir={workdir}",
+  return [sys.executable, str(ROOT / "train.py"), f"--config=dreamactor_jax/configs/stage1.py:{size}",
+          f"--workdir={workdir}",
           f"--config.init.vae={vae}", f"--config.data.stage1_dir={data}", f"--config.train.steps={STEPS}",
           "--config.train.log_every=2", "--config.train.ema_decay=0.9", "--config.train.grad_accum=2",
           "--config.train.continuation_prob=0.5", "--config.checkpoint.every=2", "--config.checkpoint.keep_last=10",
