@@ -33,11 +33,13 @@ from dreamactor_jax.data import augment, open_videos, stage2_key, staging
 from dreamactor_jax.models.dit import DiTConfig
 from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
 from dreamactor_jax.sampling.animate import animate_batch
-from dreamactor_jax.sampling.bundle import load_bundle, read_info
+from dreamactor_jax.sampling.bundle import BundleInfo, load_bundle, read_info
 
 log = logging.getLogger(__name__)
 OPTIONS_FILE = "bootstrap.json"
 SelfPairs = Literal["none", "no-keypoints", "all"]
+# What drives the pair generator: A's rendered skeleton (a stage-1 bundle) or A's clip (Wan-Animate-2).
+DrivingSignal = Literal["skeleton", "rgb"]
 
 
 class BootstrapError(ValueError):
@@ -48,7 +50,9 @@ class BootstrapError(ValueError):
 class BootstrapConfig:
   """The options of a bootstrap run; each `option` is also a command-line flag (`cli.define_options`)."""
 
-  checkpoint: str = option(help="Stage-1 (pose) bundle folder (bundle.py) that renders the pairs.")
+  checkpoint: str = option(help="Bundle folder (sampling/bundle.py) that renders the pairs: stage 1 (pose), driven "
+                           "by the clips' skeletons, or Wan-Animate-2 (layout animate2, stage rgb), by the clips "
+                           "themselves.")
   data: str = option(help="Stage-1 dataset (`python -m dreamactor_jax.data.build --out` folder).")
   out: str = option(help="Output folder (module docstring); rerun to resume.")
   references: str | None = option(None, help="Folder of reference images of identities B (identity = file stem, or "
@@ -190,12 +194,14 @@ def _save_candidate(out: Path, key: str, clip: ClipPlan, *, driving_identity: st
 # ------------------------------------------------------------------------------------ render
 
 
-def _stage1_info(checkpoint: str):
-  info = read_info(checkpoint)
-  if info.stage != "pose":
-    raise BootstrapError(f"--checkpoint {checkpoint} is a stage-2 (rgb) bundle; the bootstrap renders skeleton "
-                         "videos with a stage-1 (pose) bundle")
-  return info
+def _driving_signal(checkpoint: str, info: BundleInfo) -> DrivingSignal:
+  """A stage-1 (pose) bundle animates A's skeleton; a Wan-Animate-2 (rgb) bundle animates A's clip."""
+  if info.stage == "pose":
+    return "skeleton"
+  if info.layout == "animate2":
+    return "rgb"
+  raise BootstrapError(f"--checkpoint {checkpoint} is a stage-2 (rgb) bundle; the bootstrap renders with a stage-1 "
+                       "(pose) bundle, driven by skeleton videos, or a Wan-Animate-2 bundle (layout animate2)")
 
 
 def _load_clip(folder: str) -> CLIPVisionEncoder:
@@ -225,8 +231,9 @@ class _Renderer:
   them and writes candidates. A short last batch is padded with repeats, so every call has the
   batch size and compiles once."""
 
-  def __init__(self, config: BootstrapConfig, out: Path, pool, prompts: Sequence[str], progress: tqdm):
-    self.config, self.out, self.pool, self.progress = config, out, pool, progress
+  def __init__(self, config: BootstrapConfig, out: Path, pool, prompts: Sequence[str], driving: DrivingSignal,
+               progress: tqdm):
+    self.config, self.out, self.pool, self.driving, self.progress = config, out, pool, driving, progress
     try:
       import skimage  # noqa: F401  (the temporal score's SSIM; checked before anything is rendered)
     except ImportError:
@@ -244,6 +251,10 @@ class _Renderer:
     self.groups: dict[tuple, list[_Job]] = {}
     self.rendered = 0
 
+  def motion(self, data: ClipData) -> np.ndarray:
+    """A's driving video `[T, H, W, 3]` uint8: its skeleton or, for Wan-Animate-2, the clip."""
+    return data.skeleton if self.driving == "skeleton" else data.video
+
   def add(self, job: _Job) -> None:
     group = (job.clip.bucket, job.clip.fps, len(job.clip.frames))
     self.groups.setdefault(group, []).append(job)
@@ -260,13 +271,13 @@ class _Renderer:
     images = [self.pool.image(job.reference) for job in batch]
     # animate_batch draws sample b's noise from (options.seed, b): a seed per batch varies it over batches.
     seed = zlib.crc32(json.dumps([self.config.seed, [job.key for job in batch]]).encode()) & 0x7FFFFFFF
-    results = animate_batch(self.models, images, np.stack([job.data.skeleton for job in batch]),
+    results = animate_batch(self.models, images, np.stack([self.motion(job.data) for job in batch]),
                             [job.prompt for job in batch], fps=jobs[0].clip.fps,
                             options=dataclasses.replace(self.options, seed=seed), size=(height, width))
     for job, image, result in zip(jobs, images, results):
       fitted = media.to_uint8(animation.fit_reference(image, height, width, pad=self.options.blank))
       scores = self.scorer(result, fitted, job.data.body)
-      sheet = review.sheet_image([fitted, job.data.skeleton, result], num_frames=self.config.sheet_frames)
+      sheet = review.sheet_image([fitted, self.motion(job.data), result], num_frames=self.config.sheet_frames)
       _save_candidate(self.out, job.key, job.clip, driving_identity=job.reference.identity,
                       reference=job.reference.source, driving=result, driving_reference=fitted, scores=scores,
                       sheet=sheet)
@@ -289,7 +300,8 @@ def run_bootstrap(config: BootstrapConfig, *, process_index: int | None = None, 
   process_count = jax.process_count() if process_count is None else process_count
   finalize = process_index == 0 if finalize is None else finalize
   config.check()
-  info = _stage1_info(config.checkpoint)
+  info = read_info(config.checkpoint)
+  driving = _driving_signal(config.checkpoint, info)
   unknown = sorted(set(config.thresholds) - _score_names(config))
   if unknown:
     raise BootstrapError(f"--thresholds {unknown[0]}: pairs get no {unknown[0]} score with these options (scores: "
@@ -308,7 +320,7 @@ def run_bootstrap(config: BootstrapConfig, *, process_index: int | None = None, 
     log.warning("%d records are too short for a clip of %d frames (e.g. %s)", len(too_short), config.num_frames,
                 too_short[0])
   clips = clips[:config.max_clips]
-  cross = [clip for clip in clips if clip.has_pose]
+  cross = [clip for clip in clips if clip.has_pose or driving == "rgb"]
   selves = [clip for clip in clips if config.self_pairs == "all" or
             (config.self_pairs == "no-keypoints" and not clip.has_pose)]
   if not cross and not selves:
@@ -330,7 +342,9 @@ def run_bootstrap(config: BootstrapConfig, *, process_index: int | None = None, 
   prompt = lambda clip, ref: config.prompt.format(a=clip.caption, b=ref.identity) if with_text else ""  # noqa: E731
   if pending:
     with tqdm(total=len(pending), desc="render pairs", unit="pair", disable=not config.progress) as bar:
-      renderer = _Renderer(config, out, pool, sorted({prompt(c, r) for c, r in pending}), bar)
+      # every prompt a render embeds (negative, animate2's driving prompt) encoded before the DiT loads
+      prompts = sorted({text for c, r in pending for text in info.options().prompts(prompt(c, r))})
+      renderer = _Renderer(config, out, pool, prompts, driving, bar)
       data = None
       for clip, ref in pending:  # pending is in clip order: each clip is decoded once
         if data is None or data[0] is not clip:

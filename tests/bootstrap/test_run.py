@@ -1,6 +1,7 @@
-"""python -m dreamactor_jax.bootstrap end to end: a tiny random stage-1 bundle over a synthetic-world
-dataset (a humanoid with keypoints, a quadruped and a blob without; 2 motions each, 9 frames of
-32 x 48), 5-frame clips, 1 denoising step, pairs rendered 2 per animate_batch call."""
+"""python -m dreamactor_jax.bootstrap end to end: a tiny random stage-1 bundle (and a tiny random
+Wan-Animate-2 bundle) over a synthetic-world dataset (a humanoid with keypoints, a quadruped and a
+blob without; 2 motions each, 9 frames of 32 x 48), 5-frame clips, 1 denoising step, pairs rendered
+2 per animate_batch call."""
 
 import csv
 import json
@@ -28,7 +29,8 @@ HUMANOID, QUADRUPED, BLOB = "humanoid-000000", "quadruped-000001", "blob-000002"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-  """Paths of the synthetic video folder's dataset, a stage-1 and a stage-2 bundle and a pose model."""
+  """Paths of the synthetic video folder's dataset, a stage-1, a stage-2 and a Wan-Animate-2 bundle and a
+  pose model."""
   root = tmp_path_factory.mktemp("bootstrap")
   S.write_video_folder(root / "videos", identities=3, motions=2, frames=9, size=SIZE,
                        kinds=("humanoid", "quadruped", "blob"), progress=False)
@@ -40,6 +42,10 @@ def world(tmp_path_factory):
   shutil.copytree(root / "stage1", root / "stage2")
   info = json.loads((root / "stage2" / "animation.json").read_text())
   (root / "stage2" / "animation.json").write_text(json.dumps({**info, "stage": "rgb"}))
+  animate2 = tiny_models(layout="animate2", motion_timestep=1.0, seed=3)
+  write_tiny_bundle(root / "animate2", animate2.dit, animate2.vae, stage="rgb", layout="animate2", preset="base",
+                    fps=8.0, animation=dict(segment_frames=5, overlap_frames=1),
+                    sampling=dict(steps=2, guidance=1.0, driving_prompt=""))  # text none: empty prompts
   # COCO-WholeBody: nose, both shoulders, both hips at fixed bins of a 48 x 32-input model.
   simcc_model(root / "pose.onnx", {0: (32, 30, 0.9, 0.9), 5: (40, 40, 0.9, 0.9), 6: (24, 40, 0.9, 0.9),
                                    11: (36, 60, 0.9, 0.9), 12: (28, 60, 0.9, 0.9)})
@@ -198,6 +204,32 @@ def test_apply_review_drops_rejected_pairs_and_later_runs_keep_the_decisions(wor
   assert "edited.csv line 2: accept='maybe'; expected 1 or 0" in capsys.readouterr().err
 
 
+def test_wan_animate2_bundle_pairs_every_clip_by_its_rgb_motion(world, tmp_path, count_renders):
+  """A Wan-Animate-2 bundle as the pair generator: every clip, the quadruped's and the blob's without
+  keypoints too, drives B's reference with its own RGB frames; no skeleton, no pose model. The pairs
+  are scored, filtered and written as the stage-1 bundle's are."""
+  out = tmp_path / "pairs"
+  assert main(["--checkpoint", str(world / "animate2"), *args(world, out)[2:], "--thresholds",
+                         "temporal=0.01"]) == 0
+  motions = ("walk-000000", "wave-000001")
+  rows = review_rows(out / "review.csv")
+  assert {key.split("@")[0] for key in rows} == {f"{a}_{motion}" for a in (HUMANOID, QUADRUPED, BLOB) for motion in motions}
+  assert len(count_renders) == 3 and all(call["driving"].shape == (2, 5, *SIZE, 3) for call in count_renders)
+  records = stage2_records(out)
+  for key, row in rows.items():
+    assert row["identity"] != row["driving_identity"] and row["self"] == "0"
+    assert row["temporal"] and row["color"] and "pose" not in row  # no pose model, no pose score
+    assert row["auto"] == str(int(float(row["temporal"]) >= 0.01))  # --thresholds filter as with stage 1
+    assert (key in records) == (row["accept"] == "1")
+    candidate = np.load(out / "candidates" / f"{run.file_name(key)}.npz")
+    clip = np.load(out / "clips" / f"{candidate['clip']}.npz")
+    # what animate_batch was given: A's clip itself, with B's reference
+    assert any((call["driving"] == clip["video"]).all(axis=(1, 2, 3, 4)).any() for call in count_renders)
+    assert candidate["driving"].shape == clip["video"].shape and candidate["driving"].std() > 0
+    sheet = media.read_image(out / row["sheet"])
+    np.testing.assert_array_equal(sheet[:32, 48 + 4:2 * 48 + 4], clip["video"][0])  # reference | A's clip | result
+
+
 def test_references_from_a_folder(world, tmp_path, count_renders):
   folder = tmp_path / "refs"
   rng = np.random.default_rng(0)
@@ -257,7 +289,8 @@ def test_errors(world, tmp_path, capsys):
 
   stage2 = ["--checkpoint", str(world / "stage2")] + args(world, tmp_path / "a")[2:]
   assert error(*stage2) == (f"error: --checkpoint {world / 'stage2'} is a stage-2 (rgb) bundle; the bootstrap renders "
-                            "skeleton videos with a stage-1 (pose) bundle")
+                            "with a stage-1 (pose) bundle, driven by skeleton videos, or a Wan-Animate-2 bundle "
+                            "(layout animate2)")
   (tmp_path / "empty").mkdir()
   assert error(*args(world, tmp_path / "b")[:2], "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "b")) \
       .startswith(f"error: {tmp_path / 'empty'}: no video_folder dataset here")
