@@ -13,8 +13,11 @@
    (PAPER.md 4), plus colour-augmented self pairs of the characters without keypoints.
 5. stage 2: RGB-driven, from stage 1's weights (PAPER.md 5), in the full layout and in the
    motion_cache layout.
-6. evaluate: every model and the copy-the-reference floor on the held-out triplets.
+6. evaluate: every model (several samples each) and the copy-the-reference floor on the moving
+   split of the benchmark's held-out triplets, in its two tracks (`BENCHMARK_TRACKS`).
 7. bundle: the stage-2 model, an example reference and driving video for `python sample.py`.
+
+`--evaluate-only` scores the bundled model (`<out>/model`) on the benchmark without training.
 
 Each phase leaves its output in `--workdir` and is skipped when that output exists, so an interrupted
 run continues where it stopped. The wall time of each phase goes to `<out>/recipe.json`.
@@ -47,7 +50,7 @@ from dreamactor_jax.data import augment, synthetic
 from dreamactor_jax.data.skeleton import render_pose
 from dreamactor_jax.evaluation import report, triplets
 from dreamactor_jax.models.patch_codec import PatchCodecConfig
-from dreamactor_jax.sampling.animate import animate
+from dreamactor_jax.sampling.animate import Models, animate_batch
 from dreamactor_jax.sampling.bundle import load_bundle
 from dreamactor_jax.training import codec
 from dreamactor_jax.training.loop import train
@@ -60,6 +63,8 @@ FPS = 4  # the world's frame rate: a 9-frame clip spans 2 s
 TRAIN_KINDS = ("humanoid", "quadruped", "humanoid", "blob", "snake", "robot_arm", "group")
 # 4x4 patches on 6 directions per frame: z_dim 24, about 28 dB on the world's canvases (README "Demo").
 CODEC = PatchCodecConfig(patch=4, components=6)
+# The benchmark's two tracks: the reference is frame 0 of the truth, or the character at rest.
+BENCHMARK_TRACKS = ("first", "neutral")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +75,9 @@ class Recipe:
   motions: int = 8
   per_identity: int = 4
   video_frames: int = 17
-  test_identities: int = 12
-  test_motions: int = 2
+  test_identities: int = 18  # 3 of each kind, each in test_motions motions of its own
+  test_motions: int = 4
+  eval_samples: int = 4  # samples per triplet: the first is scored alone, all of them as their mean
   codec_clips: int = 256
   stage1_steps: int = 2500
   stage2_steps: int = 2500
@@ -80,8 +86,8 @@ class Recipe:
   seed: int = 0
 
 
-QUICK = Recipe(identities=7, motions=2, per_identity=2, video_frames=9, test_identities=6, test_motions=1,
-               codec_clips=8, stage1_steps=4, stage2_steps=4, stage2_cache_steps=4, pairs_per_clip=1)
+QUICK = Recipe(identities=7, motions=2, per_identity=2, video_frames=9, test_identities=6, test_motions=2,
+               eval_samples=2, codec_clips=8, stage1_steps=4, stage2_steps=4, stage2_cache_steps=4, pairs_per_clip=1)
 
 
 class Phases:
@@ -105,12 +111,19 @@ class Phases:
     log.info("%s: %.0f s", name, self.times[name])
 
 
+def make_benchmark(folder: Path, recipe: Recipe) -> None:
+  """Held-out triplets, every identity in motions of its own, once per track (`folder/<track>`)."""
+  for track in BENCHMARK_TRACKS:
+    synthetic.write_triplets(folder / track, identities=recipe.test_identities, motions=recipe.test_motions,
+                             per_identity=recipe.test_motions, frames=9, size=SIZE, fps=FPS, seed=recipe.seed,
+                             reference=track, progress=False)
+
+
 def make_world(workdir: Path, recipe: Recipe) -> None:
   synthetic.write_video_folder(workdir / "world" / "train", identities=recipe.identities, motions=recipe.motions,
                                per_identity=recipe.per_identity, frames=recipe.video_frames, size=SIZE, fps=FPS,
                                seed=recipe.seed, kinds=TRAIN_KINDS)
-  synthetic.write_triplets(workdir / "world" / "test", identities=recipe.test_identities, motions=recipe.test_motions,
-                           frames=9, size=SIZE, fps=FPS, seed=recipe.seed, per_identity=recipe.test_motions)
+  make_benchmark(workdir / "world" / "test", recipe)
   shutil.rmtree(workdir / "data", ignore_errors=True)
   build_dataset(workdir / "world" / "train", workdir / "data", workers=2, min_frames=9, short_side=0)
 
@@ -176,26 +189,56 @@ def skeleton_video(triplet: triplets.Triplet, height: int, width: int) -> np.nda
   return render_pose(pose, height, width, threshold=config.pose_threshold)
 
 
-def evaluate_models(workdir: Path, out: Path) -> report.Report:
-  stage1 = load_bundle(workdir / "stage1" / "bundle")
-  stage2 = load_bundle(workdir / "stage2" / "bundle")
-  stage2_cache = load_bundle(workdir / "stage2_cache" / "bundle")
+def rgb_driven(models: Models):
+  """The RGB-driven model as an evaluation method: `samples` samples of one triplet at once."""
+  def animate_samples(reference: np.ndarray, driving: np.ndarray, *, samples: int) -> np.ndarray:
+    return animate_batch(models, [reference] * samples, np.repeat(driving[None], samples, 0), [""] * samples,
+                         fps=FPS, size=SIZE)
+  return animate_samples
 
-  def pose_driven(reference, driving, *, triplet):
-    return animate(stage1, reference, skeleton_video(triplet, *reference.shape[:2]), fps=FPS, size=SIZE)
 
-  def rgb_driven(models):
-    return lambda reference, driving: animate(models, reference, driving, fps=FPS, size=SIZE)
-
-  def codec_ceiling(reference, driving, *, triplet):
-    """The truth through the codec and back: what the latents can hold, so no method scores above it."""
+def codec_ceiling(models: Models):
+  """The truth through the codec and back: what the latents can hold, so no method scores above it."""
+  def round_trip(reference, driving, *, triplet):
     truth = jnp.asarray(media.to_unit(triplet.truth))[None]
-    return media.to_uint8(np.asarray(decode_latents(stage1.vae, encode_video(stage1.vae, truth)))[0])
+    return media.to_uint8(np.asarray(decode_latents(models.vae, encode_video(models.vae, truth)))[0])
+  return round_trip
 
-  methods = {"codec round trip of the truth (ceiling)": codec_ceiling,
+
+def score_benchmark(folder: Path, methods: dict, out: Path, recipe: Recipe) -> None:
+  """Every method on the moving split of each track: `<out>/evaluation/<track>/results.md` etc."""
+  shutil.rmtree(out / "evaluation", ignore_errors=True)
+  for track in BENCHMARK_TRACKS:
+    scored = report.evaluate(folder / track, methods, out / "evaluation" / track, samples=recipe.eval_samples,
+                             moving_only=True, save_videos=False)
+    print(f"## reference: {track}\n\n{scored.markdown}")
+
+
+def evaluate_models(workdir: Path, out: Path, recipe: Recipe) -> None:
+  stage1 = load_bundle(workdir / "stage1" / "bundle")
+
+  def pose_driven(reference, driving, *, triplet, samples):
+    skeleton = skeleton_video(triplet, *reference.shape[:2])
+    return animate_batch(stage1, [reference] * samples, np.repeat(skeleton[None], samples, 0), [""] * samples,
+                         fps=FPS, size=SIZE)
+
+  methods = {"codec round trip of the truth (ceiling)": codec_ceiling(stage1),
              "copy-reference": triplets.copy_reference, "stage-1 (pose)": pose_driven,
-             "stage-2 (RGB, full)": rgb_driven(stage2), "stage-2 (RGB, motion_cache)": rgb_driven(stage2_cache)}
-  return report.evaluate(workdir / "world" / "test", methods, out / "evaluation")
+             "stage-2 (RGB, full)": rgb_driven(load_bundle(workdir / "stage2" / "bundle")),
+             "stage-2 (RGB, motion_cache)": rgb_driven(load_bundle(workdir / "stage2_cache" / "bundle"))}
+  score_benchmark(workdir / "world" / "test", methods, out, recipe)
+
+
+def evaluate_bundle(workdir: Path, out: Path, recipe: Recipe) -> None:
+  """The bundled model (`<out>/model`) against copy-the-reference and the codec's ceiling on the
+  benchmark, rendered into `<workdir>/benchmark` unless there."""
+  folder = workdir / "benchmark"
+  if not all((folder / track / "index.json").exists() for track in BENCHMARK_TRACKS):
+    make_benchmark(folder, recipe)
+  bundle = load_bundle(out / "model")
+  methods = {"codec round trip of the truth (ceiling)": codec_ceiling(bundle),
+             "copy-reference": triplets.copy_reference, "stage-2 (RGB, full)": rgb_driven(bundle)}
+  score_benchmark(folder, methods, out, recipe)
 
 
 def write_example(workdir: Path, out: Path, seed: int) -> None:
@@ -206,7 +249,7 @@ def write_example(workdir: Path, out: Path, seed: int) -> None:
   character = synthetic.sample_identity("humanoid", synthetic.TEST_OFFSET, seed)
   driver = synthetic.sample_identity("humanoid", synthetic.DRIVER_OFFSET + 7, seed)
   motion = synthetic.sample_motion("dance", synthetic.TEST_OFFSET + 5, seed)
-  media.write_image(out / "reference.png", synthetic.render_reference(character, motion, SIZE))
+  media.write_image(out / "reference.png", synthetic.render_reference(character, motion, SIZE).video[0])
   media.write_video(out / "driving.mp4", synthetic.render(driver, motion, 25, SIZE).video, FPS)
 
 
@@ -216,6 +259,9 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Intermediate data, check
                                flag_values=FLAGS)
 _QUICK = flags.DEFINE_bool("quick", False, "A few steps per phase: checks the recipe, trains nothing.",
                            flag_values=FLAGS)
+_EVALUATE_ONLY = flags.DEFINE_bool("evaluate-only", False, "Only score the bundled model in --out/model on the "
+                                   "benchmark (rendered into --workdir/benchmark) into --out/evaluation.",
+                                   flag_values=FLAGS)
 
 
 def run() -> None:
@@ -223,6 +269,9 @@ def run() -> None:
   workdir, out = Path(_WORKDIR.value), Path(_OUT.value)
   workdir.mkdir(parents=True, exist_ok=True)
   out.mkdir(parents=True, exist_ok=True)
+  if _EVALUATE_ONLY.value:
+    evaluate_bundle(workdir, out, recipe)
+    return
   phases = Phases(workdir)
   phases.run("world", lambda: make_world(workdir, recipe))
   phases.run("codec", lambda: fit_codec(workdir, recipe))
@@ -231,7 +280,7 @@ def run() -> None:
   phases.run("stage2", lambda: train(stage_config("stage2", workdir, recipe), workdir / "stage2"))
   phases.run("stage2_cache", lambda: train(stage_config("stage2_cache", workdir, recipe, layout="motion_cache"),
                                            workdir / "stage2_cache"))
-  phases.run("evaluate", lambda: print(evaluate_models(workdir, out).markdown))
+  phases.run("evaluate", lambda: evaluate_models(workdir, out, recipe))
   phases.run("bundle", lambda: write_example(workdir, out, recipe.seed))
   (out / "recipe.json").write_text(json.dumps(dict(recipe=dataclasses.asdict(recipe), seconds=phases.times,
                                                    total_seconds=sum(phases.times.values()),

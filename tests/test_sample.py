@@ -215,6 +215,16 @@ def test_text_from_a_prompt_cache_or_umt5(models, tmp_path):
                                        cache.padded(["a cat"], TEXT_LEN)[0]]), atol=1e-6)
 
 
+def test_bundle_info_keeps_nested_config_sections():
+  """A training config's sampling section (a plain dict holding the `train` ConfigDict, as the loop
+  passes it) keeps the training noise levels' values, not just their keys."""
+  from configs import demo
+
+  config = demo.get_config("stage2")
+  info = BundleInfo(stage="rgb", size=(64, 64), fps=4.0, sampling=dict(config.sampling))
+  assert info.to_json()["sampling"]["train"] == {"distribution": "logit_normal", "mean": 0.0, "shift": 3.0, "std": 1.0}
+
+
 def test_animate2_bundle_info_presets():
   """An animate2 bundle names its preset; the preset's sections sit below the bundle's own."""
   info = BundleInfo(stage="rgb", size=(800, 640), fps=24.0, layout="animate2", preset="distilled",

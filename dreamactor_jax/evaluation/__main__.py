@@ -9,11 +9,18 @@
 or your own (see dreamactor_jax/evaluation/triplets.py for the layout). Each `--results` folder
 holds one video per triplet name (`<name>.npz` with `video` uint8 [T, H, W, 3], or `<name>.mp4`).
 Writes results.md and results.json (per-kind means and per-triplet scores) and grid.png
-(reference | driving | results | truth). A sub-folder of `--triplets` lacking its reference, driving
+(reference | driving | results | truth). The table comes twice, the "moving" split first: triplets
+whose reference and truth silhouettes (exact, `reference_mask.npz` and `truth_mask.npz`) overlap
+little (IoU < 0.5 averaged over frames 1..), where copying the reference cannot score; then all
+triplets. Frame 0 (the given reference) is left out of every score (`--noskip-first` keeps it). A
+results `.npz` holding `samples` [N, T, H, W, 3] is scored as its first sample alone (with the
+samples' spread over their mean's error) and as their pixel mean. A sub-folder of `--triplets` lacking its reference, driving
 video or truth is named in a warning and skipped; `--strict` refuses it instead.
 
-Metrics: PSNR, foreground PSNR, SSIM (scikit-image), GMSD, temporal error, silhouette IoU and,
-when `<name>.pose.npz` sits beside a result and the truth has keypoints, PCK; definitions in
+Metrics: PSNR, PSNR over the character's pixels, SSIM (scikit-image), silhouette IoU against the
+exact truth silhouette, centroid-trajectory error, for humanoids PCK against the result's
+silhouette and (when `<name>.pose.npz` sits beside a result) against its keypoints, GMSD and
+temporal error; definitions in
 dreamactor_jax/evaluation/metrics.py. More metrics plug in with `--metric NAME=module:factory[@ARG]`:
 `factory(ARG)` returns `fn(result, truth) -> float` on uint8 [T, H, W, 3] videos. LPIPS, for
 instance, needs pretrained weights that are not downloaded here: write a factory that loads yours.
@@ -51,8 +58,10 @@ _OUT = flags.DEFINE_string("out", None, "Output folder: results.md, results.json
                            flag_values=FLAGS)
 _GROUP_BY = flags.DEFINE_enum("group-by", "kind", list(GROUPS), "Table rows: the reference's kind, the driver's, "
                               "the pair, the motion type.", flag_values=FLAGS)
-_SKIP_FIRST = flags.DEFINE_bool("skip-first", False, "Leave frame 0 (the given reference) out of scores.",
+_SKIP_FIRST = flags.DEFINE_bool("skip-first", True, "Leave frame 0 (the given reference) out of scores.",
                                 flag_values=FLAGS)
+_MOVING_ONLY = flags.DEFINE_bool("moving-only", False, "Score only the moving split (reference-vs-truth silhouette "
+                                 "IoU < 0.5).", flag_values=FLAGS)
 _MASK_THRESHOLD = flags.DEFINE_float("mask-threshold", MASK_THRESHOLD, "Background difference (0..1) above which "
                                      "a pixel is character.", lower_bound=0.0, upper_bound=1.0, flag_values=FLAGS)
 _METRIC = flags.DEFINE_multi_string("metric", [], "An extra metric NAME=module:factory[@ARG]: factory(ARG) returns "
@@ -99,7 +108,8 @@ def run() -> None:
     raise ValueError("--results/--baseline: nothing to score: give --results DIR and/or --baseline copy-reference")
   extra = dict(load_metric(spec) for spec in _METRIC.value)
   report = evaluate(_TRIPLETS.value, methods, _OUT.value, skip_first=_SKIP_FIRST.value,
-                    mask_threshold=_MASK_THRESHOLD.value, group_by=_GROUP_BY.value, extra_metrics=extra,
+                    mask_threshold=_MASK_THRESHOLD.value, group_by=_GROUP_BY.value, moving_only=_MOVING_ONLY.value,
+                    extra_metrics=extra,
                     grid_examples=_GRID_EXAMPLES.value, grid_frames=_GRID_FRAMES.value, progress=not _NO_PROGRESS.value,
                     strict=_STRICT.value)
   print(report.markdown)

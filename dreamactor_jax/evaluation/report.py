@@ -4,7 +4,11 @@
                                         "mine": "results/mine"}, out="eval")
 
 A method is an `AnimateFn` (run here on each triplet; one that declares a `triplet` keyword
-receives the `Triplet` too, e.g. to read the driving keypoints) or a folder of results.
+receives the `Triplet` too, e.g. to read the driving keypoints; one that declares `samples` gives
+`samples` of them) or a folder of results. Frame 0 (the given reference) is left out of every score
+by default. The table comes twice: the "moving" split first (triplets whose reference and truth
+silhouettes overlap little, `Triplet.moving`), then all triplets. A method with N > 1 samples gets
+two rows: its first sample alone (with `spread_ratio`) and "<method> (mean of N)".
 """
 
 from __future__ import annotations
@@ -21,22 +25,26 @@ from tqdm import tqdm
 
 from dreamactor_jax import media
 from dreamactor_jax.evaluation.metrics import (DEFINITIONS, HIGHER_IS_BETTER, MASK_THRESHOLD, FrameMetric, aggregate,
-                                               score_video)
-from dreamactor_jax.evaluation.triplets import (AnimateFn, Triplet, find_triplets, load_result,
+                                               sample_scores)
+from dreamactor_jax.evaluation.triplets import (MOVING_IOU, AnimateFn, Triplet, find_triplets, load_result,
                                                 load_triplet, run_animate)
 
 Method = AnimateFn | str | os.PathLike
 COLUMNS = tuple((key, f"{label} {'↑' if HIGHER_IS_BETTER[key] else '↓'}", digits) for key, label, digits in (
-    ("psnr", "PSNR", 2), ("psnr_fg", "PSNR-fg", 2), ("ssim", "SSIM", 3), ("gmsd", "GMSD", 3),
-    ("temporal", "temporal", 4), ("iou", "IoU", 3), ("pck", "PCK", 3)))  # metric, column header, decimals
+    ("psnr", "PSNR", 2), ("psnr_fg", "PSNR-fg", 2), ("ssim", "SSIM", 3), ("iou", "IoU", 3), ("centroid", "centroid", 3),
+    ("pck_sil", "PCK-sil", 3), ("pck", "PCK", 3), ("gmsd", "GMSD", 3), ("temporal", "temporal", 4),
+    ("spread_ratio", "spread/err", 2)))  # metric, column header, decimals
 GROUPS = ("kind", "driving_kind", "pair", "motion_type", "none")
 ALL = "all"
+SPLITS = ("moving", ALL)  # the moving split leads: there copying the reference cannot score
 
 
 @dataclasses.dataclass
 class Report:
-  """Scores: `summary[group][method]` = metric means (+ "n"); `triplets[name]` = {"group",
-  "scores": {method: {metric: value}}}; `markdown` the table; `files` what was written."""
+  """Scores: `summary[split][group][method]` = metric means (+ "n"), split "moving" or "all" (not
+  with `moving_only`);
+  `triplets[name]` = {"group", "moving", "reference_iou", "scores": {method: {metric: value}}};
+  `markdown` the tables; `files` what was written."""
   summary: dict
   triplets: dict
   markdown: str
@@ -60,55 +68,77 @@ def group_of(triplet: Triplet, group_by: str) -> str:
   raise ValueError(f"group_by={group_by!r}; expected one of {GROUPS}")
 
 
-def run_method(method: Method, triplet: Triplet) -> tuple[np.ndarray, np.ndarray | None]:
-  """The result video of `method` for `triplet` (and result keypoints when a folder has them)."""
+def run_method(method: Method, triplet: Triplet, samples: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+  """`method`'s samples uint8 [N, T, H, W, 3] for `triplet` (and result keypoints when a folder has them)."""
   if callable(method):
-    return run_animate(method, triplet), None
+    return run_animate(method, triplet, samples), None
   return load_result(method, triplet)
 
 
+def mean_name(method: str, samples: int) -> str:
+  """The table's name for the pixel mean of a method's samples."""
+  return f"{method} (mean of {samples})"
+
+
 def evaluate(triplets: str | os.PathLike, methods: Mapping[str, Method], out: str | os.PathLike | None = None, *,
-             skip_first: bool = False, mask_threshold: float = MASK_THRESHOLD, group_by: str = "kind",
-             extra_metrics: Mapping[str, FrameMetric] | None = None, grid_examples: int = 6, grid_frames: int = 6,
-             save_videos: bool = True, progress: bool = True, strict: bool = False) -> Report:
-  """Scores every method on every triplet; with `out`, writes results.md, results.json,
-  grid.png and (for callable methods, `save_videos`) videos/<method>/<name>.npz, a results
-  folder that a later run can score without running the method again. An incomplete triplet
-  folder is skipped with a warning, or with `strict` refused (`find_triplets`)."""
+             skip_first: bool = True, mask_threshold: float = MASK_THRESHOLD, group_by: str = "kind",
+             samples: int = 1, moving_only: bool = False, extra_metrics: Mapping[str, FrameMetric] | None = None,
+             grid_examples: int = 6, grid_frames: int = 6, save_videos: bool = True, progress: bool = True,
+             strict: bool = False) -> Report:
+  """Scores every method on every triplet (`moving_only`: on the moving split only, the cheap way
+  to score a slow model); with `out`, writes results.md, results.json, grid.png and (for callable
+  methods, `save_videos`) videos/<method>/<name>.npz (`video`, the first sample, and `samples`), a
+  results folder that a later run can score without running the method again. `samples` = N
+  samples of every callable method that declares `samples`. An incomplete triplet folder is
+  skipped with a warning, or with `strict` refused (`find_triplets`)."""
   if not methods:
     raise ValueError("evaluate needs at least one method (a results folder or an animate function)")
   if group_by not in GROUPS:
     raise ValueError(f"group_by={group_by!r}; expected one of {GROUPS}")
+  if samples < 1:
+    raise ValueError(f"samples={samples}; expected at least 1")
   out = None if out is None else Path(out)
   per_triplet: dict[str, dict] = {}
   examples: dict[str, tuple[Triplet, dict[str, np.ndarray]]] = {}
+  names: list[str] = []  # table rows per group: methods, and "(mean of N)" after those with samples
   with media.frozen_gc():
     for path in tqdm(find_triplets(triplets, strict=strict), desc="evaluate", unit="triplet", disable=not progress):
       triplet = load_triplet(path)
+      if moving_only and not triplet.moving:
+        continue
       group = group_of(triplet, group_by)
       scores, videos = {}, {}
       for name, method in methods.items():
-        video, body = run_method(method, triplet)
-        scores[name] = score_video(video, triplet.truth, background=triplet.background,
-                                   truth_body=triplet.truth_body, result_body=body, skip_first=skip_first,
-                                   mask_threshold=mask_threshold, extra=extra_metrics)
-        videos[name] = video
+        videos_n, body = run_method(method, triplet, samples)
+        single, mean = sample_scores(videos_n, triplet.truth, background=triplet.background,
+                                     truth_mask=triplet.truth_mask, truth_body=triplet.truth_body, result_body=body,
+                                     skip_first=skip_first, mask_threshold=mask_threshold, extra=extra_metrics)
+        scores[name] = single
+        if mean is not None:
+          scores[mean_name(name, videos_n.shape[0])] = mean
+        videos[name] = videos_n[0]
         if out is not None and save_videos and callable(method):
           folder = out / "videos" / name
           folder.mkdir(parents=True, exist_ok=True)
-          np.savez_compressed(folder / f"{triplet.name}.npz", video=video)
-      per_triplet[triplet.name] = {"group": group, "scores": scores}
+          np.savez_compressed(folder / f"{triplet.name}.npz", video=videos_n[0], samples=videos_n)
+      names += [name for name in scores if name not in names]
+      per_triplet[triplet.name] = {"group": group, "moving": triplet.moving, "reference_iou": triplet.reference_iou,
+                                   "scores": scores}
       if group not in examples and len(examples) < grid_examples:
         examples[group] = (triplet, videos)
-  summary = summarize(per_triplet, list(methods))
-  markdown = markdown_table(summary, group_by)
+  if not per_triplet:
+    raise ValueError(f"{triplets}: no moving triplet (reference-vs-truth silhouette IoU < {MOVING_IOU}) to score")
+  summary = {split: summarize({k: e for k, e in per_triplet.items() if split == ALL or e["moving"]}, names)
+             for split in (SPLITS[:1] if moving_only else SPLITS)}
+  markdown = markdown_tables(summary, group_by)
   files = []
   if out is not None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(markdown)
     settings = dict(triplets=str(triplets), methods=[str(m) if not callable(m) else getattr(m, "__name__", "callable")
                                                      for m in methods.values()],
-                    skip_first=skip_first, mask_threshold=mask_threshold, group_by=group_by)
+                    skip_first=skip_first, mask_threshold=mask_threshold, group_by=group_by, samples=samples,
+                    moving_iou=MOVING_IOU, moving_only=moving_only)
     document = dict(settings=settings, definitions=DEFINITIONS, summary=summary, triplets=per_triplet)
     (out / "results.json").write_text(json.dumps(_finite(document), indent=1))
     grid = grid_picture([(t, v) for t, v in examples.values()], list(methods), frames=grid_frames)
@@ -118,13 +148,28 @@ def evaluate(triplets: str | os.PathLike, methods: Mapping[str, Method], out: st
 
 
 def summarize(per_triplet: Mapping[str, dict], methods: list[str]) -> dict:
-  """{group: {method: metric means and n}}, groups sorted, plus "all"."""
+  """{group: {method: metric means and n}}, groups sorted, plus "all"; {} for no triplets."""
   groups = sorted({entry["group"] for entry in per_triplet.values()})
   summary = {}
-  for group in groups + ([ALL] if groups != [ALL] else []):
+  for group in groups + ([ALL] if groups and groups != [ALL] else []):
     entries = [e for e in per_triplet.values() if group == ALL or e["group"] == group]
     summary[group] = {method: aggregate([e["scores"][method] for e in entries]) for method in methods}
   return summary
+
+
+def markdown_tables(summary: Mapping[str, Mapping], group_by: str = "kind") -> str:
+  """The moving split's table, then (unless only it was scored) all triplets' (`summary` of
+  `evaluate`), with the legend."""
+  titles = {"moving": f"Moving: reference-vs-truth silhouette IoU < {MOVING_IOU} (frames 1..)",
+            ALL: "All triplets"}
+  parts = []
+  for split in summary:
+    title = titles[split]
+    table = markdown_table(summary[split], group_by) if summary[split] else "No triplet.\n"
+    parts.append(f"### {title}\n\n{table}")
+  legend = ("\n↑ higher is better, ↓ lower is better; definitions in dreamactor_jax/evaluation/metrics.py "
+            f"(PSNR capped at {100:.0f} dB).\n")
+  return "\n".join(parts) + legend
 
 
 def markdown_table(summary: Mapping[str, Mapping[str, Mapping[str, float]]], group_by: str = "kind") -> str:
@@ -140,9 +185,7 @@ def markdown_table(summary: Mapping[str, Mapping[str, Mapping[str, float]]], gro
       cells += [f"{scores[key]:.{digits}f}" if key in scores else "-" for key, _, digits in present]
       cells += [f"{scores[key]:.4g}" if key in scores else "-" for key in extra]
       lines.append("| " + " | ".join(cells) + " |")
-  legend = ("\n↑ higher is better, ↓ lower is better; definitions in dreamactor_jax/evaluation/metrics.py "
-            f"(PSNR capped at {100:.0f} dB).\n")
-  return "\n".join(lines) + "\n" + legend
+  return "\n".join(lines) + "\n"
 
 
 def _finite(value):

@@ -9,15 +9,23 @@ dreamactor_jax.data.synthetic --split test`, or by hand for your own videos):
     <name>/meta.json                  optional: {"kind": ...} groups the table (default "all")
     <name>/background.npz|.png        optional background plate for the silhouettes ([T or 1, H, W, 3]);
                                       default: the truth's per-pixel temporal median
+    <name>/truth_mask.npz             optional exact truth silhouettes (`mask`, coverage uint8 [T, H, W])
+    <name>/reference_mask.npz         optional exact reference silhouette (`mask`, uint8 [1, H, W]); with
+                                      truth_mask it places the triplet in the "moving" split
     <name>/truth.pose.npz             optional truth keypoints (`body` [T, P, 18, 3]) for PCK
     <name>/driving.pose.npz           optional driving keypoints (a pose-driven method may use them)
 
 `.npz` videos store the array under `video` (or as their only array). A results folder holds
-`<name>.npz` (lossless, preferred) or `<name>.mp4|...`, T frames of H x W, and optionally
-`<name>.pose.npz` (result keypoints, for PCK).
+`<name>.npz` (lossless, preferred; `samples` uint8 [N, T, H, W, 3] for N samples of the method, or
+`video`) or `<name>.mp4|...`, T frames of H x W, and optionally `<name>.pose.npz` (result
+keypoints, for PCK).
+
+A triplet *moves* when the reference's silhouette and the truth's overlap little: their IoU,
+averaged over frames 1.., is below `MOVING_IOU` (copying the reference cannot score there).
 
 The hook for models: any `AnimateFn` (`animate(reference uint8 [H, W, 3], driving uint8
 [T, H', W', 3]) -> uint8 [T, H, W, 3]`) runs over a triplet folder with `animate_triplets`;
+one that declares a `samples` keyword returns that many samples, uint8 [N, T, H, W, 3].
 `copy_reference` is the floor every method must beat.
 """
 
@@ -40,6 +48,7 @@ from dreamactor_jax import media
 # animate(reference uint8 [H, W, 3], driving uint8 [T, H', W', 3]) -> uint8 [T, H, W, 3]
 AnimateFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
+MOVING_IOU = 0.5  # reference-vs-truth silhouette IoU below which a triplet is in the "moving" split
 IMAGE_EXTENSIONS = media.IMAGE_SUFFIXES
 VIDEO_EXTENSIONS = (".npz",) + media.VIDEO_SUFFIXES
 log = logging.getLogger(__name__)
@@ -62,10 +71,27 @@ class Triplet:
   background: np.ndarray | None = None  # uint8 [T or 1, H, W, 3]
   truth_body: np.ndarray | None = None  # float32 [T, P, 18, 3]
   driving_body: np.ndarray | None = None  # float32 [T, P, 18, 3]
+  truth_mask: np.ndarray | None = None  # uint8 [T, H, W] coverage x 255
+  reference_mask: np.ndarray | None = None  # uint8 [H, W] coverage x 255
 
   @property
   def kind(self) -> str:
     return str(self.meta.get("kind", "all"))
+
+  @property
+  def reference_iou(self) -> float:
+    """Mean IoU over frames 1.. of the reference's and the truth's exact silhouettes (coverage >=
+    0.5; 1 where both are empty); NaN without both masks or with one frame."""
+    if self.truth_mask is None or self.reference_mask is None or self.truth_mask.shape[0] < 2:
+      return float("nan")
+    reference, truth = self.reference_mask[None] >= 128, self.truth_mask[1:] >= 128
+    inter, union = (reference & truth).sum((1, 2)), (reference | truth).sum((1, 2))
+    return float(np.where(union > 0, inter / np.maximum(union, 1), 1.0).mean())
+
+  @property
+  def moving(self) -> bool:
+    """In the "moving" split: `reference_iou` below MOVING_IOU."""
+    return bool(self.reference_iou < MOVING_IOU)
 
 
 def _find(folder: Path, stem: str, extensions: tuple[str, ...]) -> Path | None:
@@ -107,6 +133,17 @@ def _read_body(path: Path) -> np.ndarray | None:
   if "body" not in data:
     raise ValueError(f"{path}: expected an array named 'body' [T, P, 18, 3]")
   return data["body"].astype(np.float32)
+
+
+def _read_mask(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+  """uint8 `shape` coverage from `mask` of an .npz, or None when the file is absent."""
+  if not path.is_file():
+    return None
+  mask = _read_npz(path).get("mask")
+  if mask is None or mask.dtype != np.uint8 or mask.shape != shape:
+    found = "no array 'mask'" if mask is None else f"{mask.dtype} {mask.shape}"
+    raise ValueError(f"{path}: expected 'mask' uint8 {shape}, found {found}")
+  return mask
 
 
 def find_triplets(folder: str | os.PathLike, *, strict: bool = False) -> list[Path]:
@@ -153,33 +190,46 @@ def load_triplet(folder: str | os.PathLike) -> Triplet:
     if background.shape[1:] != truth.shape[1:] or background.shape[0] not in (1, truth.shape[0]):
       raise ValueError(f"{background_path}: shape {background.shape}; expected [1 or {truth.shape[0]}, "
                        f"{truth.shape[1]}, {truth.shape[2]}, 3]")
+  reference_mask = _read_mask(folder / "reference_mask.npz", (1, *truth.shape[1:3]))
   return Triplet(folder.name, folder, reference, driving, truth, meta, background,
-                 _read_body(folder / "truth.pose.npz"), _read_body(folder / "driving.pose.npz"))
+                 _read_body(folder / "truth.pose.npz"), _read_body(folder / "driving.pose.npz"),
+                 _read_mask(folder / "truth_mask.npz", truth.shape[:3]),
+                 None if reference_mask is None else reference_mask[0])
 
 
 def load_result(results: str | os.PathLike, triplet: Triplet) -> tuple[np.ndarray, np.ndarray | None]:
-  """A method's result video for `triplet` (and its keypoints, if given), shape-checked."""
+  """A method's samples uint8 [N, T, H, W, 3] for `triplet` (N = 1 unless its .npz holds `samples`)
+  and its keypoints, if given; shape-checked."""
   results = Path(results)
   path = _find(results, triplet.name, VIDEO_EXTENSIONS)
   if path is None:
     raise FileNotFoundError(f"no result for triplet {triplet.name} in {results}: expected {triplet.name}.npz or "
                             f"{triplet.name}.mp4")
-  video = read_any_video(path)
-  if video.shape != triplet.truth.shape:
-    raise ValueError(f"{path}: shape {video.shape}; expected {triplet.truth.shape} like the truth of {triplet.name}")
-  return video, _read_body(results / f"{triplet.name}.pose.npz")
+  samples = _read_npz(path).get("samples") if path.suffix == ".npz" else None
+  samples = read_any_video(path)[None] if samples is None else samples
+  if samples.dtype != np.uint8 or samples.ndim != 5 or samples.shape[1:] != triplet.truth.shape:
+    raise ValueError(f"{path}: shape {samples.shape[1:] if samples.ndim == 5 else samples.shape}; expected "
+                     f"{triplet.truth.shape} like the truth of {triplet.name}")
+  return samples, _read_body(results / f"{triplet.name}.pose.npz")
 
 
-def run_animate(animate: AnimateFn, triplet: Triplet) -> np.ndarray:
-  """`animate(reference, driving)` on one triplet, output checked against the truth's shape. An
-  `animate` that declares a `triplet` keyword receives the `Triplet` too, e.g. to read
+def run_animate(animate: AnimateFn, triplet: Triplet, samples: int = 1) -> np.ndarray:
+  """`animate(reference, driving)` on one triplet -> uint8 [N, T, H, W, 3], checked against the
+  truth's shape. An `animate` that declares a `samples` keyword is asked for `samples` of them
+  (others give one); one that declares a `triplet` keyword receives the `Triplet` too, e.g. to read
   `triplet.driving_body` (a pose-driven model given true keypoints) or `triplet.meta` (captions)."""
-  wants_triplet = "triplet" in inspect.signature(animate).parameters
-  video = np.asarray(animate(triplet.reference, triplet.driving, **({"triplet": triplet} if wants_triplet else {})))
-  if video.dtype != np.uint8 or video.shape != triplet.truth.shape:
+  parameters = inspect.signature(animate).parameters
+  kwargs = {"triplet": triplet} if "triplet" in parameters else {}
+  if "samples" in parameters:
+    video = np.asarray(animate(triplet.reference, triplet.driving, samples=samples, **kwargs))
+    expected = (samples, *triplet.truth.shape)
+  else:
+    video = np.asarray(animate(triplet.reference, triplet.driving, **kwargs))
+    expected = triplet.truth.shape
+  if video.dtype != np.uint8 or video.shape != expected:
     raise ValueError(f"animate returned {video.dtype} {video.shape} for triplet {triplet.name}; expected uint8 "
-                     f"{triplet.truth.shape}")
-  return video
+                     f"{expected}")
+  return video if "samples" in parameters else video[None]
 
 
 def animate_triplets(animate: AnimateFn, triplets: str | os.PathLike, out: str | os.PathLike | None = None, *,
@@ -192,7 +242,7 @@ def animate_triplets(animate: AnimateFn, triplets: str | os.PathLike, out: str |
   with media.frozen_gc():
     for path in tqdm(find_triplets(triplets), desc="animate", unit="triplet", disable=not progress):
       triplet = load_triplet(path)
-      video = videos[triplet.name] = run_animate(animate, triplet)
+      video = videos[triplet.name] = run_animate(animate, triplet)[0]
       if out is not None:
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)

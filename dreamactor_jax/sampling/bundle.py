@@ -121,9 +121,11 @@ def _check_section(name: str, section: Any) -> None:
 
 
 def _plain(section: Any) -> dict[str, Any]:
-  """A config section (ConfigDict or dict, nested) as JSON-ready dicts and lists."""
-  section = section.to_dict() if hasattr(section, "to_dict") else section
-  return json.loads(json.dumps(dict(section), default=list))
+  """A config section (ConfigDict or dict, nested either way) as JSON-ready dicts and lists."""
+  def jsonable(value: Any) -> Any:  # a ConfigDict inside a dict (sampling.train) keeps its values
+    return value.to_dict() if hasattr(value, "to_dict") else list(value)
+
+  return json.loads(json.dumps(dict(section.to_dict() if hasattr(section, "to_dict") else section), default=jsonable))
 
 
 def read_info(folder: str | os.PathLike) -> BundleInfo:

@@ -97,6 +97,28 @@ def test_held_out_split_is_disjoint():
     S.train_names(identities=S.TEST_OFFSET + 1, motions=1, seed=0)
 
 
+def test_every_identity_its_own_motions():
+  pairs = S.train_names(identities=12, motions=4, seed=0, split="test", own_motions=True)
+  motions = [motion for _, motion in pairs]
+  assert len(pairs) == 48 and len(set(motions)) == 48  # no motion instance shared
+  types = {}  # identities start on consecutive types, so each kind sees most of them
+  for (kind, _), (motion_type, _) in pairs:
+    types.setdefault(kind, set()).add(motion_type)
+  assert all(len(seen) >= 6 for seen in types.values())
+  assert min(index for _, (_, index) in pairs) == S.TEST_OFFSET
+
+
+def test_every_kind_moves_in_the_moving_split():
+  """Reference-vs-truth silhouette IoU (exact masks, frames 1..8) below 0.5 happens for every kind,
+  blobs included (their motions are exaggerated for it)."""
+  moving = {}
+  for (kind, i), (motion_type, m) in S.train_names(identities=12, motions=8, seed=0, split="test", own_motions=True):
+    mask = S.render(S.sample_identity(kind, i), S.sample_motion(motion_type, m), 9, (32, 32)).mask >= 0.5
+    iou = ((mask[1:] & mask[:1]).sum((1, 2)) / np.maximum((mask[1:] | mask[:1]).sum((1, 2)), 1)).mean()
+    moving[kind] = moving.get(kind, 0) + int(iou < 0.5)
+  assert all(count >= 2 for count in moving.values()), moving
+
+
 def test_cli_writes_a_video_folder(tmp_path):
   out = tmp_path / "train"
   assert synthetic_cli.main(["--out", str(out), "--identities", "3", "--motions", "2", "--frames", "5", "--size",
@@ -142,6 +164,8 @@ def test_cli_writes_triplets(tmp_path):
     assert truth.shape == (5, 48, 32, 3) and truth.dtype == np.uint8
     np.testing.assert_array_equal(iio.imread(folder / "reference.png"), truth[0])  # lossless frame 0
     assert media.read_video(folder / "driving.mp4").frames.shape == (5, 48, 32, 3)
+    with np.load(folder / "reference_mask.npz") as f, np.load(folder / "truth_mask.npz") as g:
+      np.testing.assert_array_equal(f["mask"], g["mask"][:1])  # the reference is frame 0
     with np.load(folder / "truth_mask.npz") as f, np.load(folder / "background.npz") as g:
       assert f["mask"].shape == (5, 48, 32) and g["video"].shape == (5, 48, 32, 3)
       character = f["mask"] > 127
@@ -155,7 +179,9 @@ def test_neutral_reference_and_other_kind_driver(tmp_path):
   identity, motion = S.sample_identity("humanoid", 4), S.sample_motion("wave", 4)
   first = S.render_reference(identity, motion, (48, 48), "first")
   neutral = S.render_reference(identity, motion, (48, 48), "neutral")
-  assert np.abs(first.astype(int) - neutral).sum() > 0
+  assert first.video.shape == (1, 48, 48, 3) and first.mask.shape == (1, 48, 48)
+  np.testing.assert_array_equal(first.video, S.render(identity, motion, 1, (48, 48)).video)
+  assert np.abs(first.video.astype(int) - neutral.video).sum() > 0 and (first.mask != neutral.mask).any()
   names = S.write_triplets(tmp_path, identities=2, motions=1, frames=3, size=(32, 32), kinds=["blob", "robot_arm"],
                            driver="other-kind", progress=False)
   for name in names:

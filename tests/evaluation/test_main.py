@@ -1,5 +1,6 @@
 """The evaluate CLI and hook: synthetic triplets, the copy-reference floor, results folders, user
-triplets, extra metrics, the table, JSON and picture files, and errors at the edge."""
+triplets, extra metrics, the moving split, samples, the table, JSON and picture files, and errors
+at the edge."""
 
 import json
 
@@ -19,7 +20,7 @@ FRAMES, SIZE = 5, (32, 48)
 def triplets(tmp_path_factory):
   out = tmp_path_factory.mktemp("triplets")
   S.write_triplets(out, identities=2, motions=2, frames=FRAMES, size=SIZE, kinds=["humanoid", "blob"],
-                   motion_types=["dance", "jump"], progress=False)
+                   motion_types=["walk", "jump"], progress=False)  # one moving triplet: the humanoid walking
   return out
 
 
@@ -38,21 +39,31 @@ def test_truth_beats_copy_reference_on_every_kind(triplets, tmp_path):
   report = evaluate(triplets, {"copy-reference": copy_reference, "oracle": oracle, "noisy": noisy}, tmp_path,
                     progress=False)
   assert seen["shapes"] == ((*SIZE, 3), (FRAMES, *SIZE, 3))
-  assert list(report.summary) == ["blob", "humanoid", "all"]
-  for kind, rows in report.summary.items():
+  assert list(report.summary) == ["moving", "all"] and list(report.summary["all"]) == ["blob", "humanoid", "all"]
+  for kind, rows in report.summary["all"].items():
     floor, truth = rows["copy-reference"], rows["oracle"]
     assert floor["n"] == truth["n"] == (4 if kind == "all" else 2)
-    assert truth["psnr"] == 100.0 and truth["ssim"] == 1.0 and truth["iou"] == 1.0 and truth["temporal"] == 0.0
-    assert floor["psnr"] < 40 and floor["ssim"] < 1 and floor["iou"] < 0.95 and floor["temporal"] > 0
-    assert floor["gmsd"] > truth["gmsd"] == 0.0
+    assert truth["psnr"] == 100.0 and truth["ssim"] == 1.0 and truth["temporal"] == 0.0
+    assert truth["iou"] > 0.75 and truth["centroid"] < 0.02  # segmentation against the exact silhouette
+    assert floor["psnr"] < 40 and floor["ssim"] < 1 and floor["iou"] < truth["iou"] and floor["temporal"] > 0
+    assert floor["gmsd"] > truth["gmsd"] == 0.0 and floor["centroid"] > truth["centroid"]
+  assert report.summary["all"]["humanoid"]["oracle"]["pck_sil"] > 0.95
+  assert "pck_sil" not in report.summary["all"]["blob"]["oracle"]
+  moving = [name for name, entry in report.triplets.items() if entry["moving"]]
+  assert all(report.triplets[name]["reference_iou"] < 0.5 for name in moving)
+  assert moving and report.summary["moving"]["all"]["oracle"]["n"] == len(moving) < 4
   markdown = (tmp_path / "results.md").read_text()
-  assert markdown.startswith("| kind | method | n | PSNR ↑ | PSNR-fg ↑ | SSIM ↑ | GMSD ↓ | temporal ↓ | IoU ↑ |\n")
+  assert markdown.startswith("### Moving: reference-vs-truth silhouette IoU < 0.5 (frames 1..)\n")
+  assert ("| kind | method | n | PSNR ↑ | PSNR-fg ↑ | SSIM ↑ | IoU ↑ | centroid ↓ | PCK-sil ↑ | GMSD ↓ | temporal ↓ |\n"
+          in markdown and "### All triplets" in markdown)
   assert "| humanoid | oracle | 2 | 100.00 |" in markdown
   document = json.loads((tmp_path / "results.json").read_text())
-  floor = report.summary["all"]["copy-reference"]
-  assert document["summary"]["all"]["copy-reference"]["psnr"] == pytest.approx(floor["psnr"])
+  floor = report.summary["all"]["all"]["copy-reference"]
+  assert document["summary"]["all"]["all"]["copy-reference"]["psnr"] == pytest.approx(floor["psnr"])
   assert len(document["triplets"]) == 4 and document["settings"]["group_by"] == "kind"
-  assert set(document["definitions"]) == {"psnr", "psnr_fg", "ssim", "gmsd", "temporal", "iou", "pck"}
+  assert document["settings"]["skip_first"] is True  # frame 0 is the reference: never scored by default
+  assert set(document["definitions"]) == {"psnr", "psnr_fg", "ssim", "iou", "centroid", "pck_sil", "pck", "gmsd",
+                                          "temporal", "spread_ratio"}
   grid = iio.imread(tmp_path / "grid.png")
   tile = 3 * SIZE[0]  # 32 px frames are scaled x3 to reach 96
   assert grid.shape[0] == 2 * (16 + 5 * (tile + 4))  # 2 kinds x (title + driving, 3 methods, truth)
@@ -72,7 +83,7 @@ def test_cli_scores_results_folders(triplets, tmp_path, capsys):
   out = tmp_path / "eval"
   assert cli.main(["--triplets", str(triplets), "--results", f"mine={results}", "--results", str(shifted),
                    "--baseline", "copy-reference", "--out", str(out), "--group-by", "pair", "--no-progress"]) == 0
-  summary = json.loads((out / "results.json").read_text())["summary"]
+  summary = json.loads((out / "results.json").read_text())["summary"]["all"]
   assert list(summary) == ["blob->blob", "humanoid->humanoid", "all"]
   scores = summary["all"]
   assert scores["mine"]["psnr"] == 100.0
@@ -101,7 +112,7 @@ def test_user_triplets_and_extra_metric(tmp_path, monkeypatch):
   out = tmp_path / "eval"
   assert cli.main(["--triplets", str(tmp_path / "mine"), "--results", str(results), "--out", str(out),
                    "--metric", "agree=plugin:make@10", "--no-progress"]) == 0
-  scores = json.loads((out / "results.json").read_text())["summary"]["all"]["results"]
+  scores = json.loads((out / "results.json").read_text())["summary"]["all"]["all"]["results"]
   assert scores["psnr"] == 100.0 and scores["pck"] == 1.0 and scores["agree"] == 11.0
   assert "| all | results | 1 |" in (out / "results.md").read_text() and "agree" in (out / "results.md").read_text()
 
@@ -110,10 +121,10 @@ def test_errors_at_the_edge(triplets, tmp_path, capsys):
   empty = tmp_path / "empty"
   empty.mkdir()
   assert cli.main(["--triplets", str(triplets), "--results", str(empty), "--out", str(tmp_path / "e")]) == 2
-  assert f"no result for triplet blob-1000001__dance-1000000 in {empty}" in capsys.readouterr().err
+  assert f"no result for triplet blob-1000001__jump-1000002 in {empty}" in capsys.readouterr().err
   small = tmp_path / "small"
   small.mkdir()
-  name = "blob-1000001__dance-1000000"
+  name = "blob-1000001__jump-1000002"
   np.savez(small / f"{name}.npz", video=np.zeros((3, *SIZE, 3), np.uint8))
   with pytest.raises(ValueError, match=rf"{name}.npz: shape \(3, 32, 48, 3\); expected \(5, 32, 48, 3\)"):
     evaluate(triplets, {"small": small}, progress=False)
@@ -146,3 +157,43 @@ def test_an_incomplete_triplet_is_named_and_skipped_or_refused(triplets, tmp_pat
   (lacking / "truth.npz").write_bytes(b"PK\x03\x04 not a zip")
   assert cli.main(["--triplets", str(partial), "--baseline", "copy-reference", "--out", str(out), "--no-progress"]) == 2
   assert capsys.readouterr().err == f"error: {lacking / 'truth.npz'}: not a readable .npz of arrays (BadZipFile)\n"
+
+
+def test_moving_split_and_samples(triplets, tmp_path):
+  """A method giving N samples is scored as its first sample (with the spread ratio) and as their
+  mean; a results folder of `samples` the same; `moving_only` scores the moving split alone."""
+  def jittered(reference, driving, *, samples, triplet):
+    rng = np.random.default_rng(0)
+    noise = rng.integers(-8, 9, (samples, *triplet.truth.shape))
+    return np.clip(triplet.truth[None].astype(int) + noise, 0, 255).astype(np.uint8)
+
+  report = evaluate(triplets, {"jittered": jittered}, tmp_path, samples=3, progress=False)
+  rows = report.summary["all"]["all"]
+  assert list(rows) == ["jittered", "jittered (mean of 3)"]
+  assert rows["jittered (mean of 3)"]["psnr"] > rows["jittered"]["psnr"] + 3  # the mean of 3 cuts the noise
+  # the truth at the samples' centre, not one more draw: the mean's error is var / N, the ratio N + 1
+  assert 3.5 < rows["jittered"]["spread_ratio"] < 4.5
+  with np.load(tmp_path / "videos" / "jittered" / f"{next(iter(report.triplets))}.npz") as f:
+    assert f["samples"].shape == (3, FRAMES, *SIZE, 3)
+  again = evaluate(triplets, {"folder": tmp_path / "videos" / "jittered"}, moving_only=True, progress=False)
+  moving = [name for name, entry in report.triplets.items() if entry["moving"]]
+  assert sorted(again.triplets) == sorted(moving)
+  assert list(again.summary) == ["moving"] and "### All triplets" not in again.markdown
+  assert again.summary["moving"]["all"]["folder (mean of 3)"]["psnr"] == pytest.approx(
+      report.summary["moving"]["all"]["jittered (mean of 3)"]["psnr"])
+
+
+def test_reference_iou_of_hand_made_masks():
+  truth_mask = np.zeros((3, 4, 6), np.uint8)
+  truth_mask[:, :2, :2] = 255  # frames 1 and 2: 4 pixels, 2 of them shared with the reference
+  truth_mask[2, 2:, :] = 200
+  reference = np.zeros((4, 6), np.uint8)
+  reference[:2, 1:3] = 128
+  triplet = load_triplet.__globals__["Triplet"]("t", None, None, None, None, {}, truth_mask=truth_mask,
+                                                 reference_mask=reference)
+  assert triplet.reference_iou == pytest.approx(np.mean([2 / 6, 2 / 18])) and triplet.moving
+  reference[:] = 0
+  reference[:2, :2] = 255
+  triplet.reference_mask = reference
+  assert triplet.reference_iou == pytest.approx(np.mean([1, 4 / 16])) and not triplet.moving
+  assert np.isnan(load_triplet.__globals__["Triplet"]("t", None, None, None, None, {}).reference_iou)

@@ -37,6 +37,9 @@ _REFERENCE = flags.DEFINE_enum("reference", "first", ["first", "neutral"], "test
                                "of the truth or a rest pose.", flag_values=FLAGS)
 _DRIVER = flags.DEFINE_enum("driver", "same-kind", ["same-kind", "other-kind"], "test: the driving character's "
                             "kind.", flag_values=FLAGS)
+_MOTION_INSTANCES = flags.DEFINE_enum("motion-instances", None, ["own", "shared"], "own: every identity performs "
+                                      "motions of its own; shared: identities share --motions instances "
+                                      "(default: own for test, shared for train).", flag_values=FLAGS)
 _NO_PROGRESS = flags.DEFINE_bool("no-progress", False, "No progress bar.", flag_values=FLAGS)
 cli.require(FLAGS, "size", lambda size: size.height % 16 == 0 and size.width % 16 == 0,
             "expected multiples of 16 (VAE x8, patch 2)")
@@ -46,7 +49,9 @@ def run() -> None:
   common = dict(identities=_IDENTITIES.value, motions=_MOTIONS.value, frames=_FRAMES.value, size=tuple(_SIZE.value),
                 seed=_SEED.value, kinds=_KINDS.value, motion_types=_MOTION_TYPES.value, fps=_FPS.value,
                 per_identity=_PER_IDENTITY.value, progress=not _NO_PROGRESS.value)
-  if _SPLIT.value == "train":
+  test = _SPLIT.value == "test"
+  common["own_motions"] = (_MOTION_INSTANCES.value or ("own" if test else "shared")) == "own"
+  if not test:
     names = write_video_folder(_OUT.value, **common)
   else:
     names = write_triplets(_OUT.value, reference=_REFERENCE.value, driver=_DRIVER.value, **common)

@@ -208,16 +208,18 @@ def _quadruped(canvas: Canvas, member: Member, pose: PoseParams, floor: float) -
 def _blob(canvas: Canvas, member: Member, pose: PoseParams, floor: float) -> None:
   d, paints, extras = member.body.dims, member.body.paints, member.body.extras
   radius = d["radius"]
+  # A blob is round: with the humanoid's ranges its silhouette hardly changes, so every motion is
+  # exaggerated (squash, stretch, sway with the rhythm, lobes that reach far, longer travel).
   crouch = np.clip(-pose.legs[..., 3], 0, None).mean(1)
-  squash = np.clip(0.35 * crouch, 0, 0.5)
-  stretch = np.clip(4 * pose.lift, 0, 0.4)
-  tilt = rot_z(-pose.lean) @ rot_x(pose.bend)
+  squash = np.clip(0.6 * crouch, 0, 0.7)
+  stretch = np.clip(7 * pose.lift, 0, 0.8)
+  tilt = rot_z(-pose.lean - 0.35 * np.sin(pose.phase)) @ rot_x(pose.bend)
   low = vec(0, radius * (1 - 0.3 * squash), 0)
-  top = low + rotate(tilt, vec(0, radius * (0.75 - 0.5 * squash + 0.6 * stretch), 0))
-  centres, radii = [low, top], [radius * (1 + 0.2 * squash - 0.1 * stretch), d["top"]]
+  top = low + rotate(tilt, vec(0, radius * (0.75 - 0.5 * squash + 0.8 * stretch), 0))
+  centres, radii = [low, top], [radius * (1 + 0.3 * squash - 0.1 * stretch), d["top"]]
   for side, i in ((-1.0, 0), (1.0, 1)):  # lobes: arms pull the upper ones, legs the feet
     arm, leg = pose.arms[:, i], pose.legs[:, i]
-    reach = 0.8 * d["top"] + d["reach"] * (0.5 + 0.5 * np.clip(arm[:, 0] / 2.5, 0, 1))
+    reach = 0.8 * d["top"] + d["reach"] * (0.3 + 1.2 * np.clip(arm[:, 0] / 2.5, 0, 1))
     direction = rotate(tilt, limb_direction(0.5 + arm[:, 0] + 0.5 * arm[:, 2], arm[:, 1] + 0.5 * arm[:, 3], side))
     centres.append(top + reach[:, None] * direction)
     radii.append(d["lobe"])
@@ -225,7 +227,7 @@ def _blob(canvas: Canvas, member: Member, pose: PoseParams, floor: float) -> Non
     radii.append(0.9 * d["lobe"])
   lift = _ground(centres, radii)
   yaw = rot_y(pose.yaw)
-  root = vec(member.x + pose.x, floor + pose.lift + lift, member.z)
+  root = vec(member.x + 1.5 * pose.x, floor + 1.5 * pose.lift + lift, member.z)
   world = np.stack([root + rotate(yaw, c) for c in centres], 1)  # T K 3
   canvas.blob(world, np.stack(np.broadcast_arrays(*radii), 1), np.full(pose.frames, d["smooth"]), paints["body"],
               z=root[:, 2])

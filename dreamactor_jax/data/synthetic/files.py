@@ -24,24 +24,37 @@ def _write_pose(path: Path, body: np.ndarray) -> None:
   write_pose_npz(path, pose)
 
 
+def _coverage(mask: np.ndarray) -> np.ndarray:
+  """uint8 [T, H, W] coverage x 255 of a float32 0..1 silhouette."""
+  return np.round(mask * 255).astype(np.uint8)
+
+
 def _identity_kind(kinds: Sequence[str], i: int) -> str:
   return kinds[i % len(kinds)]
 
 
 def train_names(*, identities: int, motions: int, seed: int, kinds: Sequence[str] = KINDS,
                 motion_types: Sequence[str] = MOTION_TYPES, per_identity: int | None = None,
-                split: str = "train") -> list[tuple[tuple[str, int], tuple[str, int]]]:
+                split: str = "train", own_motions: bool = False) -> list[tuple[tuple[str, int], tuple[str, int]]]:
   """The ((kind, index), (motion type, index)) pairs of a video folder: identity i has kind
   kinds[i % K] and performs `per_identity` (default all) of the motions, motion m has type
-  motion_types[m % len(motion_types)]; indices start at 0 (train) or TEST_OFFSET (test)."""
+  motion_types[m % len(motion_types)]; indices start at 0 (train) or TEST_OFFSET (test).
+
+  With `own_motions`, no two identities share a motion instance: identity i's j-th motion has the
+  index i * per_identity + j (plus the offset) and the type motion_types[(i + j) % len(motion_types)],
+  so consecutive identities (hence every kind, given enough identities) start on other types."""
   _check_counts(identities, motions)
   offset = 0 if split == "train" else TEST_OFFSET
   per_identity = motions if per_identity is None else min(per_identity, motions)
   pairs = []
   for i in range(identities):
     for j in range(per_identity):
-      m = (i * per_identity + j) % motions if per_identity < motions else j
-      pairs.append(((_identity_kind(kinds, i), offset + i), (motion_types[m % len(motion_types)], offset + m)))
+      if own_motions:
+        motion_type, m = motion_types[(i + j) % len(motion_types)], i * per_identity + j
+      else:
+        m = (i * per_identity + j) % motions if per_identity < motions else j
+        motion_type = motion_types[m % len(motion_types)]
+      pairs.append(((_identity_kind(kinds, i), offset + i), (motion_type, offset + m)))
   return pairs
 
 
@@ -55,7 +68,7 @@ def _check_counts(identities: int, motions: int) -> None:
 def write_video_folder(out: str | Path, *, identities: int, motions: int, frames: int, size: tuple[int, int],
                        seed: int = 0, kinds: Sequence[str] = KINDS, motion_types: Sequence[str] = MOTION_TYPES,
                        fps: float = DEFAULT_FPS, per_identity: int | None = None, split: str = "train",
-                       progress: bool = True) -> list[str]:
+                       own_motions: bool = False, progress: bool = True) -> list[str]:
   """Writes `<identity>_<motion>.mp4` + `.json` (+ `.pose.npz` when humanoids are present) for
   every pair of `train_names`; returns the video ids."""
   out = Path(out)
@@ -64,7 +77,7 @@ def write_video_folder(out: str | Path, *, identities: int, motions: int, frames
   ids = []
   for (kind, i), (motion_type, m) in tqdm(train_names(identities=identities, motions=motions, seed=seed, kinds=kinds,
                                                       motion_types=motion_types, per_identity=per_identity,
-                                                      split=split),
+                                                      split=split, own_motions=own_motions),
                                           desc=f"render {split}", unit="video", disable=not progress):
     identity, motion = sample_identity(kind, i, seed, aspect=aspect), sample_motion(motion_type, m, seed)
     clip = render(identity, motion, frames, size)
@@ -84,8 +97,9 @@ def write_video_folder(out: str | Path, *, identities: int, motions: int, frames
 def write_triplets(out: str | Path, *, identities: int, motions: int, frames: int, size: tuple[int, int],
                    seed: int = 0, kinds: Sequence[str] = KINDS, motion_types: Sequence[str] = MOTION_TYPES,
                    fps: float = DEFAULT_FPS, per_identity: int | None = None, reference: str = "first",
-                   driver: str = "same-kind", progress: bool = True) -> list[str]:
-  """Writes evaluation triplets for held-out identities B and motions M; returns their names.
+                   driver: str = "same-kind", own_motions: bool = True, progress: bool = True) -> list[str]:
+  """Writes evaluation triplets for held-out identities B and motions M (by default every identity
+  its own motion instances: `train_names(own_motions=True)`); returns their names.
 
   `<B>__<M>/` holds: reference.png (B: frame 0 of M, or `reference="neutral"`: a rest pose),
   driving.mp4 (a held-out driver A != B performing M; A is of B's kind, or with
@@ -93,7 +107,9 @@ def write_triplets(out: str | Path, *, identities: int, motions: int, frames: in
   truth.mp4 and truth.npz (`video`, uint8 [T, H, W, 3], lossless: what scores read),
   truth_mask.npz (`mask`, uint8 [T, H, W], character coverage x 255), background.npz (`video`,
   uint8 [T, H, W, 3]: B's scene under M's camera without characters, for the silhouette score),
-  truth.pose.npz when B has humanoids, and meta.json. An index.json lists all names.
+  reference_mask.npz (`mask`, uint8 [1, H, W]: the reference's exact silhouette, from which the
+evaluation's "moving" split is found), truth.pose.npz when B has humanoids, and meta.json. An
+index.json lists all names.
   """
   if driver not in ("same-kind", "other-kind"):
     raise ValueError(f"driver={driver!r}; expected 'same-kind' or 'other-kind'")
@@ -101,7 +117,7 @@ def write_triplets(out: str | Path, *, identities: int, motions: int, frames: in
   out.mkdir(parents=True, exist_ok=True)
   aspect = size[1] / size[0]
   pairs = train_names(identities=identities, motions=motions, seed=seed, kinds=kinds, motion_types=motion_types,
-                      per_identity=per_identity, split="test")
+                      per_identity=per_identity, split="test", own_motions=own_motions)
   names = []
   for n, ((kind, i), (motion_type, m)) in enumerate(tqdm(pairs, desc="render triplets", unit="triplet",
                                                          disable=not progress)):
@@ -115,11 +131,13 @@ def write_triplets(out: str | Path, *, identities: int, motions: int, frames: in
     folder = out / name
     folder.mkdir(exist_ok=True)
     truth, driving = render(target, motion, frames, size), render(source, motion, frames, size)
-    media.write_image(folder / "reference.png", render_reference(target, motion, size, reference))
+    reference_clip = render_reference(target, motion, size, reference)
+    media.write_image(folder / "reference.png", reference_clip.video[0])
+    np.savez_compressed(folder / "reference_mask.npz", mask=_coverage(reference_clip.mask))
     media.write_video(folder / "driving.mp4", driving.video, fps)
     media.write_video(folder / "truth.mp4", truth.video, fps)
     np.savez_compressed(folder / "truth.npz", video=truth.video)
-    np.savez_compressed(folder / "truth_mask.npz", mask=np.round(truth.mask * 255).astype(np.uint8))
+    np.savez_compressed(folder / "truth_mask.npz", mask=_coverage(truth.mask))
     np.savez_compressed(folder / "background.npz", video=truth.background)
     if driving.body is not None:
       _write_pose(folder / "driving.pose.npz", driving.body)
@@ -132,5 +150,6 @@ def write_triplets(out: str | Path, *, identities: int, motions: int, frames: in
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
     names.append(name)
   (out / "index.json").write_text(json.dumps(dict(triplets=names, seed=seed, frames=frames, size=list(size),
-                                                  reference=reference, driver=driver), indent=1))
+                                                  reference=reference, driver=driver, own_motions=own_motions),
+                                             indent=1))
   return names

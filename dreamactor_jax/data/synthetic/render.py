@@ -44,13 +44,13 @@ def render(identity: Identity, motion: Motion, frames: int, size: tuple[int, int
   return render_params(identity, motion.pose(frames), size)
 
 
-def render_reference(identity: Identity, motion: Motion, size: tuple[int, int], mode: str = "first") -> np.ndarray:
-  """The reference image uint8 [H, W, 3]: frame 0 of `motion` ("first"), or the same place and
-  camera in a rest pose facing the camera ("neutral")."""
+def render_reference(identity: Identity, motion: Motion, size: tuple[int, int], mode: str = "first") -> Clip:
+  """The reference as a 1-frame `Clip` (image `.video[0]`, exact silhouette `.mask[0]`): frame 0 of
+  `motion` ("first"), or the same place and camera in a rest pose facing the camera ("neutral")."""
   if mode == "first":
-    return render(identity, motion, 1, size).video[0]
+    return render(identity, motion, 1, size)
   if mode == "neutral":
-    return render_params(identity, motion.pose(1).neutral(), size).video[0]
+    return render_params(identity, motion.pose(1).neutral(), size)
   raise ValueError(f"reference mode {mode!r}; expected 'first' or 'neutral'")
 
 
