@@ -218,7 +218,7 @@ def test_text_from_a_prompt_cache_or_umt5(models, tmp_path):
 def test_bundle_info_keeps_nested_config_sections():
   """A training config's sampling section (a plain dict holding the `train` ConfigDict, as the loop
   passes it) keeps the training noise levels' values, not just their keys."""
-  from configs import demo
+  from dreamactor_jax.configs import demo
 
   config = demo.get_config("stage2")
   info = BundleInfo(stage="rgb", size=(64, 64), fps=4.0, sampling=dict(config.sampling))

@@ -47,7 +47,7 @@ PSNR_CAP = 100.0
 MASK_THRESHOLD = 0.1  # background difference (0..1, any channel) above which a pixel is character
 TRUTH_COVERAGE = 0.5  # exact silhouettes: a pixel at least half covered is character
 HIGHER_IS_BETTER = {"psnr": True, "psnr_fg": True, "ssim": True, "iou": True, "centroid": False, "pck_sil": True,
-                    "pck": True, "gmsd": False, "temporal": False, "spread_ratio": True}
+                    "pck": True, "gmsd": False, "temporal": False, "spread_ratio": None}  # None: best at 1
 DEFINITIONS = {  # one line each, written into results.json
     "psnr": f"dB, MSE pooled over all frames and pixels, capped at {PSNR_CAP:.0f}",
     "psnr_fg": "dB over the pixels where the exact truth silhouette or the result's segmentation shows a character",

@@ -30,7 +30,8 @@ from dreamactor_jax.evaluation.triplets import (MOVING_IOU, AnimateFn, Triplet, 
                                                 load_triplet, run_animate)
 
 Method = AnimateFn | str | os.PathLike
-COLUMNS = tuple((key, f"{label} {'↑' if HIGHER_IS_BETTER[key] else '↓'}", digits) for key, label, digits in (
+ARROWS = {True: "↑", False: "↓", None: "→1"}
+COLUMNS = tuple((key, f"{label} {ARROWS[HIGHER_IS_BETTER[key]]}", digits) for key, label, digits in (
     ("psnr", "PSNR", 2), ("psnr_fg", "PSNR-fg", 2), ("ssim", "SSIM", 3), ("iou", "IoU", 3), ("centroid", "centroid", 3),
     ("pck_sil", "PCK-sil", 3), ("pck", "PCK", 3), ("gmsd", "GMSD", 3), ("temporal", "temporal", 4),
     ("spread_ratio", "spread/err", 2)))  # metric, column header, decimals
@@ -167,8 +168,8 @@ def markdown_tables(summary: Mapping[str, Mapping], group_by: str = "kind") -> s
     title = titles[split]
     table = markdown_table(summary[split], group_by) if summary[split] else "No triplet.\n"
     parts.append(f"### {title}\n\n{table}")
-  legend = ("\n↑ higher is better, ↓ lower is better; definitions in dreamactor_jax/evaluation/metrics.py "
-            f"(PSNR capped at {100:.0f} dB).\n")
+  legend = ("\n↑ higher is better, ↓ lower is better, →1 best at 1; definitions in "
+            f"dreamactor_jax/evaluation/metrics.py (PSNR capped at {100:.0f} dB).\n")
   return "\n".join(parts) + legend
 
 
