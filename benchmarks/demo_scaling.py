@@ -9,10 +9,11 @@ batch, the steps and the number of training identities, beside copy-the-referenc
 Each run renders its own world (`--identities`), fits the codec, trains stage 1, bootstraps, trains
 stage 2 (the full layout; the motion_cache model and the bundle are left out) and scores copy-the-
 reference and stage 2 on the moving split of the demo's held-out triplets (frame-0 reference track,
-one sample), the same at every size. It prints PSNR and silhouette IoU per kind, the last training loss of each stage (a loss far below the other sizes'
-with no better held-out score means the model memorised its training pairs) and the wall time of
-each phase, and writes `<workdir>/scaling.json`. On a GPU pass `--workers 12`: the data pipeline on
-the main thread, not the DiT, bounds the step rate there.
+one sample), the same at every size. It prints PSNR and silhouette IoU per kind, the last training
+loss of each stage (a loss far below the other sizes' with no better held-out score means the model
+memorised its training pairs) and the wall time of each phase, and writes `<workdir>/scaling.json`.
+On a GPU pass `--workers 12`: the data pipeline on the main thread, not the DiT, bounds the step
+rate there.
 """
 
 from __future__ import annotations

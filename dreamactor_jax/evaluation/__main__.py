@@ -14,16 +14,17 @@ whose reference and truth silhouettes (exact, `reference_mask.npz` and `truth_ma
 little (IoU < 0.5 averaged over frames 1..), where copying the reference cannot score; then all
 triplets. Frame 0 (the given reference) is left out of every score (`--noskip-first` keeps it). A
 results `.npz` holding `samples` [N, T, H, W, 3] is scored as its first sample alone (with the
-samples' spread over their mean's error) and as their pixel mean. A sub-folder of `--triplets` lacking its reference, driving
-video or truth is named in a warning and skipped; `--strict` refuses it instead.
+samples' spread over their mean's error) and as their pixel mean. A sub-folder of `--triplets`
+lacking its reference, driving video or truth is named in a warning and skipped; `--strict` refuses
+it instead.
 
 Metrics: PSNR, PSNR over the character's pixels, SSIM (scikit-image), silhouette IoU against the
 exact truth silhouette, centroid-trajectory error, for humanoids PCK against the result's
 silhouette and (when `<name>.pose.npz` sits beside a result) against its keypoints, GMSD and
-temporal error; definitions in
-dreamactor_jax/evaluation/metrics.py. More metrics plug in with `--metric NAME=module:factory[@ARG]`:
-`factory(ARG)` returns `fn(result, truth) -> float` on uint8 [T, H, W, 3] videos. LPIPS, for
-instance, needs pretrained weights that are not downloaded here: write a factory that loads yours.
+temporal error; definitions in dreamactor_jax/evaluation/metrics.py. More metrics plug in with
+`--metric NAME=module:factory[@ARG]`: `factory(ARG)` returns `fn(result, truth) -> float` on uint8
+[T, H, W, 3] videos. LPIPS, for instance, needs pretrained weights that are not downloaded here:
+write a factory that loads yours.
 
 From Python, models plug in as functions `animate(reference uint8 [H, W, 3], driving uint8
 [T, H, W, 3]) -> uint8 [T, H, W, 3]`:

@@ -54,7 +54,8 @@ DEFINITIONS = {  # one line each, written into results.json
     "ssim": "scikit-image structural_similarity per frame (RGB, Gaussian sigma 1.5), mean over frames",
     "iou": "per frame IoU of the result's background-difference silhouette and the exact truth silhouette, mean",
     "centroid": "per frame distance of the two silhouettes' centroids in frame heights (no result character: 1), mean",
-    "pck_sil": "fraction of the truth's visible body keypoints within 0.1 x the person's box of the result's silhouette",
+    "pck_sil": "fraction of the truth's visible body keypoints within 0.1 x the person's box of the result's "
+               "silhouette",
     "pck": "fraction of the truth's visible body keypoints the result places within 0.1 x the person's box",
     "gmsd": "gradient magnitude similarity deviation (Xue et al. 2014) per frame, mean; 0 = identical",
     "temporal": "mean |frame difference of the result - that of the truth| / 255; 0 = identical",
