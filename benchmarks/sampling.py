@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dreamactor_jax.checkpoints.model_state import abstract_params, merge_params  # noqa: E402
 from dreamactor_jax.models import (CLIPVisionConfig, CLIPVisionEncoder, DiTConfig, VAEConfig,  # noqa: E402
                                    WanDiT, WanVAE)
-from dreamactor_jax.models.dit import TEXT_LEN  # noqa: E402
+from dreamactor_jax.models.text_encoder import TEXT_LEN  # noqa: E402
 from dreamactor_jax.sampling.animate import AnimateOptions, Models, animate  # noqa: E402
 from dreamactor_jax.sampling.prompt_cache import TextEmbedder  # noqa: E402
 

@@ -68,7 +68,7 @@ from flax import nnx  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dreamactor_jax.configs import stage1  # noqa: E402
 from dreamactor_jax.models import DiTConfig, WanDiT  # noqa: E402
-from dreamactor_jax.models.dit import TEXT_LEN  # noqa: E402
+from dreamactor_jax.models.text_encoder import TEXT_LEN  # noqa: E402
 from dreamactor_jax.parallel import make_plan  # noqa: E402
 from dreamactor_jax.training.latent_batch import LatentBatch  # noqa: E402
 from dreamactor_jax.training.objective import animation_loss  # noqa: E402

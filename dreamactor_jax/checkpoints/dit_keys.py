@@ -20,7 +20,8 @@ from typing import Literal
 
 from dreamactor_jax.checkpoints.tensor_files import CheckpointError
 from dreamactor_jax.checkpoints.torch_import import TensorSpec
-from dreamactor_jax.models.dit import TEXT_LEN, DiTConfig
+from dreamactor_jax.models.dit import DiTConfig
+from dreamactor_jax.models.text_encoder import TEXT_LEN
 
 Layout = Literal["diffusers", "original"]
 ORIGINAL_PREFIX = "model.diffusion_model."

@@ -22,7 +22,8 @@ from tqdm import tqdm
 from dreamactor_jax.checkpoints import dit_keys, torch_import
 from dreamactor_jax.checkpoints.dit_keys import Layout
 from dreamactor_jax.checkpoints.tensor_files import open_tensors, write_safetensors
-from dreamactor_jax.models.dit import TEXT_LEN, DiTConfig
+from dreamactor_jax.models.dit import DiTConfig
+from dreamactor_jax.models.text_encoder import TEXT_LEN
 
 # diffusers' WanAnimate2Transformer3DModel fixes the CLIP width of its image branch.
 ANIMATE2_IMAGE_DIM = 1280

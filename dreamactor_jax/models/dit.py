@@ -3,9 +3,9 @@
 One class covers T2V (16 input channels), I2V (36 = 16 noisy + 4 mask + 16 condition, plus the
 CLIP image branch) and Wan2.2's TI2V-5B (48 channels of the 16x VAE, no image branch). The timestep
 is one per sample `[B]` or one per token `[B, L]`: TI2V gives its clean first latent frame t = 0
-while the rest is noised, so every block and the head modulate each token by its own timestep. The block stack is built with `nnx.vmap` and run with one `jax.lax.scan`
-(optionally rematerialised), so a 40-layer model traces one block. Dtype policy: parameters in
-`param_dtype`, matmuls in `dtype`, while the residual stream, modulation, norms, RoPE and the
+while the rest is noised, so every block and the head modulate each token by its own timestep. The
+block stack is built and run by models/stack.py (`nnx.vmap`, one `jax.lax.scan`, optionally
+rematerialised), so a 40-layer model traces one block. Dtype policy: parameters in `param_dtype`, matmuls in `dtype`, while the residual stream, modulation, norms, RoPE and the
 timestep embedding stay fp32, as the original Wan code does under autocast.
 
 Two options beyond Wan: LoRA adapters on chosen block layers (`lora_*` fields, models/lora.py,
@@ -41,12 +41,12 @@ from flax import nnx
 
 from dreamactor_jax.models.attention import Implementation, attention, frame_aligned_attention
 from dreamactor_jax.models.config import ModelConfig
-from dreamactor_jax.models.layers import Dense, LayerNorm, LoRA, RMSNorm, gelu_exact, gelu_tanh, param
+from dreamactor_jax.models.layers import MLP, Dense, LayerNorm, LoRA, RMSNorm, gelu_exact, gelu_tanh, param
 from dreamactor_jax.models.lora import lora_layers
 from dreamactor_jax.models.rope import RopeTables, apply_rope, rope_tables
+from dreamactor_jax.models.stack import RematPolicy, build_stack, scan_stack
 from dreamactor_jax.parallel.rules import constrain
 
-RematPolicy = Literal["none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"]
 # full: the paper's attention over the whole canvas; motion_cache, animate2: see the module docstring.
 AttentionLayout = Literal["full", "motion_cache", "animate2"]
 # How the DiT is told which canvas positions are given: "channels" (Wan2.1 I2V: mask and condition
@@ -54,9 +54,6 @@ AttentionLayout = Literal["full", "motion_cache", "animate2"]
 # latents at timestep 0, per-token timesteps; in_channels = the latent channels).
 Condition = Literal["channels", "timestep"]
 KeysValues = tuple[jax.Array, jax.Array]  # self-attention keys and values, each [B, L, N, K]
-
-# Wan's text encoder context is always padded to this many tokens (WAN.md).
-TEXT_LEN = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,20 +137,6 @@ def timestep_sinusoid(timestep: jax.Array, dim: int, max_period: float = 10000.0
   freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
   angles = timestep.astype(jnp.float32)[..., None] * freqs
   return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)
-
-
-class MLP(nnx.Module):
-  """Linear -> activation -> Linear."""
-
-  def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, *, activation, names: tuple[str, str, str],
-               dtype, param_dtype, rngs: nnx.Rngs, lora: LoRA | None = None):
-    self.up = Dense(in_dim, hidden_dim, names=names[:2], dtype=dtype, param_dtype=param_dtype, rngs=rngs, lora=lora)
-    self.down = Dense(hidden_dim, out_dim, names=names[1:], dtype=dtype, param_dtype=param_dtype, rngs=rngs,
-                      lora=lora)
-    self.activation = activation
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return self.down(self.activation(self.up(x)))
 
 
 class Attention(nnx.Module):
@@ -340,12 +323,7 @@ class WanDiT(nnx.Module):
                           dtype=dtype, param_dtype=pdtype, rngs=rngs)
     self.image_embed = ImageEmbedder(config, rngs=rngs) if config.image_dim is not None else None
 
-    @nnx.split_rngs(splits=config.num_layers)
-    @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
-    def make_blocks(rngs: nnx.Rngs) -> Block:
-      return Block(config, rngs=rngs)
-
-    self.blocks = make_blocks(rngs)
+    self.blocks = build_stack(lambda rngs: Block(config, rngs=rngs), config.num_layers, rngs=rngs)
     self.norm_out = LayerNorm(dim, eps=config.eps, affine=False, param_dtype=pdtype, rngs=rngs)
     self.head_modulation = param(rngs, lambda key, shape, dt: jax.random.normal(key, shape, dt) / dim**0.5,
                                  (2, dim), (None, "embed"), pdtype)
@@ -466,28 +444,23 @@ class WanDiT(nnx.Module):
     `[B]` bool: those samples pass the blocks `unconditional_skip_layers` unchanged. Returns the
     tokens and, when `collect`, every layer's own keys/values `[layers, B, L, N, K]` (else None).
     """
-    # A plain jax.lax.scan over the split stack (not nnx.scan): it accepts parameters of any trace
-    # level, e.g. `jax.grad` of the adapters alone with the frozen base closed over.
-    graphdef, stacked = nnx.split(self.blocks)
     # Tokens and the RoPE tables of the whole grid are split over devices alike (parallel/).
     tokens, rope = constrain(tokens, ("batch", "tokens", "act_embed")), constrain(rope, ("tokens", None))
 
     skipped_layers = jnp.asarray(self.config.unconditional_skip_layers, jnp.int32)
 
-    def apply_block(x: jax.Array, layer) -> tuple[jax.Array, KeysValues | None]:
-      params, layer_cached, index = layer
+    def apply_block(block: Block, x: jax.Array, layer) -> tuple[jax.Array, KeysValues | None]:
+      layer_cached, index = layer
       # A cache of fewer samples is tiled a layer at a time: tiling it whole would double it.
       layer_cached = jax.tree.map(lambda c: jnp.tile(c, (x.shape[0] // c.shape[0], 1, 1, 1)), layer_cached)
-      out, own = nnx.merge(graphdef, params)(x, time_mod=conditioning.time_mod, context=conditioning.context,
-                                             rope=rope, image_context=conditioning.image_tokens, cached=layer_cached)
+      out, own = block(x, time_mod=conditioning.time_mod, context=conditioning.context, rope=rope,
+                       image_context=conditioning.image_tokens, cached=layer_cached)
       if skip is not None:  # a per-sample select, so both guidance branches share one call
         out = jnp.where((skip & jnp.any(index == skipped_layers))[:, None, None], x, out)
       return constrain(out, ("batch", "tokens", "act_embed")), (own if collect else None)
 
-    if self.config.remat != "none":
-      policy = None if self.config.remat == "full" else getattr(jax.checkpoint_policies, self.config.remat)
-      apply_block = jax.checkpoint(apply_block, policy=policy, prevent_cse=False)
-    return jax.lax.scan(apply_block, tokens, (stacked, cached, jnp.arange(self.config.num_layers)))
+    return scan_stack(self.blocks, apply_block, tokens, (cached, jnp.arange(self.config.num_layers)),
+                      remat=self.config.remat)
 
   def _patchify(self, latents: jax.Array) -> jax.Array:
     """`[B, F, H, W, C] -> [B, L, D]` fp32: the stride-equals-kernel Conv3d as one matmul."""

@@ -28,8 +28,8 @@ from flax import nnx
 
 from dreamactor_jax.models.attention import attention
 from dreamactor_jax.models.config import ModelConfig
-from dreamactor_jax.models.dit import MLP, RematPolicy
-from dreamactor_jax.models.layers import Dense, LayerNorm, gelu_exact, param
+from dreamactor_jax.models.layers import MLP, Dense, LayerNorm, gelu_exact, param
+from dreamactor_jax.models.stack import RematPolicy, build_stack, scan_stack
 
 Activation = Literal["gelu", "quick_gelu"]
 
@@ -134,12 +134,7 @@ class CLIPVisionEncoder(nnx.Module):
     self.pos_embed = param(rngs, embedding_init, (config.num_tokens, dim), (None, "embed"), pdtype)
     self.norm_pre = LayerNorm(dim, eps=config.eps, affine=True, param_dtype=pdtype, rngs=rngs)
 
-    @nnx.split_rngs(splits=config.num_layers)
-    @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
-    def make_blocks(rngs: nnx.Rngs) -> EncoderBlock:
-      return EncoderBlock(config, rngs=rngs)
-
-    self.blocks = make_blocks(rngs)
+    self.blocks = build_stack(lambda rngs: EncoderBlock(config, rngs=rngs), config.num_layers, rngs=rngs)
 
   def __call__(self, pixels: jax.Array) -> jax.Array:
     """pixels `[B, S, S, 3]` (S = image_size), already `preprocess`ed -> `[B, L, D]` fp32."""
@@ -152,13 +147,8 @@ class CLIPVisionEncoder(nnx.Module):
     x = jnp.concatenate([cls, tokens], axis=1) + self.pos_embed[...].astype(jnp.float32)
     x = self.norm_pre(x)
 
-    def apply_block(block: EncoderBlock, x: jax.Array) -> jax.Array:
-      return block(x)
-
-    if config.remat != "none":
-      policy = None if config.remat == "full" else getattr(jax.checkpoint_policies, config.remat)
-      apply_block = nnx.remat(apply_block, policy=policy, prevent_cse=False)
-    return nnx.scan(apply_block, in_axes=(0, nnx.Carry), out_axes=nnx.Carry)(self.blocks, x)
+    x, _ = scan_stack(self.blocks, lambda block, x, _: (block(x), None), x, remat=config.remat)
+    return x
 
   def _patchify(self, pixels: jax.Array) -> jax.Array:
     """`[B, S, S, 3] -> [B, L-1, D]` fp32, patches row-major (as Conv2d output flattened)."""

@@ -1,5 +1,5 @@
-"""Small building blocks shared by the models: parameters with logical axis names, dense layers,
-fp32 norms and activations, following the dtype policy of WAN.md ("Precision gotchas").
+"""Small building blocks shared by the models: parameters with logical axis names, dense layers and
+MLPs, fp32 norms and activations, following the dtype policy of WAN.md ("Precision gotchas").
 
 Every parameter carries logical axis names (`embed`, `mlp`, `heads`, ...) as its `out_sharding`
 metadata; `parallel/` maps them to mesh axes, so the models never name a mesh axis themselves.
@@ -75,6 +75,21 @@ class Dense(nnx.Module):
       down = jnp.dot(x, self.lora_a[...].astype(self.dtype))
       y = y + jnp.dot(down, self.lora_b[...].astype(self.dtype)) * jnp.asarray(self.lora_scale, self.dtype)
     return y
+
+
+class MLP(nnx.Module):
+  """Linear -> activation -> Linear, optionally with LoRA on both."""
+
+  def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, *, activation, names: tuple[str | None, str, str],
+               dtype, param_dtype, rngs: nnx.Rngs, lora: LoRA | None = None):
+    self.up = Dense(in_dim, hidden_dim, names=names[:2], dtype=dtype, param_dtype=param_dtype, rngs=rngs, lora=lora)
+    self.down = Dense(hidden_dim, out_dim, names=names[1:], dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+                      lora=lora)
+    self.activation = activation
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """`[..., in_dim] -> [..., out_dim]` in the compute dtype."""
+    return self.down(self.activation(self.up(x)))
 
 
 class LayerNorm(nnx.Module):

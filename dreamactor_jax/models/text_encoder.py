@@ -5,8 +5,8 @@ T5 v1.1 encoder blocks: pre-RMSNorm (no mean subtraction, no bias) self-attentio
 scores plus a relative position bias that EACH layer learns for itself (UMT5, unlike T5's shared
 one), then a pre-RMSNorm gated-GELU FFN `down(gelu_tanh(gate(x)) * up(x))`; no biases, no dropout.
 Padding keys are masked; padded queries still produce (unused) outputs, as in the reference. The
-residual stream and norms are fp32, the matmuls in `dtype`. The stack is built with `nnx.vmap` and
-run with `nnx.scan`, like the DiT.
+residual stream and norms are fp32, the matmuls in `dtype`. The stack is built and run by
+models/stack.py, as the DiT's is.
 """
 
 from __future__ import annotations
@@ -28,11 +28,14 @@ from flax import nnx
 
 from dreamactor_jax.models.attention import attention
 from dreamactor_jax.models.config import ModelConfig
-from dreamactor_jax.models.dit import TEXT_LEN, RematPolicy
 from dreamactor_jax.models.layers import Dense, RMSNorm, gelu_tanh, param
+from dreamactor_jax.models.stack import RematPolicy, build_stack, scan_stack
 
 if TYPE_CHECKING:
   from transformers import PreTrainedTokenizerBase
+
+# Wan pads every prompt's encoding to this many tokens: the DiT's text context length (WAN.md).
+TEXT_LEN = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,12 +144,7 @@ class UMT5Encoder(nnx.Module):
     self.token_embedding = param(rngs, nnx.initializers.normal(1.0), (config.vocab_size, config.dim),
                                  ("vocab", "embed"), pdtype)
 
-    @nnx.split_rngs(splits=config.num_layers)
-    @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
-    def make_blocks(rngs: nnx.Rngs) -> Block:
-      return Block(config, rngs=rngs)
-
-    self.blocks = make_blocks(rngs)
+    self.blocks = build_stack(lambda rngs: Block(config, rngs=rngs), config.num_layers, rngs=rngs)
     self.norm = RMSNorm(config.dim, eps=config.eps, param_dtype=pdtype, rngs=rngs)
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
@@ -161,13 +159,10 @@ class UMT5Encoder(nnx.Module):
     key_valid = attention_mask > 0
     x = jnp.take(self.token_embedding[...], input_ids, axis=0).astype(jnp.float32)
 
-    def apply_block(block: Block, x: jax.Array) -> jax.Array:
-      return block(x, buckets=buckets, key_valid=key_valid)
+    def apply_block(block: Block, x: jax.Array, _) -> tuple[jax.Array, None]:
+      return block(x, buckets=buckets, key_valid=key_valid), None
 
-    if config.remat != "none":
-      policy = None if config.remat == "full" else getattr(jax.checkpoint_policies, config.remat)
-      apply_block = nnx.remat(apply_block, policy=policy, prevent_cse=False)
-    x = nnx.scan(apply_block, in_axes=(0, nnx.Carry), out_axes=nnx.Carry)(self.blocks, x)
+    x, _ = scan_stack(self.blocks, apply_block, x, remat=config.remat)
     return self.norm(x)
 
 

@@ -43,10 +43,10 @@ from flax import nnx
 
 from dreamactor_jax.checkpoints.model_state import model_params
 from dreamactor_jax.checkpoints.orbax_model import load_codec, load_config, load_dit, load_model, save_model
-from dreamactor_jax.models.dit import TEXT_LEN, DiTConfig, WanDiT
+from dreamactor_jax.models.dit import DiTConfig, WanDiT
 from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
 from dreamactor_jax.models.lora import merge_lora, rebuild
-from dreamactor_jax.models.text_encoder import UMT5Config, UMT5Encoder, encode_prompts, load_tokenizer
+from dreamactor_jax.models.text_encoder import TEXT_LEN, UMT5Config, UMT5Encoder, encode_prompts, load_tokenizer
 from dreamactor_jax.sampling.animate import LAYOUTS, PRESETS, AnimateOptions, Layout, Models
 from dreamactor_jax.sampling.prompt_cache import PromptCache, TextEmbedder
 

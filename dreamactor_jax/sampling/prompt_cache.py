@@ -24,8 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dreamactor_jax.checkpoints.tensor_files import open_safetensors, write_safetensors
-from dreamactor_jax.models.dit import TEXT_LEN
-from dreamactor_jax.models.text_encoder import pad_prompt_embeddings
+from dreamactor_jax.models.text_encoder import TEXT_LEN, pad_prompt_embeddings
 
 # prompts -> one trimmed `[L_i, D]` embedding per prompt, e.g. partial(encode_prompts, encoder, tokenizer).
 EncodeFn = Callable[[list[str]], Sequence[np.ndarray]]
