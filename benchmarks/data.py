@@ -13,7 +13,6 @@ training step of that length needs at batch size `--batch-size`.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import tempfile
@@ -21,8 +20,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from absl import flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dreamactor_jax import cli  # noqa: E402
 from dreamactor_jax.data import staging  # noqa: E402
 from dreamactor_jax.data.build import VideoFolder  # noqa: E402
 from dreamactor_jax.data.keypoints import Pose  # noqa: E402
@@ -85,7 +86,7 @@ def make_stage2(folder: Path, records: int, clip_frames: int, height: int, width
   write_stage2_dataset(folder / "stage2", (record(i) for i in range(records)), progress=False)
 
 
-def run(args: argparse.Namespace, size: str, stage: int, folder: Path) -> None:
+def run(args, size: str, stage: int, folder: Path) -> None:
   height, width, clip_frames, stride, _ = SIZES[size]
   config = DataConfig(stage1_dir=str(folder / "stage1"), stage2_dir=str(folder / "stage2"), num_frames=clip_frames,
                       frame_stride=stride, buckets=((height, width),), batch_size=args.batch_size,
@@ -109,15 +110,18 @@ def run(args: argparse.Namespace, size: str, stage: int, folder: Path) -> None:
           f"{math.ceil(need / (rate / workers))} worker(s)")
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--size", choices=[*SIZES, "all"], default="all")
-  parser.add_argument("--stage", choices=["1", "2", "all"], default="all")
-  parser.add_argument("--batches", type=int, default=None, help="timed batches (default: 2 at 480p, 20 tiny)")
-  parser.add_argument("--batch-size", type=int, default=1)
-  parser.add_argument("--workers", type=int, default=0, help="Grain worker processes (0: in-process = 1 worker)")
-  parser.add_argument("--step-seconds", type=float, default=None, help="train step time to compare against")
-  args = parser.parse_args()
+FLAGS = flags.FlagValues()
+flags.DEFINE_enum("size", "all", [*SIZES, "all"], "Clip size.", flag_values=FLAGS)
+flags.DEFINE_enum("stage", "all", ["1", "2", "all"], "Which stage's pipeline.", flag_values=FLAGS)
+flags.DEFINE_integer("batches", None, "Timed batches (default: 2 at 480p, 20 tiny).", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("batch-size", 1, "Clips per batch.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("workers", 0, "Grain worker processes (0: in-process = 1 worker).", lower_bound=0,
+                     flag_values=FLAGS)
+flags.DEFINE_float("step-seconds", None, "Train step time to compare against.", lower_bound=0, flag_values=FLAGS)
+
+
+def benchmark() -> None:
+  args = cli.namespace(FLAGS)
   print("command: python benchmarks/data.py " + " ".join(sys.argv[1:]))
   sizes = list(SIZES) if args.size == "all" else [args.size]
   stages = [1, 2] if args.stage == "all" else [int(args.stage)]
@@ -137,5 +141,9 @@ def main() -> None:
     args.batches = batches
 
 
+def main(argv: list[str] | None = None) -> int:
+  return cli.run(benchmark, FLAGS, argv, doc=__doc__)
+
+
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

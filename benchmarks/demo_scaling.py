@@ -18,41 +18,41 @@ rate there.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
 from pathlib import Path
 
 import jax
+from absl import flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dreamactor_jax import demo  # noqa: E402
+from dreamactor_jax import cli, demo  # noqa: E402
 from dreamactor_jax.evaluation import report, triplets  # noqa: E402
 from dreamactor_jax.sampling.bundle import load_bundle  # noqa: E402
 from dreamactor_jax.training.loop import train  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--workdir", required=True, help="this size's world, checkpoints and scaling.json (resumable)")
-  parser.add_argument("--dim", type=int, default=None, help="DiT width (demo: 128)")
-  parser.add_argument("--heads", type=int, default=None, help="attention heads (demo: 4)")
-  parser.add_argument("--ffn", type=int, default=None, help="feed-forward width (demo: 384)")
-  parser.add_argument("--layers", type=int, default=None, help="DiT blocks (demo: 6)")
-  parser.add_argument("--batch", type=int, default=None, help="clips per step in both stages (demo: 4)")
-  parser.add_argument("--stage1-steps", type=int, default=demo.Recipe.stage1_steps, help="stage-1 steps")
-  parser.add_argument("--stage2-steps", type=int, default=demo.Recipe.stage2_steps, help="stage-2 steps")
-  parser.add_argument("--identities", type=int, default=demo.Recipe.identities, help="training identities")
-  parser.add_argument("--pairs-per-clip", type=int, default=demo.Recipe.pairs_per_clip,
-                      help="bootstrap pairs per humanoid clip")
-  parser.add_argument("--workers", type=int, default=None, help="data-loader processes (demo: 0)")
-  parser.add_argument("--patch", type=int, default=None, help="DiT patch height and width in latents (demo: 2)")
-  parser.add_argument("--appearance-prob", type=float, default=None,
-                      help="share of training examples recoloured, target and reference together (demo: 0)")
-  parser.add_argument("--flip-prob", type=float, default=None, help="stage 2's shared horizontal flip (demo: 0)")
-  args = parser.parse_args(argv)
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("workdir", None, "This size's world, checkpoints and scaling.json (resumable).", required=True,
+                    flag_values=FLAGS)
+for _name, _help in (("dim", "DiT width (demo: 128)."), ("heads", "Attention heads (demo: 4)."),
+                     ("ffn", "Feed-forward width (demo: 384)."), ("layers", "DiT blocks (demo: 6)."),
+                     ("batch", "Clips per step in both stages (demo: 4)."),
+                     ("patch", "DiT patch height and width in latents (demo: 2).")):
+  flags.DEFINE_integer(_name, None, _help, lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("workers", None, "Data-loader processes (demo: 0).", lower_bound=0, flag_values=FLAGS)
+for _name, _help in (("stage1-steps", "Stage-1 steps."), ("stage2-steps", "Stage-2 steps."),
+                     ("identities", "Training identities."), ("pairs-per-clip", "Bootstrap pairs per humanoid clip.")):
+  flags.DEFINE_integer(_name, getattr(demo.Recipe, _name.replace("-", "_")), _help, lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_float("appearance-prob", None, "Share of training examples recoloured, target and reference together "
+                   "(demo: 0).", lower_bound=0, upper_bound=1, flag_values=FLAGS)
+flags.DEFINE_float("flip-prob", None, "Stage 2's shared horizontal flip (demo: 0).", lower_bound=0, upper_bound=1,
+                   flag_values=FLAGS)
 
+
+def benchmark() -> None:
+  args = cli.namespace(FLAGS)
   recipe = dataclasses.replace(demo.Recipe(), identities=args.identities, pairs_per_clip=args.pairs_per_clip,
                                stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps)
   model = {key: value for key, value in dict(dim=args.dim, num_heads=args.heads, ffn_dim=args.ffn,
@@ -102,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
   for kind, rows in summary.items():
     copy, ours = rows["copy-reference"], rows["stage-2"]
     print(f"| {kind} | {copy['psnr']:.2f} / {copy['iou']:.3f} | {ours['psnr']:.2f} / {ours['iou']:.3f} |")
-  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  return cli.run(benchmark, FLAGS, argv, doc=__doc__)
 
 
 if __name__ == "__main__":

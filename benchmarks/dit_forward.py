@@ -10,9 +10,9 @@ FLOP/s and its fraction of this machine's measured matmul peak in the same dtype
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
+import typing
 import time
 from pathlib import Path
 
@@ -20,11 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from absl import flags
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dreamactor_jax import cli  # noqa: E402
 from dreamactor_jax.checkpoints.model_state import model_params  # noqa: E402
 from dreamactor_jax.convert import load_torch_dit  # noqa: E402
+from dreamactor_jax.models.attention import Implementation  # noqa: E402
 
 # Latent grids: 480x832 video, 81 frames -> 21 x 60 x 104 latents -> 21 x 30 x 52 tokens.
 PRESETS = {
@@ -72,13 +75,16 @@ def matmul_peak(dtype, device) -> float:
   return 2 * n**3 * count / best_time(run, 3)
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model and input size")
-  parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="params and compute dtype")
-  parser.add_argument("--repeats", type=int, default=1, help="timed runs after one warm-up; the best is kept")
-  parser.add_argument("--attention", default="auto", help="our attention implementation (auto|xla|cudnn|blockwise)")
-  args = parser.parse_args()
+FLAGS = flags.FlagValues()
+flags.DEFINE_enum("preset", "tiny", sorted(PRESETS), "Model and input size.", flag_values=FLAGS)
+flags.DEFINE_enum("dtype", "fp32", ["fp32", "bf16"], "Params and compute dtype.", flag_values=FLAGS)
+flags.DEFINE_integer("repeats", 1, "Timed runs after one warm-up; the best is kept.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_enum("attention", "auto", list(typing.get_args(Implementation)), "Our attention implementation.",
+                  flag_values=FLAGS)
+
+
+def benchmark() -> None:
+  args = cli.namespace(FLAGS)
   p = PRESETS[args.preset]
   from diffusers import WanTransformer3DModel
 
@@ -136,5 +142,9 @@ def main() -> None:
   print(f"max |ours - diffusers| / max |diffusers| = {err:.2e}")
 
 
+def main(argv: list[str] | None = None) -> int:
+  return cli.run(benchmark, FLAGS, argv, doc=__doc__)
+
+
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -7,7 +7,6 @@ The model is initialised inside jit (no host copy of the weights), then called o
 
 from __future__ import annotations
 
-import argparse
 import resource
 import sys
 import time
@@ -15,22 +14,27 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from absl import flags
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dreamactor_jax.configs import base  # noqa: E402
+from dreamactor_jax import cli  # noqa: E402
 from dreamactor_jax.models import DiTConfig, WanDiT  # noqa: E402
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--model", default="wan2.1-t2v-1.3b", choices=sorted(base.MODELS),
-                      help="size from dreamactor_jax/configs/base.py")
-  parser.add_argument("--frames", type=int, default=5, help="latent frames (video frames = 4 * (frames - 1) + 1)")
-  parser.add_argument("--height", type=int, default=60, help="latent height (video height / 8)")
-  parser.add_argument("--width", type=int, default=104, help="latent width (video width / 8)")
-  parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="params and compute")
-  args = parser.parse_args()
+FLAGS = flags.FlagValues()
+flags.DEFINE_enum("model", "wan2.1-t2v-1.3b", sorted(base.MODELS), "Size from dreamactor_jax/configs/base.py.",
+                  flag_values=FLAGS)
+flags.DEFINE_integer("frames", 5, "Latent frames (video frames = 4 * (frames - 1) + 1).", lower_bound=1,
+                     flag_values=FLAGS)
+flags.DEFINE_integer("height", 60, "Latent height (video height / 8).", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("width", 104, "Latent width (video width / 8).", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Params and compute dtype.", flag_values=FLAGS)
+
+
+def benchmark() -> None:
+  args = cli.namespace(FLAGS)
   config = DiTConfig.from_mapping({**base.get_config(args.model).model, "param_dtype": args.dtype, "dtype": args.dtype})
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: WanDiT(config, rngs=nnx.Rngs(0))))
   state = jax.jit(lambda: nnx.split(WanDiT(config, rngs=nnx.Rngs(0)))[1])()
@@ -57,5 +61,9 @@ def main() -> None:
   print(f"compile {compile_s:.1f} s, forward {run_s:.1f} s, peak RSS {peak_gib:.1f} GiB")
 
 
+def main(argv: list[str] | None = None) -> int:
+  return cli.run(benchmark, FLAGS, argv, doc=__doc__)
+
+
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -23,22 +23,25 @@ video and peak memory for both layouts.
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 import jax
 import numpy as np
+from absl import flags
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dreamactor_jax import cli  # noqa: E402
 from dreamactor_jax.checkpoints.model_state import abstract_params, merge_params  # noqa: E402
 from dreamactor_jax.models import (CLIPVisionConfig, CLIPVisionEncoder, DiTConfig, VAEConfig,  # noqa: E402
                                    WanDiT, WanVAE)
+from dreamactor_jax.models.attention import Implementation  # noqa: E402
 from dreamactor_jax.models.text_encoder import TEXT_LEN  # noqa: E402
 from dreamactor_jax.sampling.animate import AnimateOptions, Models, animate  # noqa: E402
 from dreamactor_jax.sampling.prompt_cache import TextEmbedder  # noqa: E402
@@ -225,23 +228,29 @@ def compare(args, p: dict) -> None:
   print(f"command: python benchmarks/sampling.py {' '.join(sys.argv[1:])}")
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                      help="model and video size (default: tiny; 1.3b with --device-report)")
-  parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the preset's)")
-  parser.add_argument("--repeats", type=int, default=None,
-                      help="calls per layout and side (default: 2 for tiny, else 1); see timed_calls")
-  parser.add_argument("--torch-threads", type=int, default=None,
-                      help="torch intra-op threads (default: 1 for tiny, where OpenMP's spinning threads are 10-100x "
-                           "slower on a shared 2-core machine; else torch's default)")
-  parser.add_argument("--device-report", action="store_true", help="our pipeline alone on the default device")
-  parser.add_argument("--dtype", choices=["fp32", "bf16"], default=None,
-                      help="DiT dtype in --device-report (default bf16); the comparison runs fp32")
-  parser.add_argument("--attention", default="auto", help="our attention implementation (auto|xla|cudnn|blockwise)")
-  args = parser.parse_args()
+FLAGS = flags.FlagValues()
+flags.DEFINE_enum("preset", None, sorted(PRESETS), "Model and video size (default: tiny; 1.3b with --device-report).",
+                  flag_values=FLAGS)
+flags.DEFINE_integer("steps", None, "Denoising steps (default: the preset's).", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("repeats", None, "Calls per layout and side (default: 2 for tiny, else 1); see timed_calls.",
+                     lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("torch-threads", None, "Torch intra-op threads (default: 1 for tiny, where OpenMP's spinning "
+                     "threads are 10-100x slower on a shared 2-core machine; else torch's default).", lower_bound=1,
+                     flag_values=FLAGS)
+flags.DEFINE_bool("device-report", False, "Our pipeline alone on the default device.", flag_values=FLAGS)
+flags.DEFINE_enum("dtype", None, ["fp32", "bf16"], "DiT dtype in --device-report (default bf16); the comparison "
+                  "runs fp32.", flag_values=FLAGS)
+flags.DEFINE_enum("attention", "auto", list(typing.get_args(Implementation)), "Our attention implementation.",
+                  flag_values=FLAGS)
+
+
+def benchmark() -> None:
+  args = cli.namespace(FLAGS)
   args.preset = args.preset or ("1.3b" if args.device_report else "tiny")
   p = PRESETS[args.preset]
+  if not args.device_report and p["image_dim"] is None:
+    raise cli.UsageError(f"--preset={args.preset}: is for --device-report (diffusers' I2V pipeline needs an image "
+                         "branch)")
   args.steps = args.steps or p["steps"]
   args.repeats = args.repeats or (2 if args.preset == "tiny" else 1)
   args.torch_threads = args.torch_threads or (1 if args.preset == "tiny" else None)
@@ -249,10 +258,12 @@ def main() -> None:
     args.dtype = args.dtype or "bf16"
     device_report(args, p)
   else:
-    if p["image_dim"] is None:
-      parser.error(f"--preset {args.preset} is for --device-report (diffusers' I2V pipeline needs an image branch)")
     compare(args, p)
 
 
+def main(argv: list[str] | None = None) -> int:
+  return cli.run(benchmark, FLAGS, argv, doc=__doc__)
+
+
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

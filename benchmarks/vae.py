@@ -16,7 +16,6 @@ shapes (ours as `models/vae.py` runs it vs torch's conv3d), where the VAE spends
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import resource
@@ -25,13 +24,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dreamactor_jax import cli  # noqa: E402
+from dreamactor_jax.animation.frames import is_valid_frame_count  # noqa: E402
 from dreamactor_jax.models import vae_conv  # noqa: E402
 from dreamactor_jax.models.vae import VAE_SIZES, VAEConfig, WanVAE  # noqa: E402
 
@@ -56,7 +59,7 @@ def _diffusers_kwargs(config: VAEConfig) -> dict:
               latents_mean=list(config.latents_mean), latents_std=list(config.latents_std))
 
 
-def speed(args: argparse.Namespace) -> None:
+def speed(args: SimpleNamespace) -> None:
   import torch
   from diffusers import AutoencoderKLWan
 
@@ -89,7 +92,7 @@ def speed(args: argparse.Namespace) -> None:
 CONV_SHAPES = ((4, 16, 16, 384), (6, 32, 32, 384), (6, 64, 64, 192), (6, 128, 128, 96))
 
 
-def convs(args: argparse.Namespace) -> None:
+def convs(args: SimpleNamespace) -> None:
   import torch
 
   rng = np.random.default_rng(0)
@@ -122,13 +125,13 @@ def _decode_fn(config: VAEConfig, latent_shape: tuple[int, ...]):
   return jax.jit(run), state, jax.ShapeDtypeStruct(latent_shape, jnp.float32)
 
 
-def _latent_shape(args: argparse.Namespace) -> tuple[int, ...]:
+def _latent_shape(args: SimpleNamespace) -> tuple[int, ...]:
   config = VAE_SIZES[args.vae]
   space = config.space_factor
   return (1, 1 + (args.frames - 1) // config.time_factor, args.height // space, args.width // space, config.z_dim)
 
 
-def memory(args: argparse.Namespace) -> None:
+def memory(args: SimpleNamespace) -> None:
   latent_shape = _latent_shape(args)
   print(f"decode of {args.frames}x{args.height}x{args.width} (latents {latent_shape}), {args.vae} VAE config, fp32")
   for mode in ("single", "chunked"):
@@ -147,7 +150,7 @@ def memory(args: argparse.Namespace) -> None:
     print(f"chunked decode run: {time.perf_counter() - start:.0f} s wall, peak RSS {peak_rss / GIB:.2f} GiB")
 
 
-def _decode_once(args: argparse.Namespace) -> None:
+def _decode_once(args: SimpleNamespace) -> None:
   """Child process of `memory --run`: random weights, one chunked decode."""
   config = dataclasses.replace(VAE_SIZES[args.vae], mode="chunked")
   fn, _, latents = _decode_fn(config, _latent_shape(args))
@@ -156,19 +159,62 @@ def _decode_once(args: argparse.Namespace) -> None:
   jax.block_until_ready(fn(nnx.state(vae), noise))
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("command", choices=["speed", "memory", "convs", "_decode"], help="what to measure")
-  parser.add_argument("--vae", choices=sorted(VAE_SIZES), default="wan2.1", help="which released VAE config")
-  parser.add_argument("--frames", type=int, default=5, help="video frames, 1 + 4k")
-  parser.add_argument("--height", type=int, default=128, help="frame height in pixels, divisible by 8 (wan2.2: 16)")
-  parser.add_argument("--width", type=int, default=128, help="frame width in pixels, divisible by 8 (wan2.2: 16)")
-  parser.add_argument("--repeats", type=int, default=3, help="speed, convs: timed runs of each; the fastest counts")
-  parser.add_argument("--run", action="store_true", help="memory: also run the chunked decode and measure peak RSS")
-  args = parser.parse_args()
-  {"speed": speed, "memory": memory, "convs": convs, "_decode": _decode_once}[args.command](args)
+def _command_flags(*names: str) -> flags.FlagValues:
+  """A sub-command's flags, those of `names`."""
+  values = flags.FlagValues()
+  definitions = {
+      "vae": lambda: flags.DEFINE_enum("vae", "wan2.1", sorted(VAE_SIZES), "Which released VAE config.",
+                                       flag_values=values),
+      "frames": lambda: flags.DEFINE_integer("frames", 5, "Video frames, 1 + 4k.", flag_values=values),
+      "height": lambda: flags.DEFINE_integer("height", 128, "Frame height in pixels, a multiple of the VAE's "
+                                             "space factor (wan2.1: 8, wan2.2: 16).", flag_values=values),
+      "width": lambda: flags.DEFINE_integer("width", 128, "Frame width in pixels, as --height.", flag_values=values),
+      "repeats": lambda: flags.DEFINE_integer("repeats", 3, "Timed runs of each; the fastest counts.", lower_bound=1,
+                                              flag_values=values),
+      "run": lambda: flags.DEFINE_bool("run", False, "Also run the chunked decode and measure peak RSS.",
+                                       flag_values=values),
+  }
+  for name in names:
+    definitions[name]()
+  if "frames" in names:
+    cli.require(values, "frames", is_valid_frame_count, "expected 1 + 4k frames")
+  return values
+
+
+def _clip_command(body, summary: str, *names: str) -> cli.Command:
+  """A command on one clip: `--frames`, `--height`, `--width` checked against `--vae` before `body` runs."""
+  values = _command_flags("vae", "frames", "height", "width", *names)
+
+  def checked() -> None:
+    args = cli.namespace(values)
+    space = VAE_SIZES[args.vae].space_factor
+    for name in ("height", "width"):
+      if getattr(args, name) <= 0 or getattr(args, name) % space:
+        raise cli.UsageError(f"--{name}={getattr(args, name)}: expected a positive multiple of {space}, the "
+                             f"{args.vae} VAE's space factor")
+    body(args)
+
+  return cli.Command(summary, values, checked)
+
+
+def _convs_command() -> cli.Command:
+  values = _command_flags("repeats")
+  return cli.Command("the decoder's 3x3x3 convolutions alone, ours vs torch's conv3d", values,
+                     lambda: convs(cli.namespace(values)))
+
+
+COMMANDS = {
+    "speed": _clip_command(speed, "encode and decode time, ours vs diffusers' AutoencoderKLWan", "repeats"),
+    "memory": _clip_command(memory, "XLA's decode buffers, single pass vs chunked (--run: measured)", "run"),
+    "convs": _convs_command(),
+    "_decode": _clip_command(_decode_once, "one chunked decode (the child process of memory --run)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+  return cli.run_command(COMMANDS, argv, program="python benchmarks/vae.py", doc=__doc__)
 
 
 if __name__ == "__main__":
   os.environ.setdefault("TQDM_DISABLE", "1")
-  main()
+  sys.exit(main())

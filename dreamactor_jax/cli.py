@@ -8,7 +8,11 @@ collide), and its `main(argv)` is `cli.run(body, FLAGS, argv, doc=__doc__)`:
     _CONFIG = cli.define_config(FLAGS, "dreamactor_jax/configs/base.py", "what its sections mean here")
     _OUT = flags.DEFINE_string("out", None, "where the result goes", flag_values=FLAGS, required=True)
 
-- `--help` prints the tool's docstring and every flag with its help and default.
+A tool with sub-commands (`convert dit`, `benchmarks/vae.py speed`) gives each its own `FlagValues` and
+body, and its `main(argv)` is `cli.run_command(COMMANDS, argv, program=..., doc=__doc__)`.
+
+- `--help` prints the tool's docstring and every flag with its help and default; a tool with
+  sub-commands lists them, and `<command> --help` shows that command's flags.
 - `--config=<file>[:<arg>]` picks the config; `--config.<section>.<field>=<value>` overrides one field.
 - Every expected failure (a bad flag, a missing or unreadable file, a ValueError raised at the edge, which
   our MediaError, BundleError, CheckpointError, DataError and TrainingError are) prints one line
@@ -26,7 +30,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from absl import flags
@@ -146,6 +150,11 @@ def _define_parsed(name: str, default: Any, help_string: str, parse: Callable[[s
                       serializer=flags.ArgumentSerializer())
 
 
+def namespace(flag_values: flags.FlagValues) -> types.SimpleNamespace:
+  """The parsed flags as attributes, dashes as underscores (`--batch-size` -> `.batch_size`)."""
+  return types.SimpleNamespace(**{name.replace("-", "_"): flag_values[name].value for name in flag_values})
+
+
 def require(flag_values: flags.FlagValues, name: str, check: Callable, expected: str) -> None:
   """Registers `check(value)` on `--name` (skipped while it is None): False fails as `--name=v: expected`."""
   flags.register_validator(name, lambda value: value is None or bool(check(value)), message=expected,
@@ -239,6 +248,32 @@ def run(body: Callable[[], object], flag_values: flags.FlagValues, argv: list[st
   except EXPECTED_ERRORS as e:
     return fail(e)
   return status if isinstance(status, int) else 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+  """One sub-command of a tool: what it does (one line), its own flags, and the body that runs it."""
+
+  summary: str
+  flag_values: flags.FlagValues
+  body: Callable[[], object]
+
+
+def run_command(commands: Mapping[str, Command], argv: list[str] | None = None, *, program: str,
+                doc: str | None) -> int:
+  """Runs the sub-command named by `argv[0]` (default: the process's arguments) as `run` runs a tool;
+  `--help` alone lists the commands. Returns the exit status (2 after one error line)."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  name = argv[0] if argv else None
+  if name in commands:
+    command = commands[name]
+    return run(command.body, command.flag_values, argv[1:],
+               doc=f"{program} {name}: {command.summary}\n\n{(doc or '').strip()}")
+  if name in ("--help", "-h", "--helpshort", "--helpfull"):
+    listing = "\n".join(f"  {key}: {command.summary}" for key, command in commands.items())
+    print(f"{(doc or '').strip()}\n\nCommands (each with --help):\n{listing}")
+    return 0
+  return fail(UsageError(f"{name or '<command>'}: expected a command, one of {', '.join(commands)}"))
 
 
 def _quiet_libraries() -> None:

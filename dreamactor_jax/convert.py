@@ -117,9 +117,6 @@ def _command_flags(command: str) -> flags.FlagValues:
   return values
 
 
-FLAGS = {command: _command_flags(command) for command in COMMANDS}
-
-
 def _convert(command: str, values: flags.FlagValues) -> None:
   src, out, dtype = values["src"].value, Path(values["out"].value), values["dtype"].value
   check_writable(out)
@@ -136,17 +133,16 @@ def _convert(command: str, values: flags.FlagValues) -> None:
   print(f"wrote {out}: {convert_to_orbax(command, src, out, dtype=dtype, **options)}")
 
 
+def _command(name: str) -> cli.Command:
+  values = _command_flags(name)
+  return cli.Command(COMMANDS[name][0], values, functools.partial(_convert, name, values))
+
+
+CLI_COMMANDS = {name: _command(name) for name in COMMANDS}
+
+
 def main(argv: list[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
-  command = argv[0] if argv else None
-  if command in FLAGS:
-    return cli.run(functools.partial(_convert, command, FLAGS[command]), FLAGS[command], argv[1:],
-                   doc=f"python -m dreamactor_jax.convert {command}: {COMMANDS[command][0]}\n\n{__doc__}")
-  listing = "\n".join(f"  {name}: {what}" for name, (what, _) in COMMANDS.items())
-  if command in ("--help", "-h", "--helpfull", "--helpshort"):
-    print(f"{__doc__.strip()}\n\nCommands (each with --help):\n{listing}")
-    return 0
-  return cli.fail(cli.UsageError(f"{command or '<command>'}: expected a command, one of {', '.join(COMMANDS)}"))
+  return cli.run_command(CLI_COMMANDS, argv, program="python -m dreamactor_jax.convert", doc=__doc__)
 
 
 if __name__ == "__main__":

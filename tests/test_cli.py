@@ -111,3 +111,35 @@ def test_train_refuses_a_checkpoint_folder_it_cannot_write(tmp_path, capsys):
   assert train.main([f"--workdir={tmp_path / 'run'}", "--config=dreamactor_jax/configs/stage1.py:tiny"]) == 2
   assert one_error_line(capsys) == (f"error: {tmp_path / 'run' / 'checkpoints'}: cannot write checkpoints here "
                                     "(No such file or directory)")
+
+
+def make_commands(seen):
+  def command(name):
+    values = flags.FlagValues()
+    count = flags.DEFINE_integer("count", 1, "How many.", lower_bound=1, flag_values=values)
+    return cli.Command(f"the {name} command", values, lambda: seen.update({name: count.value}))
+
+  return {"first": command("first"), "second": command("second")}
+
+
+def test_sub_commands_each_parse_their_own_flags(capsys):
+  seen = {}
+  commands = make_commands(seen)
+  assert cli.run_command(commands, ["second", "--count=4"], program="python tool.py", doc=DOC) == 0
+  assert seen == {"second": 4}
+  assert cli.run_command(commands, ["--help"], program="python tool.py", doc=DOC) == 0
+  listing = capsys.readouterr().out
+  assert listing.startswith(DOC) and "\n  first: the first command\n" in listing
+  assert cli.run_command(commands, ["first", "--help"], program="python tool.py", doc=DOC) == 0
+  assert capsys.readouterr().out.startswith("python tool.py first: the first command")
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "error: <command>: expected a command, one of first, second"),
+    (["third"], "error: third: expected a command, one of first, second"),
+    (["first", "--count=0"], "error: --count=0: 0 is not a positive integer"),
+])
+def test_sub_command_failures_are_one_line(argv, message, capsys):
+  assert cli.run_command(make_commands({}), argv, program="python tool.py", doc=DOC) == 2
+  assert one_error_line(capsys) == message
+
