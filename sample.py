@@ -61,7 +61,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the noise.", flag_values=FLAGS)
 _FRAMES = flags.DEFINE_integer("frames", None, "Animate only the first N driving frames (default: all).",
                                lower_bound=1, flag_values=FLAGS)
 _RESOLUTION = cli.define_size(
-    "resolution", None, "Working size HxW, multiples of 16, e.g. 480x832 (default: the checkpoint's trained "
+    "resolution", None, "Working size HxW, multiples of 16 (32 on Wan2.2's 16x VAE), e.g. 480x832 (default: the checkpoint's trained "
     "size, turned to the driving video's orientation). Driving frames are scaled to cover it and centre-cropped.",
     flag_values=FLAGS)
 _LAYOUT = flags.DEFINE_enum(

@@ -11,6 +11,15 @@ to denoise what it is given, nothing unsupervised drifts during sampling, and th
 treated as in the motion_cache layout (clean). With the loss on the whole canvas, every position is
 noised and denoised, as in Wan I2V.
 
+Wan2.2 TI2V-5B (`model.condition="timestep"`) conditions one way only: its first latent frame holds
+the clean image latents at timestep 0 while the rest is noised at the step's timestep. The canvas
+maps onto that directly: every given token (the reference frame's left half, continued frames, the
+whole motion half) holds its clean latents at timestep 0 and the generated tokens are denoised, so
+`dit_inputs` passes the latents alone (48 channels, no mask or condition channels to learn) and
+the mask as per-token timesteps (`animation.token_timesteps`). It is the loss region "generated"
+above with the mask read by the modulation instead of the patch embedding: the 5B's pretrained
+way of reading a clean frame, extended from the first frame to the canvas's given regions.
+
 Wan-Animate-2 (ANIMATE2.md) has no canvas: its generation stream is the reference image encoded alone
 as latent frame 0 (mask 1, `reference_frame`), then the video's frames (`animation.given_then_blank`:
 frames carried over from the previous segment, then blank), joined by `prepend_reference`; every
@@ -25,7 +34,8 @@ import jax
 import jax.numpy as jnp
 
 from dreamactor_jax.animation import (MASK_CHANNELS, Canvas, LossRegion, dit_input, generated_region, pack_mask,
-                                      split_halves)
+                                      split_halves, token_timesteps)
+from dreamactor_jax.models.dit import Condition
 from dreamactor_jax.models.image_encoder import CLIPVisionEncoder, preprocess
 from dreamactor_jax.models.patch_codec import Codec
 
@@ -65,15 +75,30 @@ def model_latents(noisy: jax.Array, latents: CanvasLatents, region: LossRegion) 
   return jnp.where(given[..., None], latents.condition.astype(noisy.dtype), noisy)
 
 
-def split_for_motion_cache(latents: CanvasLatents) -> tuple[CanvasLatents, jax.Array]:
+def dit_inputs(noisy: jax.Array, latents: CanvasLatents, timestep: jax.Array, *, region: LossRegion,
+               condition: Condition = "channels", patch_size: tuple[int, int, int] = (1, 2, 2)
+               ) -> tuple[jax.Array, jax.Array]:
+  """What the DiT reads at one step: noisy latents `[B, F, h, w, z]` and timestep `[B]` -> its input
+  latents and timestep. `condition="channels"`: `[B, F, h, w, z + 4 + z]` (`model_latents`, mask,
+  condition) and the timestep; "timestep" (TI2V): `[B, F, h, w, z]` given positions clean and the
+  per-token timesteps `[B, L]`, 0 where given (module docstring)."""
+  if condition == "timestep":
+    return model_latents(noisy, latents, region), token_timesteps(latents.mask, timestep, patch_size)
+  return dit_input(model_latents(noisy, latents, region), latents.mask, latents.condition), timestep
+
+
+def split_for_motion_cache(latents: CanvasLatents, condition: Condition = "channels"
+                           ) -> tuple[CanvasLatents, jax.Array]:
   """The motion_cache layout's two inputs: the left half's condition and mask (`[B, F, h, w, .]`,
-  stacked with the noisy latents at every step) and the motion half's DiT input `[B, F, h, w, 36]`
-  for `WanDiT.encode_motion`: the clean driving latents as the "noisy" channels, mask 1, condition =
-  the driving latents (computed once per sample, at `model.motion_timestep`)."""
+  stacked with the noisy latents at every step) and the motion half's DiT input for
+  `WanDiT.encode_motion` (computed once per sample, at `model.motion_timestep`): the clean driving
+  latents as the "noisy" channels, mask 1, condition = the driving latents `[B, F, h, w, 36]`; with
+  `condition="timestep"` the clean driving latents alone `[B, F, h, w, z]` (TI2V reads given tokens
+  so, at timestep 0)."""
   left_condition, motion_condition = split_halves(latents.condition)
   left_mask, motion_mask = split_halves(latents.mask)
-  return (CanvasLatents(condition=left_condition, mask=left_mask),
-          dit_input(motion_condition, motion_mask, motion_condition))
+  motion = motion_condition if condition == "timestep" else dit_input(motion_condition, motion_mask, motion_condition)
+  return CanvasLatents(condition=left_condition, mask=left_mask), motion
 
 
 def reference_frame(reference: jax.Array) -> Canvas:

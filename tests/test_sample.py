@@ -21,7 +21,8 @@ from dreamactor_jax.models.lora import rebuild
 from dreamactor_jax.models.text_encoder import encode_prompts, load_tokenizer
 from dreamactor_jax.sampling.bundle import BundleError, BundleInfo, load_bundle, read_info, save_bundle
 from dreamactor_jax.sampling.prompt_cache import PromptCache
-from tiny_bundle import SIZE, TEXT_DIM, TEXT_LEN, dit_config, fake_encoder, tiny_models, write_tiny_bundle
+from tiny_bundle import (SIZE, SIZE_16X, TEXT_DIM, TEXT_LEN, dit_config, fake_encoder, ti2v_models, tiny_models,
+                         write_tiny_bundle)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,27 @@ def test_end_to_end(inputs, tmp_path, monkeypatch, capsys):
   preview = media.read_video(tmp_path / "out" / "dance_preview.mp4")
   assert preview.frames.shape == (4, 32, 3 * 48 + 2 * 4, 3)  # reference | driving | result, 4 px gaps
   assert media.read_image(tmp_path / "out" / "dance_sheet.png").shape == (4 * 32 + 3 * 4, 152, 3)
+
+
+def test_ti2v_bundle_end_to_end(inputs, tmp_path, monkeypatch, capsys):
+  """A tiny random TI2V-shaped bundle (Wan2.2's 16x VAE shape, the DiT reading 12 latent channels alone
+  with given tokens at timestep 0) animates: the 40 x 56 driving video fitted to its 64 x 96, a
+  one-frame start transition, one 5-frame segment, 2 steps."""
+  models = ti2v_models()
+  write_tiny_bundle(tmp_path / "bundle", models.dit, models.vae, size=SIZE_16X)
+  loaded = load_bundle(tmp_path / "bundle")
+  assert loaded.dit.config.condition == "timestep" and loaded.vae.config.space_factor == 16
+  out = tmp_path / "out" / "ti2v.mp4"
+  status, stdout, stderr = run_sample(monkeypatch, capsys, f"--checkpoint={tmp_path / 'bundle'}",
+                                      f"--reference={inputs / 'reference.png'}", f"--driving={inputs / 'driving.mp4'}",
+                                      "--frames=4", f"--output={out}")
+  assert status == 0, stderr
+  video = media.read_video(out)
+  assert video.frames.shape == (4, *SIZE_16X, 3) and video.fps == 4.0
+  status, _, stderr = run_sample(monkeypatch, capsys, f"--checkpoint={tmp_path / 'bundle'}", "--resolution=48x96",
+                                 f"--reference={inputs / 'reference.png'}", f"--driving={inputs / 'driving.mp4'}",
+                                 "--frames=4", f"--output={tmp_path / 'bad.mp4'}")
+  assert status == 2 and "multiples of 32" in stderr, stderr
 
 
 def test_converted_pytorch_weights(inputs, tmp_path, monkeypatch, capsys):

@@ -12,7 +12,7 @@ from dreamactor_jax.animation.latent_mask import (MASK_CHANNELS, check_dit_chann
                                                   dit_input_channels, pack_mask)
 from dreamactor_jax.animation.reference import Box, fit_box, fit_reference, to_rgb
 from dreamactor_jax.animation.regions import (LossRegion, generated_latents, generated_region,
-                                              generated_video, loss_weight)
+                                              generated_video, loss_weight, token_timesteps)
 from dreamactor_jax.animation.segments import (LastSegment, Segment, given_frames, output_buffer, plan_segments, stitch,
                                                zigzag_pad)
 from dreamactor_jax.animation.start_transition import (FitFrames, Timeline, blank_start, cut_to_driving,
@@ -24,5 +24,6 @@ __all__ = [
     "dit_input_channels", "extend_driving", "fit_box", "fit_reference", "generated_latents", "generated_region",
     "generated_video", "given_frames", "given_then_blank", "is_valid_frame_count", "join_halves", "latent_frame_count",
     "left_half", "loss_weight", "next_valid_frame_count", "output_buffer", "pack_mask", "plan_segments",
-    "plan_timeline", "split_halves", "stitch", "to_rgb", "transition_frames", "whole_latent_frames", "zigzag_pad",
+    "plan_timeline", "split_halves", "stitch", "to_rgb", "token_timesteps", "transition_frames",
+    "whole_latent_frames", "zigzag_pad",
 ]

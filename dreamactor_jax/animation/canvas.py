@@ -73,13 +73,15 @@ def given_then_blank(given: jax.Array, frames: int, *, blank: float = BLANK, dty
   return Canvas(video=video, mask=mask)
 
 
-def build_canvas(driving: jax.Array, given: jax.Array, *, blank: float = BLANK) -> Canvas:
+def build_canvas(driving: jax.Array, given: jax.Array, *, blank: float = BLANK,
+                 space_factor: int = SPACE_FACTOR) -> Canvas:
   """Canvas and pixel mask from the driving video and the first given left frames.
 
   driving `[B, T, H, W, 3]` in -1..1 (after any start-transition blanking); given `[B, k, H, W, 3]`
   with 1 <= k <= T: the reference image as `reference[:, None]` (k = 1, the paper's case) or the
   previous segment's last frames. Returns video `[B, T, H, 2W, 3]` and mask `[B, T, H, 2W]`, both
-  in driving's dtype. H and W must be multiples of 16 (VAE x8, patch 2).
+  in driving's dtype. H and W must be multiples of 2 * `space_factor` (the VAE's pixels per latent,
+  Wan2.1's 8 or Wan2.2's 16, then the DiT's 2x2 patches), so that each half is whole tokens.
   """
   if driving.ndim != 5 or given.ndim != 5:
     raise ValueError(f"driving {driving.shape} and given {given.shape} must both be [B, T, H, W, 3]")
@@ -88,7 +90,8 @@ def build_canvas(driving: jax.Array, given: jax.Array, *, blank: float = BLANK) 
     raise ValueError(f"given frames {given.shape} do not match driving {driving.shape} in batch, H, W, channels")
   if not 1 <= given.shape[1] <= frames:
     raise ValueError(f"given frames = {given.shape[1]}; expected 1 .. {frames} (the driving video's frame count)")
-  if height % (2 * SPACE_FACTOR) or width % (2 * SPACE_FACTOR):
-    raise ValueError(f"video frames are {height}x{width}; H and W must be multiples of {2 * SPACE_FACTOR}")
+  if height % (2 * space_factor) or width % (2 * space_factor):
+    raise ValueError(f"video frames are {height}x{width}; H and W must be multiples of {2 * space_factor} "
+                     f"(the VAE's {space_factor} pixels per latent, then 2x2 patches)")
   left = given_then_blank(given, frames, blank=blank, dtype=driving.dtype)
   return Canvas(video=join_halves(left.video, driving), mask=join_halves(left.mask, jnp.ones_like(left.mask)))

@@ -11,8 +11,12 @@ Wan's mask is constant over space; the canvas mask is not, so each latent positi
 of its 8x8 pixels (exact for canvases, whose halves and frames are whole 8x8 blocks). A VAE of
 another spatial factor (a small codec) passes its own as `space_factor`.
 
-The DiT reads `[16 noisy, 4 mask, 16 condition]` channels (36, WAN.md "I2V"); `dit_input` is the
-only place that knows this order.
+With `model.condition="channels"` the DiT reads `[16 noisy, 4 mask, 16 condition]` channels (36,
+WAN.md "I2V"); `dit_input` is the only place that knows this order. Wan2.2 TI2V-5B
+(`condition="timestep"`) has no mask or condition channels: it reads its 48 latent channels alone,
+given positions holding the clean condition latents, and the mask as per-token timesteps
+(`regions.token_timesteps`, 0 where given). The packing here is the same for both; on the Wan2.2
+VAE `space_factor` is 16.
 """
 
 from __future__ import annotations
@@ -42,15 +46,25 @@ def pack_mask(pixel_mask: jax.Array, space_factor: int = SPACE_FACTOR) -> jax.Ar
   return grouped.transpose(0, 1, 3, 4, 2)
 
 
-def dit_input_channels(latent_channels: int = 16) -> int:
-  """Input channels of the DiT for the canvas layout: noisy + mask + condition (36 for Wan)."""
-  return 2 * latent_channels + MASK_CHANNELS
+def dit_input_channels(latent_channels: int = 16, condition: str = "channels") -> int:
+  """Input channels of the DiT for the canvas: noisy + mask + condition (36 for Wan2.1) with
+  `condition="channels"`, the latents alone (48 for Wan2.2 TI2V) with "timestep"."""
+  return latent_channels if condition == "timestep" else 2 * latent_channels + MASK_CHANNELS
 
 
-def check_dit_channels(in_channels: int, latent_channels: int = 16) -> None:
-  """Raises unless a DiT with `in_channels` reads the canvas layout (a T2V checkpoint has 16)."""
-  expected = dit_input_channels(latent_channels)
-  if in_channels != expected:
+def check_dit_channels(in_channels: int, latent_channels: int = 16, condition: str = "channels",
+                       region: str = "generated") -> None:
+  """Raises unless a DiT with `in_channels` and `model.condition` reads the canvas (a T2V checkpoint
+  has 16) with the loss region `region`."""
+  expected = dit_input_channels(latent_channels, condition)
+  if condition == "timestep":
+    if in_channels != expected:
+      raise ValueError(f"checkpoint has in_channels={in_channels}; with model.condition='timestep' (TI2V) the "
+                       f"DiT reads the {latent_channels} latent channels alone")
+    if region != "generated":
+      raise ValueError(f"model.condition='timestep' marks given positions by timestep 0, so they must be read "
+                       f"clean: animation.loss_region must be 'generated', not {region!r}")
+  elif in_channels != expected:
     raise ValueError(f"checkpoint has in_channels={in_channels}; the canvas layout needs {expected} = "
                      f"{latent_channels} noisy + {MASK_CHANNELS} mask + {latent_channels} condition latents "
                      f"(widen a T2V checkpoint with `convert dit --in-channels {expected}`)")

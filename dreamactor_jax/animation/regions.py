@@ -7,6 +7,10 @@ mixing given and generated pixel frames (given frames not 1 + 4m) counts as gene
 
 The loss weight and the output slices below read the same region: the loss supervises exactly the
 latents that `generated_latents` cuts out, whose pixels `generated_video` returns.
+
+A DiT conditioned by timesteps (Wan2.2 TI2V, `model.condition="timestep"`) reads the region per
+token: `token_timesteps` gives given tokens timestep 0 and generated ones the step's timestep, as
+TI2V gives its clean first frame 0 (diffusers' `expand_timesteps`, Wan2.2 `textimage2video.py`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,18 @@ LossRegion = Literal["generated", "canvas"]
 def generated_region(latent_mask: jax.Array) -> jax.Array:
   """Latent mask `[B, F, h, 2w, 4]` -> `[B, F, h, 2w]` float32, 1 where generated, 0 where given."""
   return 1.0 - jnp.all(latent_mask >= 1, axis=-1).astype(jnp.float32)
+
+
+def token_timesteps(latent_mask: jax.Array, timestep: jax.Array, patch_size: tuple[int, int, int]) -> jax.Array:
+  """Per-token timesteps `[B, L]` (tokens ordered F, H, W) from the latent mask `[B, F, h, w, 4]` and the
+  step's timestep `[B]`: 0 on given tokens, `timestep` on tokens covering any generated position
+  (canvases built for the DiT's patches never mix the two within a token)."""
+  batch, frames, height, width, _ = latent_mask.shape
+  pt, ph, pw = patch_size
+  if frames % pt or height % ph or width % pw:
+    raise ValueError(f"latent mask {latent_mask.shape} is not whole patches of {patch_size}")
+  patches = generated_region(latent_mask).reshape(batch, frames // pt, pt, height // ph, ph, width // pw, pw)
+  return patches.max(axis=(2, 4, 6)).reshape(batch, -1) * jnp.asarray(timestep, jnp.float32).reshape(batch, 1)
 
 
 def loss_weight(latent_mask: jax.Array, region: LossRegion = "generated") -> jax.Array:

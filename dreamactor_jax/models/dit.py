@@ -105,6 +105,9 @@ class DiTConfig(ModelConfig):
       raise ValueError(f"model.layout={self.layout!r} is not one of 'full', 'motion_cache', 'animate2'")
     if self.condition not in ("channels", "timestep"):
       raise ValueError(f"model.condition={self.condition!r} is not one of 'channels', 'timestep'")
+    if self.condition == "timestep" and self.layout == "animate2":
+      raise ValueError("model.condition='timestep' (TI2V) marks given canvas tokens; model.layout='animate2' has "
+                       "no canvas: use layout 'full' or 'motion_cache'")
     if isinstance(self.unconditional_skip_layers, str):  # "9" or "9,10" from a command line
       object.__setattr__(self, "unconditional_skip_layers",
                          tuple(int(i) for i in self.unconditional_skip_layers.split(",") if i))

@@ -10,8 +10,8 @@ The steps:
 1. Size. The driving frames are scaled to cover H x W keeping their aspect and centre-cropped
    (`fit_driving`; never stretched). H x W is `size` when given, else the checkpoint's trained size
    (swapped to H < W or H > W as the driving video is landscape or portrait), else the driving
-   video's own size rounded down to multiples of 16. The reference is fitted inside H x W, aspect
-   kept, padded with the blank value (`animation.fit_reference`).
+   video's own size rounded down to multiples of 16 (32 on Wan2.2's 16x VAE). The reference is
+   fitted inside H x W, aspect kept, padded with the blank value (`animation.fit_reference`).
 2. Start transition (`animation.plan_timeline`): the transition's blank motion frames are prepended
    and the last driving frame is repeated up to 3 times to make 1 + 4k frames; both are cut from the
    output, which has the driving video's frame count (frame t shows driving frame t).
@@ -33,6 +33,10 @@ driving latents, for the prompt and the negative prompt together under guidance)
 the left half `[B, F, h, w, 16]`. The cache rides with the weights in the sampler's `params`: its
 arrays are `[layers, B, ...]` (what the layer scan reads), so the sampler's stacking of contexts on
 axis 0 cannot double it; it is computed for the stacked [prompt; negative] batch instead.
+
+On a TI2V DiT (`model.condition="timestep"`: Wan2.2-TI2V-5B on its 16x VAE) the canvas is the same; the
+DiT reads its latents alone, given tokens clean at timestep 0 and the generated ones at the step's
+(`conditioning.dit_inputs`), and sizes are multiples of 32.
 
 `animate2` (Wan-Animate-2, ANIMATE2.md; docs/animate2.md) changes steps 1-4: H x W holds about the
 `size` area in the reference's aspect (`area_size`), the reference and the driving frames are
@@ -72,9 +76,9 @@ from flax import nnx
 from tqdm import tqdm
 
 from dreamactor_jax import animation, diffusion, media
-from dreamactor_jax.conditioning import (CanvasLatents, decode_latents, driving_dit_input, encode_canvas, encode_video,
-                                         model_latents, prepend_reference, reference_frame, reference_tokens,
-                                         split_for_motion_cache)
+from dreamactor_jax.conditioning import (CanvasLatents, decode_latents, dit_inputs, driving_dit_input, encode_canvas,
+                                         encode_video, model_latents, prepend_reference, reference_frame,
+                                         reference_tokens, split_for_motion_cache)
 from dreamactor_jax.models.dit import MotionCache, WanDiT
 from dreamactor_jax.models.image_encoder import CLIPVisionEncoder
 from dreamactor_jax.models.patch_codec import Codec
@@ -165,7 +169,8 @@ class Models:
   def __post_init__(self):
     config = self.dit.config
     try:
-      animation.check_dit_channels(config.in_channels, self.vae.config.z_dim)
+      animation.check_dit_channels(config.in_channels, self.vae.config.z_dim, config.condition,
+                                   self.options.loss_region)
     except ValueError as e:
       raise ValueError(f"{self.name}: {e}") from None
     if config.out_channels != self.vae.config.z_dim:
@@ -213,15 +218,16 @@ def _sharded(plan: ShardingPlan | None):
 
 def _velocity(params: tuple[nnx.GraphDef, nnx.State, MotionCache | None], latents: jax.Array, timestep: jax.Array,
               context: StepContext) -> jax.Array:
-  """The sampler's velocity function: the DiT on `[noisy, mask, condition]`, given positions clean as in
-  training (one fixed function object, so `diffusion.sample` compiles once per shape)."""
+  """The sampler's velocity function: the DiT on `[noisy, mask, condition]` (or, TI2V, the latents with
+  given tokens at timestep 0: `conditioning.dit_inputs`), given positions clean as in training (one
+  fixed function object, so `diffusion.sample` compiles once per shape)."""
   graphdef, state, motion = params
-  given = context.latents
-  noisy = model_latents(latents, given, context.region)
+  model = nnx.merge(graphdef, state)
+  inputs, timestep = dit_inputs(latents, context.latents, timestep, region=context.region,
+                                condition=model.config.condition, patch_size=model.config.patch_size)
   branch = {} if context.unconditional is None else {"unconditional": context.unconditional}
   with _sharded(context.plan):
-    return nnx.merge(graphdef, state)(animation.dit_input(noisy, given.mask, given.condition), timestep,
-                                      context.text, image_context=context.image, motion=motion, **branch)
+    return model(inputs, timestep, context.text, image_context=context.image, motion=motion, **branch)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -296,6 +302,7 @@ class _Segments:
     graphdef, state = nnx.split(models.dit)
     self.dit = graphdef, state if plan is None else jax.device_put(state, plan.param_shardings(state))
     self.vae = nnx.split(models.vae)
+    self.space_factor, self.condition = models.vae.config.space_factor, models.dit.config.condition
     self.text, self.uncond = jnp.asarray(text), None if uncond is None else jnp.asarray(uncond)
     clip = None if models.clip is None else nnx.split(models.clip)
     self.image = None if clip is None else _reference_tokens(*clip, jnp.asarray(reference))
@@ -309,11 +316,12 @@ class _Segments:
   def _canvas(self, driving: np.ndarray, given: np.ndarray) -> _Conditions:
     """full and motion_cache: the canvas of the driving and given frames."""
     options, guided = self.options, self.uncond is not None
-    canvas = animation.build_canvas(jnp.asarray(driving), jnp.asarray(given), blank=options.blank)
+    canvas = animation.build_canvas(jnp.asarray(driving), jnp.asarray(given), blank=options.blank,
+                                    space_factor=self.space_factor)
     latents = _per_sample(functools.partial(_encode_canvas, *self.vae), canvas)
     part, motion = latents, None  # the latents of what the sampler denoises: the canvas, or its left half
     if options.layout == "motion_cache":  # the cache for the [prompt; negative] batch the sampler will run
-      part, motion_input = split_for_motion_cache(latents)
+      part, motion_input = split_for_motion_cache(latents, self.condition)
       stack = _both if guided else (lambda x: x)
       text = jnp.concatenate([self.text, self.uncond]) if guided else self.text
       motion = _motion_cache(self.dit[0], self.plan, self.dit[1], stack(motion_input), text, stack(self.image))
@@ -387,7 +395,7 @@ def _plan_frames(models: Models, options: AnimateOptions, references: Sequence[n
   """Steps 1-3 of the module docstring (animate2: its own sizing, no start transition, padded segments)."""
   frames = driving.shape[1]
   if options.layout != "animate2":
-    height, width = resolve_size(size, models.size, driving.shape[2:4])
+    height, width = resolve_size(size, models.size, driving.shape[2:4], 2 * models.vae.config.space_factor)
     timeline_plan = animation.plan_timeline(frames, fps, options.start_seconds, options.fit_frames)
     reference = np.stack([fit_inputs(r, None, height, width, options)[0] for r in references])
     timeline = np.asarray(animation.extend_driving(media.to_unit(fit_driving(driving, height, width)), timeline_plan,

@@ -1,5 +1,6 @@
 """The frame size of a sampling call and how its inputs are fitted to it (step 1 of `animate.py`'s docstring;
-ANIMATE2.md for Wan-Animate-2's area sizing and letterbox): sizes are multiples of 16, driving frames are scaled
+ANIMATE2.md for Wan-Animate-2's area sizing and letterbox): sizes are multiples of 16 (32 on Wan2.2's 16x
+VAE), driving frames are scaled
 to cover and centre-cropped, never stretched, or under animate2 letterboxed on black.
 """
 
@@ -12,26 +13,26 @@ from PIL import Image
 
 from dreamactor_jax import animation, media
 
-SIZE_MULTIPLE = 16  # VAE x8, then DiT patch 2
+SIZE_MULTIPLE = 16  # Wan2.1's VAE x8, then DiT patch 2 (`resolve_size` takes the VAE's own)
 # Wan-Animate-2 letterboxes the reference and the driving frames on black (diffusers'
 # WanAnimate2VideoProcessor, fill_color 0), in -1..1.
 LETTERBOX_FILL = -1.0
 
 
 def resolve_size(size: tuple[int, int] | None, trained: tuple[int, int] | None,
-                 driving_size: tuple[int, int]) -> tuple[int, int]:
+                 driving_size: tuple[int, int], multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
   """The working (H, W): `size`, else `trained` in the driving video's orientation, else the driving
-  size rounded down to multiples of 16 (`animate.py`'s docstring, step 1)."""
+  size rounded down to `multiple`s: 2 x the VAE's pixels per latent (`animate.py`'s docstring, step 1)."""
   if size is None and trained is not None:
     size = tuple(trained)
     if size[0] != size[1] and driving_size[0] != driving_size[1] and \
         (size[0] > size[1]) != (driving_size[0] > driving_size[1]):
       size = size[::-1]
   if size is None:
-    size = tuple(s // SIZE_MULTIPLE * SIZE_MULTIPLE for s in driving_size)
+    size = tuple(s // multiple * multiple for s in driving_size)
   height, width = (int(s) for s in size)
-  if height < SIZE_MULTIPLE or width < SIZE_MULTIPLE or height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
-    raise ValueError(f"resolution {height}x{width}: H and W must be positive multiples of {SIZE_MULTIPLE}")
+  if height < multiple or width < multiple or height % multiple or width % multiple:
+    raise ValueError(f"resolution {height}x{width}: H and W must be positive multiples of {multiple}")
   return height, width
 
 

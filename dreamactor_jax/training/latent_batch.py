@@ -75,7 +75,7 @@ def prepare_batch(vae: Codec, clip: CLIPVisionEncoder | None, batch: Mapping[str
                            carried=given_frames, blank=blank, driving_text=driving_text)
   driving = animation.blank_start(to_unit(batch["driving"]), batch["fps"], start_seconds, blank=blank)
   given = jnp.concatenate([reference[:, None], video[:, 1:given_frames]], axis=1)
-  canvas = animation.build_canvas(driving, given, blank=blank)
+  canvas = animation.build_canvas(driving, given, blank=blank, space_factor=vae.config.space_factor)
   # One VAE call for the target canvas (the clip | driving) and the condition canvas.
   target, condition = jnp.split(encode_video(vae, jnp.concatenate([animation.join_halves(video, driving),
                                                                     canvas.video])), 2)

@@ -100,9 +100,15 @@ def load_encoders(config: ml_collections.ConfigDict, dit_config: DiTConfig) -> E
                         "`convert vae` folder (or the codec the demo recipe fits)")
   vae, vae_config = load_codec(config.init.vae)
   try:
-    animation.check_dit_channels(dit_config.in_channels, vae_config.z_dim)
+    animation.check_dit_channels(dit_config.in_channels, vae_config.z_dim, dit_config.condition,
+                                 config.animation.loss_region)
   except ValueError as e:
     raise TrainingError(f"config.init.vae has z_dim={vae_config.z_dim}, but the DiT's {e}") from None
+  multiple = 2 * vae_config.space_factor  # whole 2x2 patches of latents in each canvas half
+  for height, width in config.data.buckets:
+    if height % multiple or width % multiple:
+      raise TrainingError(f"config.data.buckets has {height}x{width}; the VAE at {config.init.vae} has "
+                          f"{vae_config.space_factor} pixels per latent, so H and W must be multiples of {multiple}")
   clip = None
   if dit_config.image_dim is not None:
     if not config.init.clip:

@@ -1,8 +1,9 @@
 """The training objective of both stages: flow matching on the in-context canvas (PAPER.md 2-5).
 
 Noise levels are drawn per sample (`diffusion.sample_training_sigmas`), the DiT reads
-`[noisy, mask, condition]` (`animation.dit_input`, given positions clean: `conditioning.model_latents`)
-and the loss is the weighted MSE of the velocity over the loss region (the generated left half by
+`[noisy, mask, condition]` (`animation.dit_input`, given positions clean: `conditioning.model_latents`),
+or on a TI2V DiT the latents alone with given tokens at timestep 0 (`conditioning.dit_inputs`), and
+the loss is the weighted MSE of the velocity over the loss region (the generated left half by
 default, or the whole canvas). In the `motion_cache` layout the motion half is encoded once
 (`WanDiT.encode_motion`) and only the left half is noised and predicted, as at sampling.
 
@@ -23,7 +24,7 @@ from typing import Any, Literal
 import jax
 
 from dreamactor_jax import animation, diffusion
-from dreamactor_jax.conditioning import CanvasLatents, driving_dit_input, model_latents, split_for_motion_cache
+from dreamactor_jax.conditioning import CanvasLatents, dit_inputs, driving_dit_input, split_for_motion_cache
 from dreamactor_jax.models.dit import WanDiT
 from dreamactor_jax.training.latent_batch import LatentBatch
 
@@ -46,8 +47,9 @@ def animation_loss(model: WanDiT, batch: LatentBatch, key: jax.Array, *, sigmas:
   sigma = diffusion.sample_training_sigmas(sigma_key, batch.target.shape[0], **sigmas)
   latents = CanvasLatents(condition=batch.condition, mask=batch.mask)
   target, weight, motion = batch.target, animation.loss_weight(batch.mask, region), None
+  condition, patch_size = model.config.condition, model.config.patch_size
   if layout == "motion_cache":
-    latents, motion_input = split_for_motion_cache(latents)
+    latents, motion_input = split_for_motion_cache(latents, condition)
     target, weight = animation.left_half(target), animation.left_half(weight)
     motion = model.encode_motion(motion_input, batch.text, image_context=batch.image)
   elif layout == "animate2":
@@ -61,8 +63,8 @@ def animation_loss(model: WanDiT, batch: LatentBatch, key: jax.Array, *, sigmas:
     raise ValueError(f"model.layout={layout!r}; expected 'full', 'motion_cache' or 'animate2'")
 
   def predict_velocity(noisy: jax.Array, timestep: jax.Array) -> jax.Array:
-    return model(animation.dit_input(model_latents(noisy, latents, region), latents.mask, latents.condition),
-                 timestep, batch.text, image_context=batch.image, motion=motion)
+    inputs, timestep = dit_inputs(noisy, latents, timestep, region=region, condition=condition, patch_size=patch_size)
+    return model(inputs, timestep, batch.text, image_context=batch.image, motion=motion)
 
   noise = jax.random.normal(noise_key, target.shape, target.dtype)
   loss = diffusion.flow_matching_loss(predict_velocity, target, noise, sigma, weight)

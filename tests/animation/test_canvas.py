@@ -70,6 +70,8 @@ def test_errors():
     build_canvas(driving, jnp.zeros((1, 1, 16, 16, 3)))
   with pytest.raises(ValueError, match="24x32; H and W must be multiples of 16"):
     build_canvas(jnp.zeros((1, 5, 24, 32, 3)), jnp.zeros((1, 1, 24, 32, 3)))
+  with pytest.raises(ValueError, match=r"48x64; H and W must be multiples of 32 \(the VAE's 16 pixels per latent"):
+    build_canvas(jnp.zeros((1, 5, 48, 64, 3)), jnp.zeros((1, 1, 48, 64, 3)), space_factor=16)
   with pytest.raises(ValueError, match="canvas width 7 .* is odd"):
     split_halves(jnp.zeros((1, 1, 2, 7, 4)))
   with pytest.raises(ValueError, match="canvas halves differ"):

@@ -80,3 +80,10 @@ def test_errors():
   with pytest.raises(ValueError, match="checkpoint has in_channels=16; the canvas layout needs 36"):
     check_dit_channels(16)
   check_dit_channels(36)
+  # Wan2.2 TI2V: the 48 latent channels alone, given positions read clean
+  check_dit_channels(48, 48, "timestep")
+  assert dit_input_channels(48, "timestep") == 48
+  with pytest.raises(ValueError, match="in_channels=100; with model.condition='timestep' .* 48 latent channels alone"):
+    check_dit_channels(100, 48, "timestep")
+  with pytest.raises(ValueError, match="animation.loss_region must be 'generated', not 'canvas'"):
+    check_dit_channels(48, 48, "timestep", "canvas")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dreamactor_jax.animation import (build_canvas, generated_latents, generated_region, generated_video,
-                                      loss_weight, pack_mask, whole_latent_frames)
+                                      loss_weight, pack_mask, token_timesteps, whole_latent_frames)
 
 FRAMES, HEIGHT, WIDTH = 13, 16, 48  # latent F = 4, 2 x (6 | 6)
 
@@ -44,3 +44,16 @@ def test_canvas_region_and_errors():
   np.testing.assert_array_equal(loss_weight(mask, "canvas"), np.ones((2, 4, 2, 12)))
   with pytest.raises(ValueError, match="loss region 'left'; expected 'generated' or 'canvas'"):
     loss_weight(mask, "left")
+
+
+@pytest.mark.parametrize("k, given_latent", [(1, 1), (5, 2)])
+def test_token_timesteps_on_the_16x_canvas(k, given_latent):
+  # Wan2.2's VAE: 16x16 pixels per latent. 13 frames of 64 x 96 -> latents 4 x 4 x (6 | 6), tokens
+  # 4 x 2 x (3 | 3): 0 on the given tokens (reference frames' left half, all of the motion half).
+  canvas = build_canvas(jnp.zeros((2, 13, 64, 96, 3)), jnp.zeros((2, k, 64, 96, 3)), space_factor=16)
+  timesteps = np.asarray(token_timesteps(pack_mask(canvas.mask, 16), jnp.array([250.0, 800.0]), (1, 2, 2)))
+  expected = np.zeros((2, 4, 2, 6), np.float32)
+  expected[:, given_latent:, :, :3] = np.array([250.0, 800.0])[:, None, None, None]
+  np.testing.assert_array_equal(timesteps, expected.reshape(2, -1))
+  with pytest.raises(ValueError, match=r"latent mask \(2, 4, 4, 12, 4\) is not whole patches of \(1, 3, 2\)"):
+    token_timesteps(pack_mask(canvas.mask, 16), jnp.ones(2), (1, 3, 2))
