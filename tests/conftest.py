@@ -1,9 +1,14 @@
 """Shared fixtures: tiny random PyTorch Wan models built offline, and repo-root imports."""
 
 import json
+import os
 import struct
 import sys
 from pathlib import Path
+
+# Tiny shapes: compiling dominates, so XLA's backend optimisations cost more than they save (about 2x
+# on this suite). Set before anything imports jax; subprocesses (sample.py, train.py runs) inherit it.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
 
 import numpy as np
 import pytest

@@ -67,8 +67,8 @@ def torch_decode(model, latents):
     return model.decode(torch.from_numpy(latents.transpose(0, 4, 1, 2, 3).copy())).sample.numpy().transpose(0, 2, 3, 4, 1)
 
 
-@pytest.mark.parametrize("variant, frames", [("vaes", 1), ("vaes", 5), ("vaes", 9), ("vaes", 17),
-                                             ("wan22_vaes", 1), ("wan22_vaes", 9)])
+# 1 frame: the causal first chunk alone; 9: it plus two 4-frame chunks, each reading the previous one's cache.
+@pytest.mark.parametrize("variant, frames", [("vaes", 1), ("vaes", 9), ("wan22_vaes", 1), ("wan22_vaes", 9)])
 def test_encode_decode_match_diffusers(request, variant, frames):
   torch_model, vae = request.getfixturevalue(variant)
   space = vae.config.space_factor  # 8, or 16 for Wan2.2: 3 x 5 latents either way
@@ -87,7 +87,7 @@ def test_encode_decode_match_diffusers(request, variant, frames):
 
 def test_chunked_equals_single_pass(vaes):
   _, vae = vaes
-  video = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 13, 16, 24, 3)), jnp.float32)
+  video = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 9, 16, 24, 3)), jnp.float32)
   latents = jnp.asarray(np.random.default_rng(1).normal(size=(1, 4, 2, 3, 4)), jnp.float32)
   outputs = {}
   for mode in ("single", "chunked"):
@@ -102,7 +102,8 @@ def test_tiled_matches_diffusers_tiling(vaes):
   torch_model.enable_tiling(tile_sample_min_height=32, tile_sample_min_width=32, tile_sample_stride_height=24,
                             tile_sample_stride_width=24)
   try:
-    video = np.random.default_rng(3).uniform(-1, 1, (1, 5, 48, 72, 3)).astype(np.float32)
+    # 2 x 2 tiles of 32 with stride 24: blends across both axes; the last row and column are cut short.
+    video = np.random.default_rng(3).uniform(-1, 1, (1, 5, 40, 48, 3)).astype(np.float32)
     ref_latents = torch_encode(torch_model, video)
     ref_video = torch_decode(torch_model, ref_latents)
   finally:
