@@ -56,7 +56,10 @@ _STEPS = flags.DEFINE_integer("steps", None, "Denoising steps (default: the chec
                               lower_bound=1, flag_values=FLAGS)
 _GUIDANCE = flags.DEFINE_float(
     "guidance", None, "Classifier-free guidance scale on the text, uncond + g (cond - uncond); 1 turns it off "
-    "(default: the checkpoint's sampling.guidance).", flag_values=FLAGS)
+    "(default: the checkpoint's sampling.guidance). Wan2.2 A14B: the high-noise expert's.", flag_values=FLAGS)
+_LOW_NOISE_GUIDANCE = flags.DEFINE_float(
+    "low_noise_guidance", None, "Wan2.2 A14B: the low-noise expert's guidance scale (default: the checkpoint's "
+    "sampling.low_noise_guidance, else --guidance).", flag_values=FLAGS)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the noise.", flag_values=FLAGS)
 _FRAMES = flags.DEFINE_integer("frames", None, "Animate only the first N driving frames (default: all).",
                                lower_bound=1, flag_values=FLAGS)
@@ -77,6 +80,7 @@ _OUTPUT = flags.DEFINE_string(
     flag_values=FLAGS)
 MAX_SIDE = 4096  # far above any trained size (Wan: 1280); a larger canvas only exhausts memory
 cli.require(FLAGS, "guidance", cli.finite, "expected a finite number (1 turns guidance off)")
+cli.require(FLAGS, "low_noise_guidance", cli.finite, "expected a finite number (1 turns guidance off)")
 cli.require(FLAGS, "fps", lambda fps: cli.finite(fps) and fps > 0, "expected a finite frame rate above 0")
 cli.require(FLAGS, "resolution", lambda size: max(size) <= MAX_SIDE, f"expected at most {MAX_SIDE} per side")
 
@@ -88,7 +92,8 @@ def sampling_options(info: BundleInfo, config, override_values: dict) -> Animate
     section, _, field = key.partition(".")
     if section in sections and field:
       sections[section][field] = value
-  flag_values = {"steps": _STEPS.value, "guidance": _GUIDANCE.value, "layout": _LAYOUT.value}
+  flag_values = {"steps": _STEPS.value, "guidance": _GUIDANCE.value, "low_noise_guidance": _LOW_NOISE_GUIDANCE.value,
+                 "layout": _LAYOUT.value}
   overrides = {"layout": info.layout, "seed": _SEED.value, **{k: v for k, v in flag_values.items() if v is not None}}
   return AnimateOptions.from_config(sections["animation"], sections["sampling"], **overrides)
 
@@ -118,8 +123,12 @@ def run() -> None:
   plan = sampling_plan(_CONFIG.value, overrides)
   models = load_bundle(_CHECKPOINT.value, lora=_LORA.value, dtype=_DTYPE.value,
                        prompts=options.prompts(_PROMPT.value))
+  guidance = f"guidance {options.guidance}"
+  if models.low_noise_dit is not None:
+    low_noise = options.guidance if options.low_noise_guidance is None else options.low_noise_guidance
+    guidance = f"two experts split at boundary {models.boundary}, guidance {options.guidance} then {low_noise}"
   print(f"{_CHECKPOINT.value}: stage {info.stage} ({'pose video' if info.stage == 'pose' else 'RGB video'} "
-        f"drives), layout {options.layout}, {options.steps} steps, guidance {options.guidance}; "
+        f"drives), layout {options.layout}, {options.steps} steps, {guidance}; "
         f"{len(driving.frames)} driving frames at {driving.fps:g} fps")
   video = animate(models, reference, driving.frames, _PROMPT.value, fps=driving.fps, options=options,
                   size=_RESOLUTION.value, progress=True, plan=plan)

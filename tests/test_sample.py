@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,6 +40,14 @@ def inputs(tmp_path_factory, models):
   Image.fromarray(rng.integers(0, 256, (30, 20, 4), np.uint8), "RGBA").save(folder / "reference.png")
   write_tiny_bundle(folder / "bundle", models.dit, models.vae)
   return folder
+
+
+def write_inputs(folder: Path, frames: int) -> tuple[Path, Path]:
+  """A random `frames`-frame 40 x 64 driving mp4 at 4 fps and a 40 x 56 RGB reference in `folder`."""
+  rng = np.random.default_rng(1)
+  media.write_video(folder / "driving.mp4", rng.integers(0, 256, (frames, 40, 64, 3), np.uint8), 4.0)
+  Image.fromarray(rng.integers(0, 256, (40, 56, 3), np.uint8)).save(folder / "reference.png")
+  return folder / "driving.mp4", folder / "reference.png"
 
 
 def run_sample(monkeypatch, capsys, *args):
@@ -198,6 +207,7 @@ def test_bundle_info_and_errors(models, tmp_path):
                ({**info.to_json(), "sampling": None}, r"sampling=None; expected an object of sampling settings"),
                ({**info.to_json(), "animation": {"start_seconds": True}}, "animation.start_seconds=True; expected float"),
                ({**info.to_json(), "sampling": {"steps": 0}}, "steps=0; expected at least 1"),
+               ({**info.to_json(), "sampling": {"low_noise_guidance": "4"}}, "low_noise_guidance='4'; expected float"),
                ([], "expected a JSON object, found list")]
   for values, message in malformed:
     (folder / "animation.json").write_text(json.dumps(values))

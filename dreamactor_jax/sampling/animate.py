@@ -55,6 +55,13 @@ Guidance is skipped (one velocity call of B per step) when it is 1 or when the p
 the negative prompt's (e.g. models without text, whose text is zeros) outside animate2: it would not
 change the result.
 
+Wan2.2 A14B (`Models.low_noise_dit`, `Models.boundary`; docs/sampling.md): two DiTs share each
+segment's steps, the high-noise one those with timestep >= boundary * 1000 at `guidance`, the
+low-noise one the rest at `low_noise_guidance`. Both are kept in pinned host memory (`offload`); each
+is put on the device (sharded by the plan, if any) when its first step comes, after the other's
+device copy is gone, so one expert is on the device at a time and a segment moves each once
+host-to-device. Layout `full` only (a motion cache would be one per expert).
+
 Compilation: the VAE, CLIP, motion pass and sampler are module-level jitted functions of
 `(graphdef, state, arrays)`, so each compiles once per shape and is reused by every segment, call and
 model of that shape. The VAE runs one sample at a time (its memory at 480p is several GiB per clip),
@@ -83,6 +90,7 @@ from dreamactor_jax.models.dit import MotionCache, WanDiT
 from dreamactor_jax.models.image_encoder import CLIPVisionEncoder
 from dreamactor_jax.models.patch_codec import Codec
 from dreamactor_jax.parallel import ShardingPlan
+from dreamactor_jax.sampling import offload
 from dreamactor_jax.sampling.prompt_cache import TextEmbedder
 from dreamactor_jax.sampling.sizes import LETTERBOX_FILL, area_size, fit_driving, resolve_size
 
@@ -112,7 +120,8 @@ class AnimateOptions:
   """How to sample; defaults are `dreamactor_jax/configs/base.py`'s `animation` and `sampling` sections."""
 
   steps: int = 40  # denoising steps
-  guidance: float = 5.0  # classifier-free guidance on text; 1.0 turns it off
+  guidance: float = 5.0  # classifier-free guidance on text; 1.0 turns it off (A14B: the high-noise expert's)
+  low_noise_guidance: float | None = None  # A14B: the low-noise expert's guidance (None: `guidance`)
   shift: float = 3.0  # sigma shift of the sampling grid
   sampler: diffusion.Sampler = "unipc"
   grid: diffusion.SigmaGrid = "wan"
@@ -165,9 +174,21 @@ class Models:
   size: tuple[int, int] | None = None
   options: AnimateOptions = AnimateOptions()
   name: str = "the model"
+  # Wan2.2 A14B: `dit` is the high-noise expert, `low_noise_dit` denoises the timesteps below
+  # boundary * 1000 (module docstring).
+  low_noise_dit: WanDiT | None = None
+  boundary: float | None = None
 
   def __post_init__(self):
+    if (self.low_noise_dit is None) != (self.boundary is None):
+      raise ValueError(f"{self.name}: low_noise_dit={'given' if self.low_noise_dit is not None else None}, boundary="
+                       f"{self.boundary}; a two-expert model needs both, a single DiT neither")
+    if self.boundary is not None and not 0 < self.boundary < 1:
+      raise ValueError(f"{self.name}: boundary={self.boundary}; expected a share of the timesteps between 0 and 1")
     config = self.dit.config
+    if self.low_noise_dit is not None and self.low_noise_dit.config != config:
+      raise ValueError(f"{self.name}: the experts' configs differ ({config} vs {self.low_noise_dit.config}); "
+                       "expected two DiTs of one architecture")
     try:
       animation.check_dit_channels(config.in_channels, self.vae.config.z_dim, config.condition,
                                    self.options.loss_region)
@@ -261,6 +282,12 @@ def _motion_cache(graphdef: nnx.GraphDef, plan: ShardingPlan | None, state: nnx.
     return nnx.merge(graphdef, state).encode_motion(motion_input, text, image_context=image)
 
 
+def _on_device(graphdef: nnx.GraphDef, state: nnx.State, shardings: Any) -> tuple[nnx.GraphDef, nnx.State, None]:
+  """An A14B expert's sampler params: its weights put on the device (`shardings`: the plan's, or
+  None: the device of their host copy), no motion cache."""
+  return graphdef, offload.place(state, "device", shardings), None
+
+
 def _noise(seed: int, segment: int, shape: tuple[int, ...]) -> jax.Array:
   """`[B, ...]` standard normal, sample b drawn from (seed, b, segment)."""
   base = jax.random.key(seed)
@@ -300,7 +327,13 @@ class _Segments:
                driving_first: np.ndarray):
     self.options, self.progress, self.plan = options, progress, plan
     graphdef, state = nnx.split(models.dit)
-    self.dit = graphdef, state if plan is None else jax.device_put(state, plan.param_shardings(state))
+    shardings = None if plan is None else plan.param_shardings(state)
+    self.dit, self.experts, self.boundary = None, None, models.boundary
+    if models.low_noise_dit is None:
+      self.dit = graphdef, state if plan is None else jax.device_put(state, shardings)
+    else:  # A14B (module docstring): each expert's loader puts its pinned host copy on the device
+      self.experts = [functools.partial(_on_device, graphdef, offload.place(nnx.state(dit), "pinned_host", shardings),
+                                        shardings) for dit in (models.dit, models.low_noise_dit)]
     self.vae = nnx.split(models.vae)
     self.space_factor, self.condition = models.vae.config.space_factor, models.dit.config.condition
     self.text, self.uncond = jnp.asarray(text), None if uncond is None else jnp.asarray(uncond)
@@ -359,23 +392,34 @@ class _Segments:
     """What sampling one segment reads (arguments as `__call__`'s)."""
     return (self._animate2 if self.options.layout == "animate2" else self._canvas)(driving, given)
 
-  def __call__(self, index: int, count: int, driving: np.ndarray, given: np.ndarray) -> np.ndarray:
-    """One segment: driving `[B, S, H, W, 3]` and given frames `[B, g, H, W, 3]` (-1..1) -> the
-    character's S frames `[B, S, H, W, 3]`."""
+  def denoisers(self, motion: MotionCache | None) -> list[diffusion.Expert]:
+    """The sampler's experts: the DiT (with the segment's motion cache), or A14B's two, split at the
+    boundary, each with its guidance and put on the device when its steps come."""
     options = self.options
-    conditions = self.conditions(driving, given)
-    noise = _noise(options.seed, index, conditions.context.latents.condition.shape)  # the latents the sampler denoises
-    with tqdm(total=options.steps, desc=f"segment {index + 1}/{count}", unit="step",
+    if self.experts is None:
+      return [diffusion.Expert((*self.dit, motion), options.guidance)]
+    low_noise_guidance = options.guidance if options.low_noise_guidance is None else options.low_noise_guidance
+    return [diffusion.Expert(self.experts[0], options.guidance, self.boundary * diffusion.NUM_TRAIN_TIMESTEPS),
+            diffusion.Expert(self.experts[1], low_noise_guidance)]
+
+  def denoise(self, index: int, count: int, conditions: _Conditions, noise: jax.Array) -> jax.Array:
+    """Segment `index` of `count`: `noise` like the latents `conditions` describe -> the sampled latents."""
+    with tqdm(total=self.options.steps, desc=f"segment {index + 1}/{count}", unit="step",
               disable=self.progress is not True) as bar:
       def report(done: int) -> None:
         bar.update(1)
         if callable(self.progress):
           self.progress(index, done)
 
-      sampled = diffusion.sample(_velocity, diffusion.Expert((*self.dit, conditions.motion), options.guidance), noise,
-                                 conditions.context, self.table, uncond_context=conditions.uncond,
-                                 progress=report if self.progress else None)
-    return conditions.finish(sampled)
+      return diffusion.sample(_velocity, self.denoisers(conditions.motion), noise, conditions.context, self.table,
+                              uncond_context=conditions.uncond, progress=report if self.progress else None)
+
+  def __call__(self, index: int, count: int, driving: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """One segment: driving `[B, S, H, W, 3]` and given frames `[B, g, H, W, 3]` (-1..1) -> the
+    character's S frames `[B, S, H, W, 3]`."""
+    conditions = self.conditions(driving, given)
+    noise = _noise(self.options.seed, index, conditions.context.latents.condition.shape)  # what the sampler denoises
+    return conditions.finish(self.denoise(index, count, conditions, noise))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -446,6 +490,9 @@ def animate_batch(models: Models, references: Sequence[np.ndarray] | np.ndarray,
   if (options.layout == "animate2") != (dit_layout == "animate2"):
     raise ValueError(f"{models.name}: sampling layout {options.layout!r} does not fit its DiT (layout "
                      f"{dit_layout!r}); Wan-Animate-2 DiTs sample only in layout 'animate2'")
+  if models.low_noise_dit is not None and options.layout != "full":
+    raise ValueError(f"{models.name}: sampling layout {options.layout!r}; two experts (Wan2.2 A14B) sample only in "
+                     "layout 'full'")
   plan_frames = _plan_frames(models, options, references, driving, fps, size)
   output = plan_frames.output
   if plan_frames.segments:
@@ -453,7 +500,8 @@ def animate_batch(models: Models, references: Sequence[np.ndarray] | np.ndarray,
     uncond = models.text([options.negative_prompt] * batch)
     # Guidance changes nothing when both branches read the same inputs; under animate2 they differ
     # anyway: the unconditional branch skips DiT blocks.
-    guided = options.guidance != 1.0 and (options.layout == "animate2" or not np.array_equal(text, uncond))
+    scales = {options.guidance, *([options.low_noise_guidance] if models.low_noise_dit is not None else [])}
+    guided = bool(scales - {1.0, None}) and (options.layout == "animate2" or not np.array_equal(text, uncond))
     run = _Segments(models, options, plan_frames.reference, text, uncond if guided else None, progress, plan,
                     plan_frames.timeline[:, 0])
     for index, segment in enumerate(plan_frames.segments):

@@ -3,9 +3,12 @@
 
     python -m dreamactor_jax.sampling.bundle --out bundles/animate2 --dit ckpt/animate2 --vae ckpt/vae \
         --clip ckpt/clip --umt5 ckpt/umt5 --tokenizer umt5-xxl/ --preset base   # Wan-Animate-2 (docs/animate2.md)
+    python -m dreamactor_jax.sampling.bundle --out bundles/a14b --dit ckpt/i2v-a14b --vae ckpt/vae \
+        --umt5 ckpt/umt5 --tokenizer umt5-xxl/ --size 480x832            # Wan2.2 A14B's two experts (convert a14b)
 
     <bundle>/animation.json        what sampling needs from training (below); written last
-    <bundle>/dit/                  the DiT: a `save_model` folder (config.json + Orbax params), may hold LoRA
+    <bundle>/dit/                  the DiT: a `save_model` folder (config.json + Orbax params), may hold LoRA;
+                                   or Wan2.2 A14B's two experts and their boundary (checkpoints/experts.py)
     <bundle>/vae/                  the Wan VAE (`convert vae` or `save_model`), or the demo's patch codec
     <bundle>/clip/                 the CLIP vision tower: exactly when the DiT has an image branch (image_dim)
     <bundle>/umt5/, tokenizer/     the UMT5 encoder (`convert t5`) and a transformers tokenizer folder: text "umt5"
@@ -41,12 +44,14 @@ from typing import Any, Literal
 
 from flax import nnx
 
+from dreamactor_jax.checkpoints.experts import denoiser_config, expert_folders, is_experts, read_boundary
 from dreamactor_jax.checkpoints.model_state import model_params
-from dreamactor_jax.checkpoints.orbax_model import load_codec, load_config, load_dit, load_model, save_model
-from dreamactor_jax.models.dit import DiTConfig, WanDiT
+from dreamactor_jax.checkpoints.orbax_model import load_codec, load_dit, load_model, save_model
+from dreamactor_jax.models.dit import WanDiT
 from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
 from dreamactor_jax.models.lora import merge_lora, rebuild
 from dreamactor_jax.models.text_encoder import TEXT_LEN, UMT5Config, UMT5Encoder, encode_prompts, load_tokenizer
+from dreamactor_jax.sampling import offload
 from dreamactor_jax.sampling.animate import LAYOUTS, PRESETS, AnimateOptions, Layout, Models
 from dreamactor_jax.sampling.prompt_cache import PromptCache, TextEmbedder
 
@@ -114,7 +119,10 @@ def _check_section(name: str, section: Any) -> None:
   for key, value in section.items():
     if not hasattr(defaults, key):
       continue  # training-only fields ride along
-    expected = type(getattr(defaults, key))
+    default = getattr(defaults, key)
+    if default is None and value is None:
+      continue  # an optional number left unset (low_noise_guidance)
+    expected = float if default is None else type(default)
     numeric = expected is float and isinstance(value, int)
     if (isinstance(value, bool) and expected is not bool) or not (isinstance(value, expected) or numeric):
       raise ValueError(f"{name}.{key}={value!r}; expected {expected.__name__}")
@@ -170,7 +178,7 @@ def text_embedder(folder: str | os.PathLike, info: BundleInfo | None = None) -> 
   """The bundle's prompt source (the text encoder is loaded only when a prompt is not cached)."""
   folder = Path(folder)
   info = read_info(folder) if info is None else info
-  text_dim = load_config(_require(folder, "dit", "the DiT"), DiTConfig).text_dim
+  text_dim = denoiser_config(_require(folder, "dit", "the DiT")).text_dim
   cache, load_encoder = None, None
   if info.text == "cache":
     cache = PromptCache(_require(folder, PROMPTS_FILE, "the prompt cache of text 'cache'"))
@@ -189,23 +197,43 @@ def load_bundle(folder: str | os.PathLike, *, lora: str | os.PathLike | None = N
 
   `prompts` are encoded first (UMT5 is loaded, used and freed before the DiT loads). `lora`: a
   `save_lora` folder applied to the bundle's DiT; adapters are merged for sampling. `dtype`
-  ("bfloat16" on accelerators) recasts the DiT's parameters and compute dtype.
+  ("bfloat16" on accelerators) recasts the DiT's parameters and compute dtype. Wan2.2 A14B's two
+  experts are loaded one after the other, each moved to pinned host memory before the next
+  (`sampling.offload`): the device holds one expert at a time, from loading on.
   """
   folder = Path(folder)
   info = read_info(folder)
   text = text_embedder(folder, info)
   text.prepare(prompts)
-  dit, config = load_dit(folder / "dit", lora=lora, dtype=dtype)
+  dit_folder = _require(folder, "dit", "the DiT")
+  experts = {}
+  if is_experts(dit_folder):
+    if lora is not None:
+      raise BundleError(f"checkpoint {folder}: its DiT is two experts (Wan2.2 A14B); LoRA adapters fit one DiT")
+    dit, low_noise_dit = (_load_dit(path, None, dtype, host=True) for path in expert_folders(dit_folder))
+    experts = dict(low_noise_dit=low_noise_dit, boundary=read_boundary(dit_folder))
+  else:
+    dit = _load_dit(dit_folder, lora, dtype, host=False)
+  vae, _ = load_codec(_require(folder, "vae", "the VAE"))
+  clip = None
+  if dit.config.image_dim is not None:
+    clip, _ = load_model(_require(folder, "clip", f"the CLIP encoder its DiT's image branch (image_dim="
+                                              f"{dit.config.image_dim}) reads"), CLIPVisionEncoder, CLIPVisionConfig)
+  return Models(dit=dit, vae=vae, text=text, clip=clip, size=info.size, options=info.options(),
+                name=f"checkpoint {folder}", **experts)
+
+
+def _load_dit(folder: Path, lora: str | os.PathLike | None, dtype: str | None, *, host: bool) -> WanDiT:
+  """A DiT folder's model with its adapters merged, recast to `dtype`; with `host`, its weights in
+  pinned host memory."""
+  dit, _ = load_dit(folder, lora=lora, dtype=dtype)
   dit = merge_lora(dit)
   if dtype is not None and dit.config.dtype != dtype:
     dit = rebuild(WanDiT, dataclasses.replace(dit.config, dtype=dtype), model_params(dit))
-  vae, _ = load_codec(_require(folder, "vae", "the VAE"))
-  clip = None
-  if config.image_dim is not None:
-    clip, _ = load_model(_require(folder, "clip", f"the CLIP encoder its DiT's image branch (image_dim="
-                                              f"{config.image_dim}) reads"), CLIPVisionEncoder, CLIPVisionConfig)
-  return Models(dit=dit, vae=vae, text=text, clip=clip, size=info.size, options=info.options(),
-                name=f"checkpoint {folder}")
+  if host:
+    graphdef, state = nnx.split(dit)
+    dit = nnx.merge(graphdef, offload.place(state, "pinned_host"))
+  return dit
 
 
 def _write_part(out: Path, name: str, part: Part, *, link: bool) -> None:
@@ -227,7 +255,7 @@ def save_bundle(out: str | os.PathLike, info: BundleInfo, *, dit: Part, vae: Par
   copy (`link=True`: symlink); `tokenizer` a tokenizer folder, `prompts` a PromptCache file.
   animation.json is written last, so a folder holding it is complete. Returns the folder."""
   out = Path(out)
-  dit_config = dit.config if isinstance(dit, nnx.Module) else load_config(dit, DiTConfig)
+  dit_config = dit.config if isinstance(dit, nnx.Module) else denoiser_config(dit)
   if (dit_config.image_dim is None) != (clip is None):
     raise BundleError(f"bundle {out}: the DiT has image_dim={dit_config.image_dim}; give clip exactly when it is set")
   needs = {"umt5": {"umt5": umt5, "tokenizer": tokenizer}, "cache": {"prompts": prompts}, "none": {}}[info.text]
@@ -259,8 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m dreamactor_jax.sampling.bundle", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", required=True, help="bundle folder to write (must not exist)")
-  parser.add_argument("--dit", required=True, help="DiT folder (`convert dit` or training's save_model); its "
-                      "config's layout is the bundle's")
+  parser.add_argument("--dit", required=True, help="DiT folder (`convert dit` or training's save_model), or Wan2.2 "
+                      "A14B's two experts (`convert a14b`); its config's layout is the bundle's")
   parser.add_argument("--vae", required=True, help="VAE folder (`convert vae`)")
   parser.add_argument("--clip", help="CLIP folder (`convert clip`): needed when the DiT has an image branch")
   parser.add_argument("--umt5", help="UMT5 folder (`convert t5`); with --tokenizer: text 'umt5'")
@@ -288,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       raise BundleError("--umt5 and --tokenizer: give both (text 'umt5') or neither")
     if out.exists():
       raise BundleError(f"--out: {out} exists already; expected a new folder")
-    layout = load_config(args.dit, DiTConfig).layout
+    layout = denoiser_config(args.dit).layout
     animate2 = layout == "animate2"
     if args.preset is not None and not animate2:
       raise BundleError(f"--preset: the DiT at {args.dit} has layout {layout!r}; presets are for Wan-Animate-2 "
@@ -306,7 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   except (ValueError, OSError) as e:  # BundleError and CheckpointError are ValueErrors
     print(f"error: {e}".splitlines()[0], file=sys.stderr)
     return 2
-  print(f"wrote {out}: layout {info.layout}" + (f", preset {info.preset}" if info.preset else "") +
+  experts = f", two experts (boundary {read_boundary(out / 'dit')})" if is_experts(out / "dit") else ""
+  print(f"wrote {out}: layout {info.layout}{experts}" + (f", preset {info.preset}" if info.preset else "") +
         f", text {info.text}, size {info.size[0]}x{info.size[1]}")
   return 0
 

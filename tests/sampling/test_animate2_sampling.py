@@ -17,7 +17,6 @@ from diffusers.guiders import ClassifierFreeGuidance
 from diffusers.modular_pipelines.wan_animate_2 import denoise as modular
 from diffusers.modular_pipelines.wan_animate_2.encoders import encode_vae, get_i2v_mask
 from flax import nnx
-from PIL import Image
 
 from conftest import ROOT, make_torch_animate2, make_torch_vae, numpy_random_model, save_torch_dit
 from dreamactor_jax import diffusion, media
@@ -30,7 +29,7 @@ from dreamactor_jax.sampling.animate import AnimateOptions, Models, _Segments, _
 from dreamactor_jax.sampling.bundle import main as bundle_main
 from dreamactor_jax.sampling.bundle import read_info
 from dreamactor_jax.sampling.prompt_cache import PromptCache, TextEmbedder
-from test_sample import run_sample
+from test_sample import run_sample, write_inputs
 from tiny_bundle import fake_encoder
 
 TEXT_DIM, TEXT_LEN = 20, 512
@@ -134,13 +133,11 @@ def test_sample_animates_a_converted_checkpoint(checkpoints, tmp_path, monkeypat
                       str(tmp_path / "prompts.safetensors"), "--size", "32x48", "--fps", "4"]) == 0
   info = read_info(tmp_path / "bundle")
   assert (info.layout, info.preset, info.sampling["steps"], info.sampling["guidance"]) == ("animate2", "base", 40, 3.0)
-  rng = np.random.default_rng(1)
-  media.write_video(tmp_path / "driving.mp4", rng.integers(0, 256, (7, 40, 64, 3), np.uint8), 4.0)
-  Image.fromarray(rng.integers(0, 256, (40, 56, 3), np.uint8)).save(tmp_path / "reference.png")
+  driving, reference = write_inputs(tmp_path, 7)
   out = tmp_path / "out" / "dance.mp4"
   status, stdout, stderr = run_sample(
-      monkeypatch, capsys, f"--checkpoint={tmp_path / 'bundle'}", f"--reference={tmp_path / 'reference.png'}",
-      f"--driving={tmp_path / 'driving.mp4'}", "--prompt=a dancer", "--steps=2", f"--output={out}",
+      monkeypatch, capsys, f"--checkpoint={tmp_path / 'bundle'}", f"--reference={reference}", f"--driving={driving}",
+      "--prompt=a dancer", "--steps=2", f"--output={out}",
       f"--config={ROOT / 'dreamactor_jax/configs/base.py'}",  # --config registers overrides
       "--config.animation.segment_frames=5")
   assert status == 0, stderr
