@@ -11,13 +11,15 @@ sharding it chose, the FLOPs of one step and the MFU a given step time would imp
   python benchmarks/scaling.py train --model 14b --chips v5p-8,v5p-64,v5p-256 --resolution 480p --trainable full
   python benchmarks/scaling.py train --model 14b --chips v5e-64 --resolution 720p --trainable lora
   python benchmarks/scaling.py train --model animate2 --chips v5p-1,v5p-8,v5p-16,v5p-32,v5p-64,v6e-8,v6e-64 --trainable full
+  python benchmarks/scaling.py train --model 5b --chips v5p-8,v5p-1 --resolution 480p,704x1280   # TI2V-5B, 16x VAE
   python benchmarks/scaling.py sample --model 1.3b,14b --resolution 480p
   python benchmarks/scaling.py sample --model 14b --layout animate2 --resolution 480p,720p,800x640 --chips v5p-1,v5p-8,v6e-8
   python benchmarks/scaling.py train --model 1.3b --chips gpu-1   # on a GPU machine: compiled, run and timed
   python benchmarks/scaling.py report --json results.jsonl   # tables of every row the runs appended
 
 Training (`dreamactor_jax/configs/stage1.py:<model>`: bf16 compute, full rematerialisation per block, the in-context
-canvas with the video width doubled, 36 input channels, the CLIP branch for 14B; `--model animate2`:
+canvas with the video width doubled, 36 input channels, the CLIP branch for 14B; `--model 5b`: TI2V-5B
+reading the 48 latent channels of Wan2.2's VAE alone (16x16 pixels per latent, per-token timesteps); `--model animate2`:
 Wan-Animate-2-14B's step, the driving pass and the generation pass with its leading reference frame
 in one differentiable function, both sequence-parallel): `--trainable lora`
 is the paper's recipe as configured (bf16 base frozen, rank-256 fp32 LoRA on the FFNs, AdamW state
@@ -69,6 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dreamactor_jax.configs import stage1  # noqa: E402
 from dreamactor_jax.models import DiTConfig, WanDiT  # noqa: E402
 from dreamactor_jax.models.text_encoder import TEXT_LEN  # noqa: E402
+from dreamactor_jax.models.vae import VAE_SIZES  # noqa: E402
 from dreamactor_jax.parallel import make_plan  # noqa: E402
 from dreamactor_jax.training.latent_batch import LatentBatch  # noqa: E402
 from dreamactor_jax.training.objective import animation_loss  # noqa: E402
@@ -155,10 +158,18 @@ def choose_mesh(chips: int, heads: int, context: int | None, tensor: int = 1) ->
   return {"data": 1, "fsdp": chips // (context * tensor), "context": context, "tensor": tensor}
 
 
-def canvas_latents(resolution: str, frames: int) -> tuple[int, int, int]:
-  """Latent (F, H, W) of the in-context canvas: the video's width doubled (CONTRACTS "Canvas")."""
+def space_factor(config: DiTConfig) -> int:
+  """Pixels per latent of the VAE the DiT reads: Wan2.2's 16 for TI2V (`condition="timestep"`), else Wan2.1's 8."""
+  return VAE_SIZES["wan2.2" if config.condition == "timestep" else "wan2.1"].space_factor
+
+
+def canvas_latents(resolution: str, frames: int, factor: int = 8) -> tuple[int, int, int]:
+  """Latent (F, H, W) of the in-context canvas: the video's width doubled (CONTRACTS "Canvas"), `factor`
+  pixels per latent (TI2V-5B's 16: 480p or 704x1280, Wan2.2's 720p)."""
   height, width = video_size(resolution)
-  return (frames - 1) // 4 + 1, height // 8, 2 * width // 8
+  if height % (2 * factor) or width % (2 * factor):
+    raise ValueError(f"--resolution {resolution}: the {factor}x VAE and 2x2 patches need multiples of {2 * factor}")
+  return (frames - 1) // 4 + 1, height // factor, 2 * width // factor
 
 
 def stage_config(size: str, trainable: str, *, layout: str | None = None, remat: str | None = None):
@@ -193,6 +204,8 @@ def model_flops(config: DiTConfig, grid: tuple[int, int, int], batch: int, train
     scores_per_layer = 2 * pairs * dim + 2 * tokens * (text + image) * dim  # q.k and p.v
     outside = (tokens * patch * (config.in_channels + channels_out) * dim + text * (config.text_dim + dim) * dim
                + image * ((config.image_dim or 0) + dim) * (config.image_dim or 0))
+    if config.condition == "timestep":  # the timestep embedding and its 6 modulations, once per token
+      outside += tokens * (config.freq_dim + dim + 6 * dim) * dim
     return 2 * (layers * (weights_per_layer + scores_per_layer) + outside)
 
   tokens = math.prod(grid) // patch
@@ -278,7 +291,7 @@ def plan_training(args, size: str, target: str, resolution: str) -> dict:
     grids = sampling_grids("animate2", resolution, args.frames)
     grid, driving_grid = grids.denoised, grids.driving
   else:  # the whole canvas (motion_cache splits it inside the loss)
-    grid, driving_grid = canvas_latents(resolution, args.frames), None
+    grid, driving_grid = canvas_latents(resolution, args.frames, space_factor(model_cfg)), None
   batch = abstract_latent_batch(model_cfg, plan.axis_size("batch"), grid, driving_grid)
   batch_size = batch.target.shape[0]
   batch_sharding = batch_shardings(batch, plan)
@@ -319,11 +332,12 @@ def abstract_latent_batch(config: DiTConfig, batch: int, grid: tuple[int, int, i
   abstract = lambda *shape: jax.ShapeDtypeStruct((batch, *shape), jnp.bfloat16)
   text = lambda: abstract(TEXT_LEN, config.text_dim)
   image = lambda: abstract(CLIP_TOKENS, config.image_dim) if config.image_dim else None
-  latents = LatentBatch(target=abstract(*grid, 16), condition=abstract(*grid, 16), mask=abstract(*grid, 4),
+  z = config.out_channels  # the VAE's latent channels (48 for TI2V-5B)
+  latents = LatentBatch(target=abstract(*grid, z), condition=abstract(*grid, z), mask=abstract(*grid, 4),
                         text=text(), image=image())
   if driving is None:
     return latents
-  return dataclasses.replace(latents, driving=abstract(*driving, 16), driving_text=text(), driving_image=image())
+  return dataclasses.replace(latents, driving=abstract(*driving, z), driving_text=text(), driving_image=image())
 
 
 def measure_train_step(compiled, make_model, optimizer, trainable, shardings, batch, key_sharding) -> dict:
@@ -342,15 +356,16 @@ def measure_train_step(compiled, make_model, optimizer, trainable, shardings, ba
           "device": device.device_kind}
 
 
-def sampling_grids(layout: str, resolution: str, frames: int) -> SamplingGrids:
-  """Latent grids of one sampling segment of `frames` video frames, by attention layout."""
-  height, width = video_size(resolution)
-  latent = ((frames - 1) // 4 + 1, height // 8, width // 8)
+def sampling_grids(layout: str, resolution: str, frames: int, factor: int = 8) -> SamplingGrids:
+  """Latent grids of one sampling segment of `frames` video frames, by attention layout (`factor`
+  pixels per latent)."""
+  latent = canvas_latents(resolution, frames, factor)
+  latent = (latent[0], latent[1], latent[2] // 2)  # one half of the canvas
   if layout == "animate2":  # a leading reference-image frame, then the video; one driving cache for both branches
     return SamplingGrids(denoised=(latent[0] + 1, *latent[1:]), driving=latent, cache_batch=1)
   if layout == "motion_cache":  # the canvas's halves; the pipeline caches the [prompt; negative] batch
     return SamplingGrids(denoised=latent, driving=latent, cache_batch=2)
-  return SamplingGrids(denoised=canvas_latents(resolution, frames), driving=None, cache_batch=0)
+  return SamplingGrids(denoised=canvas_latents(resolution, frames, factor), driving=None, cache_batch=0)
 
 
 def step_activation_bytes(config: DiTConfig, tokens: int, batch: int) -> int:
@@ -420,13 +435,15 @@ def plan_sampling(args, size: str, resolution: str, target: str) -> dict:
   graphdef, params = nnx.split(nnx.eval_shape(lambda: WanDiT(config, rngs=nnx.Rngs(0))))
   param_sharding = plan.param_shardings(params)
   params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), params, param_sharding)
-  grids = sampling_grids(config.layout, resolution, args.frames)
+  grids = sampling_grids(config.layout, resolution, args.frames, space_factor(config))
   replicated = plan.sharding(())
 
   def inputs(batch: int, grid: tuple[int, int, int]) -> tuple:
-    """Abstract latents, timestep, text and CLIP tokens of `batch` samples (replicated: they are small)."""
+    """Abstract latents, timestep (TI2V: one per token), text and CLIP tokens of `batch` samples
+    (replicated: they are small)."""
     abstract = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=replicated)
-    return (abstract((batch, *grid, config.in_channels), jnp.bfloat16), abstract((batch,), jnp.float32),
+    timestep = (batch, tokens(grid)) if config.condition == "timestep" else (batch,)
+    return (abstract((batch, *grid, config.in_channels), jnp.bfloat16), abstract(timestep, jnp.float32),
             abstract((batch, TEXT_LEN, config.text_dim), jnp.bfloat16),
             abstract((batch, CLIP_TOKENS, config.image_dim), jnp.bfloat16) if config.image_dim else None)
 
