@@ -19,9 +19,9 @@ from pathlib import Path
 import jax
 from absl import flags
 
-from dreamactor_jax import cli, media, parallel
+from dreamactor_jax import animation, cli, media, parallel
 from dreamactor_jax.sampling.animate import AnimateOptions, animate, fit_inputs
-from dreamactor_jax.sampling.bundle import BundleInfo, load_bundle, read_info
+from dreamactor_jax.sampling.bundle import BundleInfo, load_bundle, read_info, size_multiple
 
 ROOT = Path(__file__).resolve().parent
 DEMO = Path("assets/demo")
@@ -64,8 +64,9 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the noise.", flag_values=FLAGS)
 _FRAMES = flags.DEFINE_integer("frames", None, "Animate only the first N driving frames (default: all).",
                                lower_bound=1, flag_values=FLAGS)
 _RESOLUTION = cli.define_size(
-    "resolution", None, "Working size HxW, multiples of 16 (32 on Wan2.2's 16x VAE), e.g. 480x832 (default: the checkpoint's trained "
-    "size, turned to the driving video's orientation). Driving frames are scaled to cover it and centre-cropped.",
+    "resolution", None, "Working size HxW, multiples of the model's size multiple (16 for Wan2.1), e.g. 480x832 "
+    "(default: the checkpoint's trained size, turned to the driving video's orientation). Driving frames are scaled "
+    "to cover it and centre-cropped.",
     flag_values=FLAGS)
 _LAYOUT = flags.DEFINE_enum(
     "layout", None, ["full", "motion_cache"],
@@ -116,6 +117,8 @@ def check_exists(path: str, flag: str) -> Path:
 def run() -> None:
   output = media.check_video_output(_OUTPUT.value, "--output")
   info = read_info(_CHECKPOINT.value)
+  if _RESOLUTION.value is not None:
+    animation.check_frame_size("--resolution", _RESOLUTION.value, size_multiple(_CHECKPOINT.value))
   reference = media.read_image(check_exists(_REFERENCE.value, "reference"))
   driving = media.read_video(check_exists(_DRIVING.value, "driving"), fps=_FPS.value, max_frames=_FRAMES.value)
   overrides = cli.config_overrides(FLAGS)

@@ -46,8 +46,8 @@ from dreamactor_jax.checkpoints.model_state import model_params
 from dreamactor_jax.conditioning import decode_latents, encode_video
 from dreamactor_jax.configs import demo as demo_config
 from dreamactor_jax.data import DataConfig, Pose, build_dataset, stage1_dataset
-from dreamactor_jax.data import augment, synthetic
-from dreamactor_jax.data.skeleton import render_pose
+from dreamactor_jax.data import synthetic
+from dreamactor_jax.data.skeleton import PoseDrawing
 from dreamactor_jax.evaluation import report, triplets
 from dreamactor_jax.models.patch_codec import PatchCodecConfig
 from dreamactor_jax.sampling.animate import Models, animate_batch
@@ -176,7 +176,7 @@ def make_pairs(workdir: Path, recipe: Recipe) -> None:
 
 
 def skeleton_video(triplet: triplets.Triplet, height: int, width: int) -> np.ndarray:
-  """The driving video's keypoints drawn as the stage-1 pipeline draws them (box-normalised); black
+  """The driving video's keypoints drawn as the stage-1 pipeline draws them (`config.data.pose`); black
   frames when the driver has no keypoints (every non-humanoid)."""
   frames = triplet.driving.shape[0]
   if triplet.driving_body is None:
@@ -184,9 +184,9 @@ def skeleton_video(triplet: triplets.Triplet, height: int, width: int) -> np.nda
   people = triplet.driving_body.shape[1]
   pose = Pose(triplet.driving_body, np.zeros((frames, people, 2, 21, 3), np.float32),
               np.zeros((frames, people, 68, 3), np.float32))
-  config = stage_config("stage1", Path(".")).data
-  pose = augment.normalize_to_box(pose, height, width, fill=config.bbox_fill, threshold=config.pose_threshold)
-  return render_pose(pose, height, width, threshold=config.pose_threshold)
+  drawing = PoseDrawing.from_mapping(stage_config("stage1", Path(".")).data.pose)
+  source_box = (0.0, 0.0, float(triplet.driving.shape[2]), float(triplet.driving.shape[1]))
+  return drawing.draw(drawing.place(pose, height, width, source_box), height, width)
 
 
 def rgb_driven(models: Models):

@@ -136,6 +136,7 @@ def test_errors(inputs, models, tmp_path, monkeypatch, capsys):
       ([*good, "--prompt=a cat"], f"checkpoint {bundle} has no text encoder .* prompt 'a cat' cannot be used"),
       ([*good, "--resolution=480by832"], "--resolution=480by832: expected HxW, two positive integers, e.g. 480x832"),
       ([*good, "--resolution=100000x100000"], "--resolution=100000x100000: expected at most 4096 per side"),
+      ([*good, "--resolution=40x48"], "--resolution 40x48: H and W must be positive multiples of 16"),
       ([*good, "--guidance=nan"], "--guidance=nan: expected a finite number"),
       ([*good, "--frames=0"], "--frames=0: 0 is not a positive integer"),
       ([*good, "--frames=-1"], "--frames=-1: -1 is not a positive integer"),
@@ -201,7 +202,7 @@ def test_bundle_info_and_errors(models, tmp_path):
   with pytest.raises(BundleError, match=r"checkpoint .*dit has no animation.json \(it is a bare model folder"):
     read_info(folder / "dit")
   (folder / "animation.json").write_text(json.dumps({**info.to_json(), "stage": "video"}))
-  with pytest.raises(BundleError, match=r"animation.json: stage='video'; expected 'pose' or 'rgb'"):
+  with pytest.raises(BundleError, match=r"animation.json: stage='video' is not one of 'pose', 'rgb'"):
     read_info(folder)
   malformed = [({**info.to_json(), "sampling": {"steps": "abc"}}, r"sampling.steps='abc'; expected int"),
                ({**info.to_json(), "sampling": None}, r"sampling=None; expected an object of sampling settings"),

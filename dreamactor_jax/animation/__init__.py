@@ -6,8 +6,8 @@ canvas layout exists once.
 
 from dreamactor_jax.animation.canvas import (BLANK, Canvas, build_canvas, given_then_blank, join_halves, left_half,
                                              split_halves)
-from dreamactor_jax.animation.frames import (check_frame_count, is_valid_frame_count, latent_frame_count,
-                                             next_valid_frame_count, whole_latent_frames)
+from dreamactor_jax.animation.frames import (check_frame_count, check_frame_size, is_valid_frame_count,
+                                             latent_frame_count, next_valid_frame_count, whole_latent_frames)
 from dreamactor_jax.animation.latent_mask import (MASK_CHANNELS, check_dit_channels, dit_input,
                                                   dit_input_channels, pack_mask)
 from dreamactor_jax.animation.reference import Box, fit_box, fit_reference, to_rgb
@@ -20,7 +20,7 @@ from dreamactor_jax.animation.start_transition import (FitFrames, Timeline, blan
 
 __all__ = [
     "BLANK", "Box", "Canvas", "FitFrames", "LastSegment", "LossRegion", "MASK_CHANNELS", "Segment", "Timeline",
-    "blank_start", "build_canvas", "check_dit_channels", "check_frame_count", "cut_to_driving", "dit_input",
+    "blank_start", "build_canvas", "check_dit_channels", "check_frame_count", "check_frame_size", "cut_to_driving", "dit_input",
     "dit_input_channels", "extend_driving", "fit_box", "fit_reference", "generated_latents", "generated_region",
     "generated_video", "given_frames", "given_then_blank", "is_valid_frame_count", "join_halves", "latent_frame_count",
     "left_half", "loss_weight", "next_valid_frame_count", "output_buffer", "pack_mask", "plan_segments",

@@ -5,8 +5,8 @@ Clips. One clip per record, planned from the dataset's index without reading fra
 (1 + 4k) frames at a stride (by default the one bringing the record's fps nearest the stage-1
 model's), starting at a frame drawn from (seed, video id), cut to the aspect bucket nearest the
 record (centred, as the stage-1 pipeline does without random crop). `read_clip` decodes it and
-renders its skeleton exactly as the stage-1 pipeline does with bone scaling off (`augment`,
-`skeleton.render_pose`), keeping the keypoints for pose scoring. The plan is a pure function of
+renders its skeleton exactly as the stage-1 pipeline does with bone scaling off (`skeleton.PoseDrawing`,
+the stage-1 bundle's), keeping the keypoints for pose scoring. The plan is a pure function of
 (index, seed, options), so hosts split it `process_index::process_count` and reruns find their work.
 
 References. `DatasetReferences`: each identity's first frame of its first video (by id), non-humanoid
@@ -35,9 +35,9 @@ import numpy as np
 from tqdm import tqdm
 
 from dreamactor_jax import media
-from dreamactor_jax.data import augment, staging
+from dreamactor_jax.data import staging
 from dreamactor_jax.data.keypoints import Pose
-from dreamactor_jax.data.skeleton import render_pose
+from dreamactor_jax.data.skeleton import PoseDrawing
 from dreamactor_jax.data.video import Bucket, cover_box, decode_jpeg, decode_jpegs, nearest_bucket
 
 log = logging.getLogger(__name__)
@@ -110,24 +110,21 @@ class ClipData:
   body: np.ndarray | None
 
 
-def read_clip(record: dict, clip: ClipPlan, *, pose_threshold: float = 0.3, bbox_normalize: bool = True,
-              bbox_fill: float = 0.9) -> ClipData:
-  """Decodes a planned clip from its dataset record (a `LazySource` item) and renders its skeleton as
-  the stage-1 pipeline does without bone scaling (`data/pipeline.py`, `Stage1Loader`)."""
+def read_clip(record: dict, clip: ClipPlan, drawing: PoseDrawing = PoseDrawing()) -> ClipData:
+  """Decodes a planned clip from its dataset record (a `LazySource` item) and draws its skeleton as
+  the stage-1 pipeline does with `drawing` (the stage-1 bundle's), without bone scaling
+  (`data/pipeline.py`, `Stage1Loader`)."""
   height, width = clip.bucket
   frames = np.array(clip.frames)
   box = cover_box(int(record["height"]), int(record["width"]), Bucket(height, width))
   video = decode_jpegs([record["frames"][f] for f in frames], box, (height, width))
   skeleton = body = None
   pose = Pose(record["body"], record["hands"], record["face"]).frames(frames)
-  if pose.num_persons and (pose.body[..., 2] >= pose_threshold).any():
-    if bbox_normalize:
-      pose = augment.normalize_to_box(pose, height, width, fill=bbox_fill, threshold=pose_threshold)
-    else:
-      pose = augment.crop_resize_points(pose, box, height, width)
-    skeleton = render_pose(pose, height, width, threshold=pose_threshold)
+  if pose.num_persons and (pose.body[..., 2] >= drawing.threshold).any():
+    pose = drawing.place(pose, height, width, box)
+    skeleton = drawing.draw(pose, height, width)
     body = pose.body.copy()
-    body[..., 2] = np.where(body[..., 2] >= pose_threshold, body[..., 2], 0.0)
+    body[..., 2] = np.where(body[..., 2] >= drawing.threshold, body[..., 2], 0.0)
   return ClipData(video=video, reference=video[0].copy(), skeleton=skeleton, body=body)
 
 

@@ -30,10 +30,11 @@ from dreamactor_jax.bootstrap.sync import finalize_review
 from dreamactor_jax.checkpoints.orbax_model import load_config, load_model
 from dreamactor_jax.cli import option, parse_size
 from dreamactor_jax.data import augment, open_videos, stage2_key, staging
+from dreamactor_jax.data.skeleton import PoseDrawing
 from dreamactor_jax.models.dit import DiTConfig
 from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
 from dreamactor_jax.sampling.animate import animate_batch
-from dreamactor_jax.sampling.bundle import BundleInfo, load_bundle, read_info
+from dreamactor_jax.sampling.bundle import BundleInfo, load_bundle, read_info, size_multiple
 
 log = logging.getLogger(__name__)
 OPTIONS_FILE = "bootstrap.json"
@@ -73,14 +74,13 @@ class BootstrapConfig:
   num_frames: int = option(81, help="Frames per clip, 1 + 4k.")
   frame_stride: int | None = option(None, help="Source frames per clip frame (default: the stride nearest the "
                                     "checkpoint's fps).")
-  size: tuple[int, int] | None = option(None, help="HxW of the pairs, multiples of 16 (default: the checkpoint's "
-                                        "size; portrait records get it transposed).", parse=parse_size)
+  size: tuple[int, int] | None = option(None, help="HxW of the pairs, multiples of the checkpoint's size multiple "
+                                        "(16 for Wan2.1; default: its size; portrait records get it transposed).",
+                                        parse=parse_size)
   prompt: str = option("{a}", help="Prompt template: {a} = A's caption, {b} = B's identity (a checkpoint without "
                        "text gets empty prompts).")
   self_pairs: SelfPairs = option("none", help="Also pair clips with themselves under a colour augmentation as "
                                  "driving video: clips without keypoints (which stage 1 cannot render), or all clips.")
-  pose_threshold: float = 0.3
-  bbox_fill: float = 0.9
   sheet_frames: int = option(4, help="Frames per contact sheet.")
   progress: bool = option(True, help="Progress bars (--noprogress: none).")
 
@@ -93,8 +93,6 @@ class BootstrapConfig:
     for flag, ok in checks:
       if not ok:
         raise BootstrapError(f"{flag} must be at least 1")
-    if self.size is not None and (self.size[0] % 16 or self.size[1] % 16):
-      raise BootstrapError(f"--size={self.size[0]}x{self.size[1]}: expected multiples of 16 (VAE x8, patch 2)")
     if self.num_frames < 1 or (self.num_frames - 1) % 4:
       raise BootstrapError(f"--num-frames={self.num_frames}; expected 1 + 4k (e.g. 81)")
     if self.self_pairs not in ("none", "no-keypoints", "all"):
@@ -111,8 +109,7 @@ class BootstrapConfig:
     return dict(checkpoint=resolved(self.checkpoint), data=resolved(self.data), references=resolved(self.references),
                 pose_model=resolved(self.pose_model), clip=resolved(self.clip), seed=self.seed, steps=self.steps,
                 num_frames=self.num_frames, frame_stride=self.frame_stride,
-                size=None if self.size is None else list(self.size), prompt=self.prompt,
-                pose_threshold=self.pose_threshold, bbox_fill=self.bbox_fill)
+                size=None if self.size is None else list(self.size), prompt=self.prompt)
 
 
 @dataclasses.dataclass
@@ -167,14 +164,14 @@ def _check_options(out: Path, config: BootstrapConfig) -> None:
   path.write_text(json.dumps(dict(options=options, scores=DEFINITIONS), indent=1))
 
 
-def _clip_data(out: Path, source: staging.LazySource, clip: ClipPlan, config: BootstrapConfig) -> ClipData:
+def _clip_data(out: Path, source: staging.LazySource, clip: ClipPlan, drawing: PoseDrawing) -> ClipData:
   """A's clip: from clips/ when an earlier run decoded it (the pairs were rendered against it), else decoded."""
   path = out / "clips" / f"{file_name(clip.video_id)}.npz"
   if path.exists():
     with np.load(path) as stored:
       optional = {name: stored[name] if stored[name].size else None for name in ("skeleton", "body")}
       return ClipData(video=stored["video"], reference=stored["reference"], **optional)
-  data = read_clip(source[clip.record], clip, pose_threshold=config.pose_threshold, bbox_fill=config.bbox_fill)
+  data = read_clip(source[clip.record], clip, drawing)
   empty = np.zeros((0,), np.uint8)
   _save_npz(path, video_id=clip.video_id, identity=clip.identity, caption=clip.caption, fps=clip.fps,
             video=data.video, reference=data.reference,
@@ -202,6 +199,15 @@ def _driving_signal(checkpoint: str, info: BundleInfo) -> DrivingSignal:
     return "rgb"
   raise BootstrapError(f"--checkpoint {checkpoint} is a stage-2 (rgb) bundle; the bootstrap renders with a stage-1 "
                        "(pose) bundle, driven by skeleton videos, or a Wan-Animate-2 bundle (layout animate2)")
+
+
+def pose_drawing(info: BundleInfo) -> PoseDrawing:
+  """How the stage-1 model's skeletons were drawn: its bundle's "pose" (defaults for a bundle from
+  before it was recorded), so the bootstrap's skeleton videos look like those it was trained on."""
+  try:
+    return PoseDrawing.from_mapping(info.pose)
+  except ValueError as e:
+    raise BootstrapError(f"--checkpoint: animation.json {e}") from None
 
 
 def _load_clip(folder: str) -> CLIPVisionEncoder:
@@ -232,7 +238,7 @@ class _Renderer:
   batch size and compiles once."""
 
   def __init__(self, config: BootstrapConfig, out: Path, pool, prompts: Sequence[str], driving: DrivingSignal,
-               progress: tqdm):
+               progress: tqdm, drawing: PoseDrawing):
     self.config, self.out, self.pool, self.driving, self.progress = config, out, pool, driving, progress
     try:
       import skimage  # noqa: F401  (the temporal score's SSIM; checked before anything is rendered)
@@ -247,7 +253,7 @@ class _Renderer:
       from dreamactor_jax.data.pose import PoseEstimator
 
       pose = PoseEstimator(config.pose_model)
-    self.scorer = PairScorer(clip=clip, pose=pose, pose_threshold=config.pose_threshold)
+    self.scorer = PairScorer(clip=clip, pose=pose, pose_threshold=drawing.threshold)
     self.groups: dict[tuple, list[_Job]] = {}
     self.rendered = 0
 
@@ -302,6 +308,9 @@ def run_bootstrap(config: BootstrapConfig, *, process_index: int | None = None, 
   config.check()
   info = read_info(config.checkpoint)
   driving = _driving_signal(config.checkpoint, info)
+  if config.size is not None:
+    animation.check_frame_size("--size", config.size, size_multiple(config.checkpoint))
+  drawing = pose_drawing(info)  # a malformed "pose" fails here, before any work
   unknown = sorted(set(config.thresholds) - _score_names(config))
   if unknown:
     raise BootstrapError(f"--thresholds {unknown[0]}: pairs get no {unknown[0]} score with these options (scores: "
@@ -344,16 +353,16 @@ def run_bootstrap(config: BootstrapConfig, *, process_index: int | None = None, 
     with tqdm(total=len(pending), desc="render pairs", unit="pair", disable=not config.progress) as bar:
       # every prompt a render embeds (negative, animate2's driving prompt) encoded before the DiT loads
       prompts = sorted({text for c, r in pending for text in info.options().prompts(prompt(c, r))})
-      renderer = _Renderer(config, out, pool, prompts, driving, bar)
+      renderer = _Renderer(config, out, pool, prompts, driving, bar, drawing)
       data = None
       for clip, ref in pending:  # pending is in clip order: each clip is decoded once
         if data is None or data[0] is not clip:
-          data = clip, _clip_data(out, source, clip, config)
+          data = clip, _clip_data(out, source, clip, drawing)
         renderer.add(_Job(clip, data[1], ref, prompt(clip, ref)))
       renderer.finish()
     summary.rendered = renderer.rendered
   for clip in tqdm(pending_selves, desc="self pairs", unit="pair", disable=not config.progress):
-    data = _clip_data(out, source, clip, config)
+    data = _clip_data(out, source, clip, drawing)
     driving = augment.appearance_augment(data.video, augment_rng(config.seed, clip.video_id))
     _save_candidate(out, self_key(clip.video_id), clip, driving_identity=clip.identity, reference="self",
                     driving=driving, driving_reference=data.reference, scores={"self": 1.0},

@@ -33,6 +33,7 @@ import numpy as np
 from flax import nnx
 
 from dreamactor_jax import media
+from dreamactor_jax.data.skeleton import PoseDrawing
 from dreamactor_jax.evaluation import metrics
 from dreamactor_jax.models.image_encoder import CLIPVisionEncoder, preprocess
 
@@ -106,7 +107,7 @@ class PairScorer:
 
   clip: CLIPVisionEncoder | None = None
   pose: Any = None  # data.pose.PoseEstimator
-  pose_threshold: float = 0.3
+  pose_threshold: float = PoseDrawing.threshold  # the stage-1 bundle's (bootstrap.run.pose_drawing)
 
   @property
   def names(self) -> tuple[str, ...]:

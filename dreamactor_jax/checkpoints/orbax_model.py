@@ -164,9 +164,19 @@ def save_lora(out: str | os.PathLike, model) -> Path:
 load_dit = functools.partial(load_model, model_class=WanDiT, config_class=DiTConfig)
 
 
-def load_codec(ckpt: str | os.PathLike) -> tuple[WanVAE | PatchCodec, VAEConfig | PatchCodecConfig]:
-  """The latent codec of a `save_model` folder: a `PatchCodec` when its config.json says
+def _codec_classes(ckpt: str | os.PathLike) -> tuple[type, type]:
+  """(model, config) classes of a codec folder: the `PatchCodec` when its config.json says
   `"codec": "patch"` (the demo's), else the Wan VAE."""
   path = Path(ckpt) / "config.json"
   patch = path.is_file() and json.loads(path.read_text()).get("codec") == "patch"
-  return load_model(ckpt, PatchCodec, PatchCodecConfig) if patch else load_model(ckpt, WanVAE, VAEConfig)
+  return (PatchCodec, PatchCodecConfig) if patch else (WanVAE, VAEConfig)
+
+
+def load_codec(ckpt: str | os.PathLike) -> tuple[WanVAE | PatchCodec, VAEConfig | PatchCodecConfig]:
+  """The latent codec of a `save_model` folder (`_codec_classes`)."""
+  return load_model(ckpt, *_codec_classes(ckpt))
+
+
+def load_codec_config(ckpt: str | os.PathLike) -> VAEConfig | PatchCodecConfig:
+  """The config of a codec folder alone (`_codec_classes`), without its parameters."""
+  return load_config(ckpt, _codec_classes(ckpt)[1])

@@ -89,7 +89,7 @@ def get_config(arg: str = "wan2.1-t2v-1.3b") -> ml_collections.ConfigDict:
       frame_stride=2,  # stage 1: every n-th source frame (batch fps = source fps / stride)
       stage2_frame_stride=1,  # stage 2: stride within the stored triplet clips (already at training fps)
       reference="first",  # first: the clip's first frame (PAPER.md 1) | outside: a random frame outside the clip
-      buckets=((480, 832), (832, 480), (624, 624), (544, 720), (720, 544)),  # (H, W) sizes, multiples of 16
+      buckets=((480, 832), (832, 480), (624, 624), (544, 720), (720, 544)),  # (H, W) sizes, multiples of the model's pixel_multiple (16)
       random_crop=True,  # random crop offset inside each frame's cover box (else centred)
       batch_size=2,  # examples per process per step (PAPER.md 6: batch 2)
       seed=0,  # shuffle, clip, crop and augmentation draws all derive from it
@@ -97,11 +97,15 @@ def get_config(arg: str = "wan2.1-t2v-1.3b") -> ml_collections.ConfigDict:
       num_workers=2,  # Grain worker processes (0: load in the main process)
       worker_buffer_size=2,  # batches prefetched per worker
       threads_per_worker=1,  # loader threads in each worker (PIL decodes without the GIL)
-      pose_threshold=0.3,  # keypoint confidence below which a joint is absent (render, box)
+      # How stage-1 skeletons are drawn (data.skeleton.PoseDrawing); the bundle records it, and the
+      # bootstrap draws the stage-1 model's skeletons with it.
+      pose=dict(
+          threshold=0.3,  # keypoint confidence below which a joint is absent (drawing, box)
+          bbox_normalize=True,  # map the clip's joint box to a centred box of the frame (PAPER.md 3)
+          bbox_fill=0.9,  # that box's larger relative side, as a fraction of the frame
+      ),
       bone_scale_prob=0.3,  # share of stage-1 clips with bone-length scaling (PAPER.md 3)
       bone_scale_range=(0.8, 1.2),  # U(low, high) factor per anatomical segment, fixed per clip
-      bbox_normalize=True,  # map the clip's joint box to a centred box of the frame (PAPER.md 3)
-      bbox_fill=0.9,  # that box's larger relative side, as a fraction of the frame
       stage2_min_score=ml_collections.FieldReference(None, field_type=float),  # keep triplets whose mean score >= this
       stage2_flip_prob=0.0,  # stage 2: horizontal flip of target, reference and driving together
       # stage 2: train on self pairs (driving identity = the target's, e.g. the bootstrap's --self-pairs).

@@ -23,7 +23,7 @@ def get_config(arg: str = "stage1"):
                       in_channels=52, out_channels=24)
   # 64x64 characters (a 64x128 canvas), 9-frame clips at the world's 8 fps.
   config.data.update(num_frames=9, frame_stride=1, buckets=((64, 64),), batch_size=4, num_workers=0, text_len=4,
-                     random_crop=False, bbox_fill=0.9,
+                     random_crop=False,
                      allow_self_pairs=True)  # the bootstrap's colour-augmented self pairs of the non-humanoids
   config.animation.update(start_seconds=0.25, segment_frames=9, overlap_frames=1)
   config.sampling.update(steps=16, guidance=1.0, shift=3.0, sampler="unipc", grid="wan")

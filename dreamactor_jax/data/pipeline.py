@@ -49,7 +49,7 @@ from absl import flags
 
 from dreamactor_jax.data import augment, build, stage2, staging
 from dreamactor_jax.data.keypoints import Pose
-from dreamactor_jax.data.skeleton import render_pose
+from dreamactor_jax.data.skeleton import PoseDrawing
 from dreamactor_jax.data.staging import DataError
 from dreamactor_jax.data.video import (Bucket, cover_box, decode_jpeg, decode_jpegs, jpeg_size, nearest_bucket,
                                        parse_buckets)
@@ -80,11 +80,9 @@ class DataConfig:
   num_workers: int = 2
   worker_buffer_size: int = 2
   threads_per_worker: int = 1
-  pose_threshold: float = 0.3
+  pose: PoseDrawing = PoseDrawing()
   bone_scale_prob: float = 0.3
   bone_scale_range: tuple[float, float] = (0.8, 1.2)
-  bbox_normalize: bool = True
-  bbox_fill: float = 0.9
   stage2_min_score: float | None = None
   stage2_flip_prob: float = 0.0
   allow_self_pairs: bool = False
@@ -105,6 +103,8 @@ class DataConfig:
     for name in ("buckets", "bone_scale_range"):
       if name in values:
         values[name] = tuple(tuple(v) if isinstance(v, (list, tuple)) else v for v in values[name])
+    if "pose" in values:
+      values["pose"] = PoseDrawing.from_mapping(values["pose"])
     config = cls(**values)
     config.check()
     return config
@@ -293,21 +293,18 @@ class Stage1Loader(BatchLoader):
     if config.reference == "outside" and len(outside):
       reference = int(rng.choice(outside))
     pose = Pose(record["body"], record["hands"], record["face"]).frames(frames)
-    if not (pose.body[..., 2] >= config.pose_threshold).any():
-      raise Skip("no_keypoints", f"no body joint above {config.pose_threshold} in frames {frames[0]}..{frames[-1]}")
+    if not (pose.body[..., 2] >= config.pose.threshold).any():
+      raise Skip("no_keypoints", f"no body joint above {config.pose.threshold} in frames {frames[0]}..{frames[-1]}")
     box = cover_box(int(record["height"]), int(record["width"]), bucket, self.crop_offset(rng))
     factors = augment.bone_scale_factors(rng, prob=config.bone_scale_prob, low=config.bone_scale_range[0],
                                          high=config.bone_scale_range[1])
     if factors:
       pose = augment.scale_bones(pose, factors)
-    if config.bbox_normalize:
-      pose = augment.normalize_to_box(pose, *size, fill=config.bbox_fill, threshold=config.pose_threshold)
-    else:
-      pose = augment.crop_resize_points(pose, box, *size)
+    pose = config.pose.place(pose, *size, box)
     jpegs = record["frames"]
     decode_jpegs([jpegs[f] for f in frames], box, size, out=out["video"])
     decode_jpeg(jpegs[reference], box, size, out=out["reference"])
-    render_pose(pose, *size, threshold=config.pose_threshold, out=out["driving"])
+    config.pose.draw(pose, *size, out=out["driving"])
     self.recolour(rng, out, driving=False)  # a skeleton has no appearance to hide
     return {
         "caption": staging.text(record["caption"]),

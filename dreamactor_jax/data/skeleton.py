@@ -5,15 +5,23 @@ black; overlaps here take the later limb instead of blending), then each joint a
 disc. Hands: 20 edges coloured along the hue circle, blue joints. Face: white dots. Points below
 the confidence threshold are not drawn, nor any limb touching one. Line widths and radii scale
 with the frame: 4 pixels at 480p, as OpenPose draws at that size, and never below 1.
+
+`PoseDrawing` holds the settings of a stage-1 skeleton video (where the keypoints go, which are
+drawn): the `config.data.pose` section, recorded in the bundle (animation.json "pose") so that the
+bootstrap draws skeletons as the stage-1 model it renders with was trained on.
 """
 
 from __future__ import annotations
 
 import colorsys
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from dreamactor_jax.data import augment
 from dreamactor_jax.data.keypoints import BODY_LIMBS, HAND_EDGES, Pose
 
 # OpenPose's 18 body colours (RGB): limb i and joint i use colour i.
@@ -82,3 +90,42 @@ def render_pose(pose: Pose, height: int, width: int, *, threshold: float = 0.3,
     if box:
       out[t, box[1]:box[3], box[0]:box[2]] = np.asarray(image.crop(box))
   return out
+
+
+@dataclasses.dataclass(frozen=True)
+class PoseDrawing:
+  """How a clip's keypoints become its stage-1 skeleton video (the `config.data.pose` section)."""
+
+  threshold: float = 0.3  # keypoint confidence below which a joint is absent (drawing, box)
+  bbox_normalize: bool = True  # map the clip's joint box to a centred box of the frame (PAPER.md 3)
+  bbox_fill: float = 0.9  # that box's larger relative side, as a fraction of the frame
+
+  def __post_init__(self):
+    checks = [("threshold", isinstance(self.threshold, (int, float)) and 0 <= self.threshold <= 1, "a number in [0, 1]"),
+              ("bbox_normalize", isinstance(self.bbox_normalize, bool), "true or false"),
+              ("bbox_fill", isinstance(self.bbox_fill, (int, float)) and 0 < self.bbox_fill <= 1,
+               "a number in (0, 1]")]
+    for key, ok, expected in checks:
+      if not ok:
+        raise ValueError(f"pose.{key}={getattr(self, key)!r}; expected {expected}")
+
+  @classmethod
+  def from_mapping(cls, values: Mapping[str, Any] | None) -> PoseDrawing:
+    """From a `pose` section (a ConfigDict, a dict from animation.json, or None: every default); an
+    older bundle without some key gets its default, an unknown key is refused."""
+    values = dict(values or {})
+    unknown = sorted(set(values) - {field.name for field in dataclasses.fields(cls)})
+    if unknown:
+      raise ValueError(f"pose has unknown keys {unknown}; expected some of threshold, bbox_normalize, bbox_fill")
+    return cls(**values)
+
+  def place(self, pose: Pose, height: int, width: int, crop: tuple[float, float, float, float]) -> Pose:
+    """Keypoints in source pixels -> pixels of the `H x W` output: box-normalised, or else following
+    the frame's `crop` box `(x0, y0, x1, y1)` of the source."""
+    if self.bbox_normalize:
+      return augment.normalize_to_box(pose, height, width, fill=self.bbox_fill, threshold=self.threshold)
+    return augment.crop_resize_points(pose, crop, height, width)
+
+  def draw(self, pose: Pose, height: int, width: int, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Skeleton video `[T, H, W, 3]` uint8 of placed keypoints (`render_pose` at this threshold)."""
+    return render_pose(pose, height, width, threshold=self.threshold, out=out)

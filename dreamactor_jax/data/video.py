@@ -26,7 +26,8 @@ from PIL import Image
 
 @dataclasses.dataclass(frozen=True)
 class Bucket:
-  """One output frame size `H x W` (multiples of 16) that batches share."""
+  """One output frame size `H x W` that batches share (the trainer checks it against the model's
+  `pixel_multiple`: the data never sees the model)."""
 
   height: int
   width: int
@@ -37,13 +38,13 @@ class Bucket:
 
 
 def parse_buckets(sizes: Sequence[Sequence[int]]) -> tuple[Bucket, ...]:
-  """`[(H, W), ...]` -> buckets, refusing sizes that are not multiples of 16 (VAE x8, patch 2)."""
+  """`[(H, W), ...]` -> buckets, refusing sizes that are not positive."""
   buckets = tuple(Bucket(int(h), int(w)) for h, w in sizes)
   if not buckets:
     raise ValueError("data.buckets is empty; expected at least one (H, W)")
   for bucket in buckets:
-    if bucket.height % 16 or bucket.width % 16 or bucket.height <= 0 or bucket.width <= 0:
-      raise ValueError(f"data.buckets has {bucket.height}x{bucket.width}; H and W must be positive multiples of 16")
+    if bucket.height <= 0 or bucket.width <= 0:
+      raise ValueError(f"data.buckets has {bucket.height}x{bucket.width}; H and W must be positive")
   return buckets
 
 

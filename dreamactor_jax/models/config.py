@@ -1,11 +1,19 @@
 """The base of every model config: a frozen dataclass that round-trips through dicts (config.json,
-ml-collections) and names unknown keys."""
+ml-collections) and names unknown keys; and the one check of a choice against its Literal type."""
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Mapping
 from typing import Any, Self
+
+
+def check_choice(key: str, value: Any, choices: Any) -> None:
+  """Raises ValueError unless `value` is one of the Literal type `choices`: `key='x' is not one of 'a', 'b'`."""
+  options = typing.get_args(choices)
+  if value not in options:
+    raise ValueError(f"{key}={value!r} is not one of {', '.join(map(repr, options))}")
 
 
 class ModelConfig:

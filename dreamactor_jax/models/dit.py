@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from collections.abc import Mapping
 from typing import Literal
 
@@ -40,15 +41,18 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dreamactor_jax.models.attention import Implementation, attention, frame_aligned_attention
-from dreamactor_jax.models.config import ModelConfig
+from dreamactor_jax.models.config import ModelConfig, check_choice
 from dreamactor_jax.models.layers import MLP, Dense, LayerNorm, LoRA, RMSNorm, gelu_exact, gelu_tanh, param
 from dreamactor_jax.models.lora import lora_layers
 from dreamactor_jax.models.rope import RopeTables, apply_rope, rope_tables
 from dreamactor_jax.models.stack import RematPolicy, build_stack, scan_stack
 from dreamactor_jax.parallel.rules import constrain
 
-# full: the paper's attention over the whole canvas; motion_cache, animate2: see the module docstring.
-AttentionLayout = Literal["full", "motion_cache", "animate2"]
+# How the DiT is handed the motion (DESIGN.md, "In-context layouts"): full, the paper's attention over
+# the whole canvas; motion_cache, animate2: see the module docstring. The one list of them: the
+# trainer, the sampler and bundles take this type and check it with `check_choice`.
+Layout = Literal["full", "motion_cache", "animate2"]
+LAYOUTS: tuple[Layout, ...] = typing.get_args(Layout)
 # How the DiT is told which canvas positions are given: "channels" (Wan2.1 I2V: mask and condition
 # latents concatenated after the noisy ones), "timestep" (Wan2.2 TI2V: given tokens hold the clean
 # latents at timestep 0, per-token timesteps; in_channels = the latent channels).
@@ -80,7 +84,7 @@ class DiTConfig(ModelConfig):
   lora_alpha: float | None = None  # adapter output scaled by alpha / rank; None: alpha = rank
   lora_targets: tuple[str, ...] = ("ffn",)  # groups of models/lora.py:LORA_GROUPS
   lora_dtype: str = "float32"  # adapter parameter dtype, fp32 also under a bf16 base
-  layout: AttentionLayout = "full"  # read by the sampler and trainer: whether to use encode_motion
+  layout: Layout = "full"  # read by the sampler and trainer: whether to use encode_motion
   condition: Condition = "channels"  # read by the sampler and trainer: how given canvas positions are marked
   motion_timestep: float = 0.0  # timestep at which encode_motion runs the motion half by default
   # animate2: RoPE position of the driving tokens' first (frame, row, column), -1 = that axis' size
@@ -101,10 +105,9 @@ class DiTConfig(ModelConfig):
     if self.lora_rank and not self.lora_targets:
       raise ValueError(f"model.lora_rank={self.lora_rank} needs at least one group in model.lora_targets")
     lora_layers(self.lora_targets)
-    if self.layout not in ("full", "motion_cache", "animate2"):
-      raise ValueError(f"model.layout={self.layout!r} is not one of 'full', 'motion_cache', 'animate2'")
-    if self.condition not in ("channels", "timestep"):
-      raise ValueError(f"model.condition={self.condition!r} is not one of 'channels', 'timestep'")
+    check_choice("model.layout", self.layout, Layout)
+    check_choice("model.condition", self.condition, Condition)
+    check_choice("model.remat", self.remat, RematPolicy)
     if self.condition == "timestep" and self.layout == "animate2":
       raise ValueError("model.condition='timestep' (TI2V) marks given canvas tokens; model.layout='animate2' has "
                        "no canvas: use layout 'full' or 'motion_cache'")
@@ -124,6 +127,11 @@ class DiTConfig(ModelConfig):
   @property
   def head_dim(self) -> int:
     return self.dim // self.num_heads
+
+  def pixel_multiple(self, space_factor: int) -> int:
+    """Pixels per token along H and W under a codec of `space_factor` pixels per latent position:
+    video frame sides must be multiples of it (Wan2.1's VAE 8 x patch 2 = 16; Wan2.2's 16 x 2 = 32)."""
+    return space_factor * math.lcm(*self.patch_size[1:])
 
   @property
   def lora(self) -> LoRA | None:

@@ -23,9 +23,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 # Wan's 4 frames per latent frame: the grouping the I2V mask packing (`pack_mask`) assumes.
-from dreamactor_jax.animation.frames import TIME_FACTOR
+from dreamactor_jax.animation.frames import TIME_FACTOR, check_frame_count
 from dreamactor_jax.models.config import ModelConfig
-from dreamactor_jax.models.vae import StandardisedLatents, WanVAE, check_frame_count
+from dreamactor_jax.models.vae import StandardisedLatents, WanVAE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +72,7 @@ class PatchCodec(StandardisedLatents, nnx.Module):
 
   def encode(self, video: jax.Array) -> jax.Array:
     """Video `[B, T, H, W, 3]` in -1..1, T = 1 + 4k -> latents `[B, 1 + k, H/p, W/p, z_dim]` fp32."""
-    check_frame_count(video.shape[1], TIME_FACTOR)
+    check_frame_count("video", video.shape[1])
     coefficients = (self.patches(video.astype(jnp.float32)) - self.center[...]) @ self.basis[...]
     padded = jnp.concatenate([jnp.repeat(coefficients[:, :1], TIME_FACTOR, axis=1), coefficients[:, 1:]], axis=1)
     batch, frames, h, w, k = padded.shape

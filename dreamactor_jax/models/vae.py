@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from dreamactor_jax.animation.frames import check_frame_count
 from dreamactor_jax.models.attention import attention
 from dreamactor_jax.models.config import ModelConfig
 from dreamactor_jax.models.layers import Dense, param
@@ -97,14 +98,6 @@ VAE_SIZES = {
     "wan2.2": VAEConfig(base_dim=160, decoder_base_dim=256, z_dim=48, patch_size=2, residual_stages=True,
                         latents_mean=WAN22_LATENTS_MEAN, latents_std=WAN22_LATENTS_STD),
 }
-
-
-def check_frame_count(frames: int, time_factor: int = 4) -> None:
-  """Raises unless `frames` = 1 + time_factor * k, naming the nearest valid counts."""
-  if frames < 1 or (frames - 1) % time_factor:
-    below = 1 + max(frames - 1, 0) // time_factor * time_factor
-    raise ValueError(f"video has {frames} frames; the VAE needs 1 + {time_factor}k frames "
-                     f"(nearest: {below} or {below + time_factor})")
 
 
 class RMSNorm(nnx.Module):
@@ -419,7 +412,7 @@ class WanVAE(StandardisedLatents, nnx.Module):
   def encode(self, video: jax.Array) -> jax.Array:
     """Video `[B, T, H, W, 3]` in -1..1, T = 1 + 4k -> latent mean `[B, 1 + k, H/s, W/s, z_dim]` fp32
     (s: `config.space_factor`)."""
-    check_frame_count(video.shape[1], self.config.time_factor)
+    check_frame_count("video", video.shape[1], self.config.time_factor)
     factor = self.config.space_factor
     if video.shape[2] % factor or video.shape[3] % factor:
       raise ValueError(f"video frames are {video.shape[2]}x{video.shape[3]}; the VAE needs sides divisible by {factor}")

@@ -10,8 +10,9 @@ The steps:
 1. Size. The driving frames are scaled to cover H x W keeping their aspect and centre-cropped
    (`fit_driving`; never stretched). H x W is `size` when given, else the checkpoint's trained size
    (swapped to H < W or H > W as the driving video is landscape or portrait), else the driving
-   video's own size rounded down to multiples of 16 (32 on Wan2.2's 16x VAE). The reference is
-   fitted inside H x W, aspect kept, padded with the blank value (`animation.fit_reference`).
+   video's own size rounded down to multiples of the model's `size_multiple` (16 for Wan2.1: VAE x8,
+   patch 2; 32 on Wan2.2's 16x VAE). The reference is fitted inside H x W, aspect kept, padded with the
+   blank value (`animation.fit_reference`).
 2. Start transition (`animation.plan_timeline`): the transition's blank motion frames are prepended
    and the last driving frame is repeated up to 3 times to make 1 + 4k frames; both are cut from the
    output, which has the driving video's frame count (frame t shows driving frame t).
@@ -74,7 +75,7 @@ import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -86,7 +87,8 @@ from dreamactor_jax import animation, diffusion, media
 from dreamactor_jax.conditioning import (CanvasLatents, decode_latents, dit_inputs, driving_dit_input, encode_canvas,
                                          encode_video, model_latents, prepend_reference, reference_frame,
                                          reference_tokens, split_for_motion_cache)
-from dreamactor_jax.models.dit import MotionCache, WanDiT
+from dreamactor_jax.models.config import check_choice
+from dreamactor_jax.models.dit import Layout, MotionCache, WanDiT
 from dreamactor_jax.models.image_encoder import CLIPVisionEncoder
 from dreamactor_jax.models.patch_codec import Codec
 from dreamactor_jax.parallel import ShardingPlan
@@ -97,9 +99,6 @@ from dreamactor_jax.sampling.sizes import LETTERBOX_FILL, area_size, fit_driving
 # (segment index, denoising steps done in it) after every step.
 StepHook = Callable[[int, int], None]
 
-
-Layout = Literal["full", "motion_cache", "animate2"]
-LAYOUTS = ("full", "motion_cache", "animate2")
 
 # Wan-Animate-2's sampling presets: the `animation` and `sampling` config sections a bundle of that
 # family carries (`bundle.BundleInfo.preset`). Both references sample the base model with 40 steps and
@@ -137,12 +136,10 @@ class AnimateOptions:
   seed: int = 0
 
   def __post_init__(self):
-    if self.layout not in LAYOUTS:
-      raise ValueError(f"layout {self.layout!r}; expected one of {', '.join(map(repr, LAYOUTS))}")
+    check_choice("layout", self.layout, Layout)
     if self.steps < 1:
       raise ValueError(f"steps={self.steps}; expected at least 1")
-    if self.loss_region not in ("generated", "canvas"):
-      raise ValueError(f"loss_region {self.loss_region!r}; expected 'generated' or 'canvas'")
+    check_choice("loss_region", self.loss_region, animation.LossRegion)
 
   @classmethod
   def from_config(cls, animation_config: Any = None, sampling_config: Any = None, **overrides) -> AnimateOptions:
@@ -202,6 +199,13 @@ class Models:
     if self.text.text_dim != config.text_dim:
       raise ValueError(f"{self.name}: text embeddings of width {self.text.text_dim}; the DiT reads "
                        f"text_dim={config.text_dim}")
+    if self.size is not None:
+      animation.check_frame_size(f"{self.name}: trained size", self.size, self.size_multiple)
+
+  @property
+  def size_multiple(self) -> int:
+    """Pixels per DiT token along H and W: frame sides are multiples of it (16 for Wan2.1)."""
+    return self.dit.config.pixel_multiple(self.vae.config.space_factor)
 
 
 def fit_inputs(reference: np.ndarray, driving: np.ndarray | None, height: int, width: int,
@@ -439,7 +443,7 @@ def _plan_frames(models: Models, options: AnimateOptions, references: Sequence[n
   """Steps 1-3 of the module docstring (animate2: its own sizing, no start transition, padded segments)."""
   frames = driving.shape[1]
   if options.layout != "animate2":
-    height, width = resolve_size(size, models.size, driving.shape[2:4], 2 * models.vae.config.space_factor)
+    height, width = resolve_size(size, models.size, driving.shape[2:4], models.size_multiple)
     timeline_plan = animation.plan_timeline(frames, fps, options.start_seconds, options.fit_frames)
     reference = np.stack([fit_inputs(r, None, height, width, options)[0] for r in references])
     timeline = np.asarray(animation.extend_driving(media.to_unit(fit_driving(driving, height, width)), timeline_plan,
@@ -449,8 +453,8 @@ def _plan_frames(models: Models, options: AnimateOptions, references: Sequence[n
     return _Frames(reference, timeline, segments, animation.output_buffer(reference[:, None], timeline.shape[1],
                                                                           blank=options.blank),
                    slice(timeline_plan.lead, timeline_plan.lead + frames))
-  area = resolve_size(size, models.size, driving.shape[2:4])
-  sizes = {area_size(area, np.shape(r)[:2]) for r in references}
+  area = resolve_size(size, models.size, driving.shape[2:4], models.size_multiple)
+  sizes = {area_size(area, np.shape(r)[:2], models.size_multiple) for r in references}
   if len(sizes) > 1:
     raise ValueError(f"the references' aspects give Wan-Animate-2 sizes {sorted(sizes)}; animate references of "
                      "different aspect one call at a time")

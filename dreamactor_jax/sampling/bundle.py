@@ -24,35 +24,39 @@ animation.json:
      "size": [480, 832],                 the (H, W) it was trained at: sampling's default resolution
      "text": "umt5" | "cache" | "none",  where text comes from; none: zeros [text_len, text_dim], no prompt
      "text_len": 512,                    text tokens the DiT reads (zero-padded)
-     "animation": {...}, "sampling": {...}}   the dreamactor_jax/configs/base.py sections it was trained with
+     "animation": {...}, "sampling": {...},   the dreamactor_jax/configs/base.py sections it was trained with
+     "pose": {...}}                      stage 1: how its skeletons were drawn (config.data.pose; absent: defaults)
 
 Every failure is one line naming the bundle and the missing or wrong part (`BundleError`).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
 import os
 import shutil
 import sys
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from absl import flags
 from flax import nnx
 
+from dreamactor_jax import cli
 from dreamactor_jax.checkpoints.experts import denoiser_config, expert_folders, is_experts, read_boundary
 from dreamactor_jax.checkpoints.model_state import model_params
-from dreamactor_jax.checkpoints.orbax_model import load_codec, load_dit, load_model, save_model
-from dreamactor_jax.models.dit import WanDiT
+from dreamactor_jax.checkpoints.orbax_model import load_codec, load_codec_config, load_dit, load_model, save_model
+from dreamactor_jax.models.config import check_choice
+from dreamactor_jax.models.dit import Layout, WanDiT
 from dreamactor_jax.models.image_encoder import CLIPVisionConfig, CLIPVisionEncoder
 from dreamactor_jax.models.lora import merge_lora, rebuild
 from dreamactor_jax.models.text_encoder import TEXT_LEN, UMT5Config, UMT5Encoder, encode_prompts, load_tokenizer
 from dreamactor_jax.sampling import offload
-from dreamactor_jax.sampling.animate import LAYOUTS, PRESETS, AnimateOptions, Layout, Models
+from dreamactor_jax.sampling.animate import PRESETS, AnimateOptions, Models
 from dreamactor_jax.sampling.prompt_cache import PromptCache, TextEmbedder
 
 FORMAT = 1
@@ -81,15 +85,15 @@ class BundleInfo:
   animation: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   sampling: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   preset: str | None = None
+  pose: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # data.skeleton.PoseDrawing's fields
 
   def __post_init__(self):
-    checks = [("stage", self.stage in ("pose", "rgb"), "'pose' or 'rgb'"),
-              ("text", self.text in ("umt5", "cache", "none"), "'umt5', 'cache' or 'none'"),
-              ("layout", self.layout in LAYOUTS, " or ".join(map(repr, LAYOUTS))),
-              ("preset", self.preset in PRESETS if self.layout == "animate2" else self.preset is None,
+    for key, choices in (("stage", Stage), ("text", TextSource), ("layout", Layout)):
+      check_choice(key, getattr(self, key), choices)
+    checks = [("preset", self.preset in PRESETS if self.layout == "animate2" else self.preset is None,
                f"one of {sorted(PRESETS)} with layout 'animate2', none otherwise"),
-              ("size", len(self.size) == 2 and all(isinstance(s, int) and s > 0 and s % 16 == 0 for s in self.size),
-               "[H, W], positive multiples of 16"),
+              ("size", len(self.size) == 2 and all(isinstance(s, int) and s > 0 for s in self.size),
+               "[H, W], positive integers (multiples of the model's size_multiple, checked when it loads)"),
               ("fps", isinstance(self.fps, (int, float)) and self.fps > 0, "a positive number"),
               ("text_len", isinstance(self.text_len, int) and self.text_len > 0, "a positive integer")]
     for key, ok, expected in checks:
@@ -97,14 +101,27 @@ class BundleInfo:
         raise ValueError(f"{key}={getattr(self, key)!r}; expected {expected}")
     for name in ("animation", "sampling"):
       _check_section(name, getattr(self, name))
+    if not isinstance(self.pose, Mapping):
+      raise ValueError(f"pose={self.pose!r}; expected an object of skeleton drawing settings")
     object.__setattr__(self, "size", tuple(self.size))
     for name, preset in (PRESETS[self.preset] if self.preset else {}).items():  # the preset, below the bundle's own
       object.__setattr__(self, name, {**preset, **_plain(getattr(self, name))})
 
+  @classmethod
+  def from_json(cls, values: Any) -> BundleInfo:
+    """The inverse of `to_json`, from parsed animation.json; raises ValueError (or TypeError for an
+    unknown key) naming what is wrong. A bundle from before "pose" was recorded gets the defaults."""
+    if not isinstance(values, dict):
+      raise ValueError(f"expected a JSON object, found {type(values).__name__}")
+    values = dict(values)
+    if values.pop("format", None) != FORMAT:
+      raise ValueError(f"format is not {FORMAT}")
+    return cls(**values)
+
   def to_json(self) -> dict[str, Any]:
     values = {key: value for key, value in dataclasses.asdict(self).items() if key != "preset" or value}
     return {"format": FORMAT, **values, "size": list(self.size),
-            "animation": _plain(self.animation), "sampling": _plain(self.sampling)}
+            "animation": _plain(self.animation), "sampling": _plain(self.sampling), "pose": _plain(self.pose)}
 
   def options(self, **overrides) -> AnimateOptions:
     """The sampling defaults it was trained with (`AnimateOptions.from_config`), then `overrides`."""
@@ -149,12 +166,7 @@ def read_info(folder: str | os.PathLike) -> BundleInfo:
         "see dreamactor_jax/sampling/bundle.py)" if bare
         else "; expected a bundle folder (animation.json, dit/, vae/, ...)"))
   try:
-    values = json.loads(path.read_text())
-    if not isinstance(values, dict):
-      raise ValueError(f"expected a JSON object, found {type(values).__name__}")
-    if values.pop("format", None) != FORMAT:
-      raise ValueError(f"format is not {FORMAT}")
-    info = BundleInfo(**values)
+    info = BundleInfo.from_json(json.loads(path.read_text()))
     info.options()  # the sampling settings it holds are valid together
     return info
   except (ValueError, TypeError) as e:
@@ -189,6 +201,13 @@ def text_embedder(folder: str | os.PathLike, info: BundleInfo | None = None) -> 
     if (folder / PROMPTS_FILE).exists():
       cache = PromptCache(folder / PROMPTS_FILE)
   return TextEmbedder(text_dim, info.text_len, cache=cache, load_encoder=load_encoder, source=f"checkpoint {folder}")
+
+
+def size_multiple(folder: str | os.PathLike) -> int:
+  """A bundle's `Models.size_multiple` from its config files alone: frame sides are multiples of it."""
+  folder = Path(folder)
+  dit_config = denoiser_config(_require(folder, "dit", "the DiT"))
+  return dit_config.pixel_multiple(load_codec_config(_require(folder, "vae", "the VAE")).space_factor)
 
 
 def load_bundle(folder: str | os.PathLike, *, lora: str | os.PathLike | None = None, dtype: str | None = None,
@@ -275,69 +294,63 @@ def save_bundle(out: str | os.PathLike, info: BundleInfo, *, dit: Part, vae: Par
   return out
 
 
-def _size(text: str) -> tuple[int, int]:
-  parts = text.lower().split("x")
-  if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-    raise argparse.ArgumentTypeError(f"{text!r}: expected HxW, e.g. 800x640")
-  return int(parts[0]), int(parts[1])
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("out", None, "Bundle folder to write (must not exist).", required=True, flag_values=FLAGS)
+flags.DEFINE_string("dit", None, "DiT folder (`convert dit` or training's save_model), or Wan2.2 A14B's two experts "
+                    "(`convert a14b`); its config's layout is the bundle's.", required=True, flag_values=FLAGS)
+flags.DEFINE_string("vae", None, "VAE folder (`convert vae`).", required=True, flag_values=FLAGS)
+flags.DEFINE_string("clip", None, "CLIP folder (`convert clip`): needed when the DiT has an image branch.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("umt5", None, "UMT5 folder (`convert t5`); with --tokenizer: text 'umt5'.", flag_values=FLAGS)
+flags.DEFINE_string("tokenizer", None, "transformers tokenizer folder of UMT5 (e.g. google/umt5-xxl).",
+                    flag_values=FLAGS)
+flags.DEFINE_string("prompts", None, "PromptCache file (prompt_cache.py): text 'cache' without --umt5, read first "
+                    "with it; it must hold every prompt sampling uses.", flag_values=FLAGS)
+flags.DEFINE_enum("preset", None, sorted(PRESETS), "Wan-Animate-2 sampling preset (animate.PRESETS; default base): "
+                  "base 40 steps, guidance 3; distilled 10 steps, no guidance.", flag_values=FLAGS)
+flags.DEFINE_enum("stage", "rgb", list(typing.get_args(Stage)), "What drives it: rendered pose videos (stage 1) or "
+                  "any RGB video.", flag_values=FLAGS)
+cli.define_size("size", None, "HxW sampling default: the trained size (Wan-Animate-2: the target area, default "
+                "800x640).", FLAGS)
+flags.DEFINE_float("fps", None, "Frame rate of its training clips (default 24 for Wan-Animate-2, else 16).",
+                   lower_bound=0.001, flag_values=FLAGS)
+flags.DEFINE_bool("link", False, "Symlink the part folders instead of copying them.", flag_values=FLAGS)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _write_from_flags() -> None:
   """`python -m dreamactor_jax.sampling.bundle`: a bundle from converted parts (module docstring)."""
-  parser = argparse.ArgumentParser(prog="python -m dreamactor_jax.sampling.bundle", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--out", required=True, help="bundle folder to write (must not exist)")
-  parser.add_argument("--dit", required=True, help="DiT folder (`convert dit` or training's save_model), or Wan2.2 "
-                      "A14B's two experts (`convert a14b`); its config's layout is the bundle's")
-  parser.add_argument("--vae", required=True, help="VAE folder (`convert vae`)")
-  parser.add_argument("--clip", help="CLIP folder (`convert clip`): needed when the DiT has an image branch")
-  parser.add_argument("--umt5", help="UMT5 folder (`convert t5`); with --tokenizer: text 'umt5'")
-  parser.add_argument("--tokenizer", help="transformers tokenizer folder of UMT5 (e.g. google/umt5-xxl)")
-  parser.add_argument("--prompts", help="PromptCache file (prompt_cache.py): text 'cache' without --umt5, "
-                      "read first with it; it must hold every prompt sampling uses")
-  parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                      help="Wan-Animate-2 sampling preset (animate.PRESETS; default base): base 40 steps, "
-                      "guidance 3; distilled 10 steps, no guidance")
-  parser.add_argument("--stage", choices=["pose", "rgb"], default="rgb",
-                      help="what drives it: rendered pose videos (stage 1) or any RGB video")
-  parser.add_argument("--size", type=_size, default=None,
-                      help="HxW sampling default: the trained size (Wan-Animate-2: the target area, default 800x640)")
-  parser.add_argument("--fps", type=float, default=None,
-                      help="frame rate of its training clips (default 24 for Wan-Animate-2, else 16)")
-  parser.add_argument("--link", action="store_true", help="symlink the part folders instead of copying them")
-  args = parser.parse_args(argv)
+  args = cli.namespace(FLAGS)
   out = Path(args.out)
-  try:
-    for flag in ("dit", "vae", "clip", "umt5", "tokenizer", "prompts"):
-      path = getattr(args, flag)
-      if path is not None and not Path(path).exists():
-        raise BundleError(f"--{flag}: {path} does not exist")
-    if (args.umt5 is None) != (args.tokenizer is None):
-      raise BundleError("--umt5 and --tokenizer: give both (text 'umt5') or neither")
-    if out.exists():
-      raise BundleError(f"--out: {out} exists already; expected a new folder")
-    layout = denoiser_config(args.dit).layout
-    animate2 = layout == "animate2"
-    if args.preset is not None and not animate2:
-      raise BundleError(f"--preset: the DiT at {args.dit} has layout {layout!r}; presets are for Wan-Animate-2 "
-                        "DiTs (layout 'animate2')")
-    if args.size is None and not animate2:
-      raise BundleError("--size: expected HxW, the size the DiT was trained at (e.g. 480x832)")
-    text = "umt5" if args.umt5 else "cache" if args.prompts else "none"
-    info = BundleInfo(stage=args.stage, size=args.size or (800, 640), fps=args.fps or (24.0 if animate2 else 16.0),
-                      text=text, layout=layout, preset=(args.preset or "base") if animate2 else None)
-    partial = out.with_name(f"{out.name}.partial")  # written aside, then renamed: `out` is whole or absent
-    shutil.rmtree(partial, ignore_errors=True)
-    save_bundle(partial, info, dit=args.dit, vae=args.vae, clip=args.clip, umt5=args.umt5, tokenizer=args.tokenizer,
-                prompts=args.prompts, link=args.link)
-    os.replace(partial, out)
-  except (ValueError, OSError) as e:  # BundleError and CheckpointError are ValueErrors
-    print(f"error: {e}".splitlines()[0], file=sys.stderr)
-    return 2
+  for flag in ("dit", "vae", "clip", "umt5", "tokenizer", "prompts"):
+    path = getattr(args, flag)
+    if path is not None and not Path(path).exists():
+      raise BundleError(f"--{flag}: {path} does not exist")
+  if (args.umt5 is None) != (args.tokenizer is None):
+    raise BundleError("--umt5 and --tokenizer: give both (text 'umt5') or neither")
+  if out.exists():
+    raise BundleError(f"--out: {out} exists already; expected a new folder")
+  layout = denoiser_config(args.dit).layout
+  animate2 = layout == "animate2"
+  if args.preset is not None and not animate2:
+    raise BundleError(f"--preset: the DiT at {args.dit} has layout {layout!r}; presets are for Wan-Animate-2 "
+                      "DiTs (layout 'animate2')")
+  if args.size is None and not animate2:
+    raise BundleError("--size: expected HxW, the size the DiT was trained at (e.g. 480x832)")
+  text = "umt5" if args.umt5 else "cache" if args.prompts else "none"
+  info = BundleInfo(stage=args.stage, size=tuple(args.size or (800, 640)), fps=args.fps or (24.0 if animate2 else 16.0),
+                    text=text, layout=layout, preset=(args.preset or "base") if animate2 else None)
+  partial = out.with_name(f"{out.name}.partial")  # written aside, then renamed: `out` is whole or absent
+  shutil.rmtree(partial, ignore_errors=True)
+  save_bundle(partial, info, dit=args.dit, vae=args.vae, clip=args.clip, umt5=args.umt5, tokenizer=args.tokenizer,
+              prompts=args.prompts, link=args.link)
+  os.replace(partial, out)
   experts = f", two experts (boundary {read_boundary(out / 'dit')})" if is_experts(out / "dit") else ""
   print(f"wrote {out}: layout {info.layout}{experts}" + (f", preset {info.preset}" if info.preset else "") +
         f", text {info.text}, size {info.size[0]}x{info.size[1]}")
-  return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  return cli.run(_write_from_flags, FLAGS, None if argv is None else list(argv), doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The frame size of a sampling call and how its inputs are fitted to it (step 1 of `animate.py`'s docstring;
-ANIMATE2.md for Wan-Animate-2's area sizing and letterbox): sizes are multiples of 16 (32 on Wan2.2's 16x
-VAE), driving frames are scaled
+ANIMATE2.md for Wan-Animate-2's area sizing and letterbox): sizes are multiples of the model's `size_multiple`
+(16 for Wan2.1: VAE x8, patch 2), driving frames are scaled
 to cover and centre-cropped, never stretched, or under animate2 letterboxed on black.
 """
 
@@ -13,16 +13,15 @@ from PIL import Image
 
 from dreamactor_jax import animation, media
 
-SIZE_MULTIPLE = 16  # Wan2.1's VAE x8, then DiT patch 2 (`resolve_size` takes the VAE's own)
 # Wan-Animate-2 letterboxes the reference and the driving frames on black (diffusers'
 # WanAnimate2VideoProcessor, fill_color 0), in -1..1.
 LETTERBOX_FILL = -1.0
 
 
 def resolve_size(size: tuple[int, int] | None, trained: tuple[int, int] | None,
-                 driving_size: tuple[int, int], multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
+                 driving_size: tuple[int, int], multiple: int) -> tuple[int, int]:
   """The working (H, W): `size`, else `trained` in the driving video's orientation, else the driving
-  size rounded down to `multiple`s: 2 x the VAE's pixels per latent (`animate.py`'s docstring, step 1)."""
+  size rounded down to multiples of `multiple` (`Models.size_multiple`; `animate.py`'s docstring, step 1)."""
   if size is None and trained is not None:
     size = tuple(trained)
     if size[0] != size[1] and driving_size[0] != driving_size[1] and \
@@ -31,22 +30,21 @@ def resolve_size(size: tuple[int, int] | None, trained: tuple[int, int] | None,
   if size is None:
     size = tuple(s // multiple * multiple for s in driving_size)
   height, width = (int(s) for s in size)
-  if height < multiple or width < multiple or height % multiple or width % multiple:
-    raise ValueError(f"resolution {height}x{width}: H and W must be positive multiples of {multiple}")
+  animation.check_frame_size("resolution", (height, width), multiple)
   return height, width
 
 
-def area_size(area: tuple[int, int], image_size: tuple[int, int]) -> tuple[int, int]:
+def area_size(area: tuple[int, int], image_size: tuple[int, int], multiple: int) -> tuple[int, int]:
   """Wan-Animate-2's working (H, W): about `area[0] * area[1]` pixels in the aspect of the reference
-  image `(h, w)` (first rounded down to multiples of 16), each side rounded down to a multiple of 16
-  (diffusers' WanAnimate2ProcessImagesInputStep)."""
-  image_h, image_w = (s // SIZE_MULTIPLE * SIZE_MULTIPLE for s in image_size)
+  image `(h, w)` (first rounded down to multiples of `multiple`, 16 for Wan), each side rounded down
+  to a multiple of it (diffusers' WanAnimate2ProcessImagesInputStep)."""
+  image_h, image_w = (s // multiple * multiple for s in image_size)
   if not image_h or not image_w:
     raise ValueError(f"reference image {image_size[0]}x{image_size[1]}: Wan-Animate-2 needs at least "
-                     f"{SIZE_MULTIPLE} pixels on each side")
+                     f"{multiple} pixels on each side")
   pixels, aspect = area[0] * area[1], image_h / image_w
-  height, width = (int(math.sqrt(pixels * r)) // SIZE_MULTIPLE * SIZE_MULTIPLE for r in (aspect, 1 / aspect))
-  return resolve_size((height, width), None, (height, width))
+  height, width = (int(math.sqrt(pixels * r)) // multiple * multiple for r in (aspect, 1 / aspect))
+  return resolve_size((height, width), None, (height, width), multiple)
 
 
 def fit_driving(driving: np.ndarray, height: int, width: int, *, letterbox: bool = False) -> np.ndarray:

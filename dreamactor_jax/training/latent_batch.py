@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from dreamactor_jax import animation
 from dreamactor_jax.conditioning import (CanvasLatents, encode_canvas, encode_video, prepend_reference, reference_frame,
                                          reference_tokens)
+from dreamactor_jax.models.dit import Layout
 from dreamactor_jax.models.image_encoder import CLIPVisionEncoder
 from dreamactor_jax.models.patch_codec import Codec
 
@@ -58,7 +59,7 @@ def to_unit(frames: jax.Array) -> jax.Array:
 
 def prepare_batch(vae: Codec, clip: CLIPVisionEncoder | None, batch: Mapping[str, jax.Array], key: jax.Array, *,
                   null_text: jax.Array, given_frames: int = 1, start_seconds: float = 1.0,
-                  blank: float = animation.BLANK, text_dropout: float = 0.0, layout: str = "full",
+                  blank: float = animation.BLANK, text_dropout: float = 0.0, layout: Layout = "full",
                   driving_text: jax.Array | None = None) -> LatentBatch:
   """Encodes a data batch: video, driving `[B, T, H, W, 3]` uint8, reference `[B, H, W, 3]` uint8,
   text `[B, Lt, D]`, fps `[B]`. `null_text` `[Lt, D]` is the embedding of the unconditional prompt.

@@ -104,11 +104,9 @@ def load_encoders(config: ml_collections.ConfigDict, dit_config: DiTConfig) -> E
                                  config.animation.loss_region)
   except ValueError as e:
     raise TrainingError(f"config.init.vae has z_dim={vae_config.z_dim}, but the DiT's {e}") from None
-  multiple = 2 * vae_config.space_factor  # whole 2x2 patches of latents in each canvas half
-  for height, width in config.data.buckets:
-    if height % multiple or width % multiple:
-      raise TrainingError(f"config.data.buckets has {height}x{width}; the VAE at {config.init.vae} has "
-                          f"{vae_config.space_factor} pixels per latent, so H and W must be multiples of {multiple}")
+  multiple = dit_config.pixel_multiple(vae_config.space_factor)
+  for bucket in config.data.buckets:
+    animation.check_frame_size("config.data.buckets has", tuple(bucket), multiple)
   clip = None
   if dit_config.image_dim is not None:
     if not config.init.clip:
@@ -369,7 +367,8 @@ class Trainer:
     info = BundleInfo(stage="pose" if config.stage == 1 else "rgb", size=self.clip_size, fps=self.clip_fps,
                       text="cache" if config.init.prompt_cache else "none", layout=self.dit_config.layout,
                       text_len=config.data.text_len, animation=dict(config.animation), sampling=dict(config.sampling),
-                      preset="base" if self.dit_config.layout == "animate2" else None)
+                      preset="base" if self.dit_config.layout == "animate2" else None,
+                      pose=dataclasses.asdict(self.data_config.pose))
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     save_bundle(staging, info, dit=model, vae=config.init.vae, clip=config.init.clip or None,

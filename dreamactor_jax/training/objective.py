@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import jax
 
 from dreamactor_jax import animation, diffusion
 from dreamactor_jax.conditioning import CanvasLatents, dit_inputs, driving_dit_input, split_for_motion_cache
-from dreamactor_jax.models.dit import WanDiT
+from dreamactor_jax.models.dit import Layout, WanDiT
 from dreamactor_jax.training.latent_batch import LatentBatch
-
-Layout = Literal["full", "motion_cache", "animate2"]
 
 
 @jax.tree_util.register_dataclass
@@ -59,8 +57,6 @@ def animation_loss(model: WanDiT, batch: LatentBatch, key: jax.Array, *, sigmas:
     weight, region = animation.generated_region(batch.mask), "canvas"
     motion = model.encode_motion(driving_dit_input(batch.driving), batch.driving_text,
                                  image_context=batch.driving_image)
-  elif layout != "full":
-    raise ValueError(f"model.layout={layout!r}; expected 'full', 'motion_cache' or 'animate2'")
 
   def predict_velocity(noisy: jax.Array, timestep: jax.Array) -> jax.Array:
     inputs, timestep = dit_inputs(noisy, latents, timestep, region=region, condition=condition, patch_size=patch_size)

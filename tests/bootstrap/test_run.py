@@ -4,6 +4,7 @@ blob without; 2 motions each, 9 frames of 32 x 48), 5-frame clips, 1 denoising s
 2 per animate_batch call."""
 
 import csv
+import dataclasses
 import json
 import shutil
 
@@ -19,7 +20,9 @@ from dreamactor_jax.data import DataConfig, open_stage2, stage1_dataset, stage2_
 from dreamactor_jax.data import synthetic as S
 from dreamactor_jax.data.build import build_dataset
 from dreamactor_jax.data.pose import PoseEstimator
+from dreamactor_jax.data.skeleton import PoseDrawing
 from dreamactor_jax.data.video import decode_jpeg, decode_jpegs
+from dreamactor_jax.sampling.bundle import BundleInfo
 from tests.data.test_pose import simcc_model
 from tiny_bundle import tiny_models, write_tiny_bundle
 
@@ -259,12 +262,17 @@ def test_hosts_split_the_clips(world, tmp_path, count_renders):
   assert len(count_renders) == 2 and all(call["driving"].shape[0] == 2 for call in count_renders)  # padded
 
 
-def test_clips_match_the_stage1_pipeline(world):
-  """read_clip renders the skeleton the stage-1 trainer sees (bone scaling off, centred crop)."""
+@pytest.mark.parametrize("drawing", [PoseDrawing(), PoseDrawing(threshold=0.5, bbox_fill=0.6),
+                                     PoseDrawing(bbox_normalize=False)], ids=["defaults", "fill", "crop"])
+def test_clips_match_the_stage1_pipeline(world, drawing):
+  """read_clip, with the drawing a stage-1 bundle records, renders the skeleton the stage-1 trainer
+  saw with it (bone scaling off, centred crop)."""
   path = staging.dataset_dir(world / "data", "video_folder")
   config = DataConfig(stage1_dir=str(world / "data"), num_frames=9, frame_stride=1, buckets=(SIZE,),
                       random_crop=False, bone_scale_prob=0.0, batch_size=1, num_workers=0, num_epochs=1,
-                      text_len=3, text_dim=2)
+                      text_len=3, text_dim=2, pose=drawing)
+  recorded = BundleInfo.from_json(BundleInfo(stage="pose", size=SIZE, fps=8.0, pose=dataclasses.asdict(drawing))
+                                  .to_json())
   rows = staging.read_index(path)
   source = staging.LazySource(path)
   batches = list(stage1_dataset(config))
@@ -273,7 +281,7 @@ def test_clips_match_the_stage1_pipeline(world):
     record = [r["video_id"] for r in rows].index(batch["video_id"][0])
     clip = ClipPlan(record=record, video_id=rows[record]["video_id"], identity=HUMANOID, caption="", fps=8.0,
                     frames=tuple(range(9)), bucket=SIZE, has_pose=True)
-    data = read_clip(source[record], clip)
+    data = read_clip(source[record], clip, run.pose_drawing(recorded))
     for name in ("video", "reference"):
       np.testing.assert_array_equal(getattr(data, name), batch[name][0])
     np.testing.assert_array_equal(data.skeleton, batch["driving"][0])
@@ -307,5 +315,5 @@ def test_errors(world, tmp_path, capsys):
   assert error("--out", str(tmp_path / "g")) == "error: --checkpoint: required"
   assert error("--out", "x", "--thresholds", "speed=1") == (
       "error: --thresholds=speed=1: --thresholds: unknown score 'speed'; expected some of temporal, color, clip, pose")
-  assert error(*args(world, tmp_path / "h"), "--size", "40x48") == "error: --size=40x48: expected multiples of 16 " \
-      "(VAE x8, patch 2)"
+  assert error(*args(world, tmp_path / "h"), "--size", "40x48") == ("error: --size 40x48: H and W must be positive "
+                                                                   "multiples of 16")

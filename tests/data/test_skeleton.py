@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 
 from dreamactor_jax.data.keypoints import Pose
-from dreamactor_jax.data.skeleton import BODY_COLORS, HAND_EDGE_COLORS, HAND_JOINT_COLOR, render_frame, render_pose
+from dreamactor_jax.data.skeleton import (BODY_COLORS, HAND_EDGE_COLORS, HAND_JOINT_COLOR, PoseDrawing, render_frame,
+                                          render_pose)
 
 
 def test_render_known_keypoints_gives_openpose_colours_at_known_places():
@@ -36,3 +38,15 @@ def test_line_width_scales_with_frame_size():
     frame = render_frame(body, np.zeros((1, 2, 21, 3)), np.zeros((1, 68, 3)), size, size)
     column = frame[:, size // 2].any(-1)
     assert column.sum() == (2 if size == 64 else 8)  # OpenPose's 8-pixel limbs at 480p, never below 1
+
+
+def test_pose_drawing_reads_a_section_with_defaults_and_names_bad_keys():
+  assert PoseDrawing.from_mapping(None) == PoseDrawing() == PoseDrawing(threshold=0.3, bbox_normalize=True,
+                                                                          bbox_fill=0.9)
+  assert PoseDrawing.from_mapping({"bbox_fill": 0.5}) == PoseDrawing(bbox_fill=0.5)  # an older section: defaults
+  with pytest.raises(ValueError, match=r"pose has unknown keys \['fill'\]"):
+    PoseDrawing.from_mapping({"fill": 0.5})
+  with pytest.raises(ValueError, match=r"pose.bbox_fill=1.5; expected a number in \(0, 1\]"):
+    PoseDrawing(bbox_fill=1.5)
+  with pytest.raises(ValueError, match="pose.threshold='high'; expected a number in"):
+    PoseDrawing.from_mapping({"threshold": "high"})

@@ -45,7 +45,7 @@ def test_a_full_basis_decodes_exactly():
 
 def test_bad_inputs_are_named():
   codec = identity_codec()
-  with pytest.raises(ValueError, match=r"video has 6 frames; the VAE needs 1 \+ 4k frames \(nearest: 5 or 9\)"):
+  with pytest.raises(ValueError, match=r"video = 6 frames; Wan needs 1 \+ 4k frames \(nearest: 5 or 9\)"):
     codec.encode(np.zeros((1, 6, 12, 20, 3), np.float32))
   with pytest.raises(ValueError, match="video frames are 12x21; the patch codec needs sides divisible by 2"):
     codec.encode(np.zeros((1, 5, 12, 21, 3), np.float32))

@@ -11,10 +11,11 @@ import torch
 from flax import nnx
 
 from conftest import assert_close, make_torch_vae
+from dreamactor_jax.animation.frames import check_frame_count
 from dreamactor_jax.convert import load_torch_vae
 from dreamactor_jax.models import vae as vae_module
 from dreamactor_jax.models import vae_conv
-from dreamactor_jax.models.vae import VAE_SIZES, VAEConfig, WanVAE, check_frame_count
+from dreamactor_jax.models.vae import VAE_SIZES, VAEConfig, WanVAE
 
 # Non-square frames (24 x 40 pixels -> 3 x 5 latents) and a 4-stage tiny net with unequal widths.
 TINY = dict(base_dim=6, z_dim=4, dim_mult=[1, 2, 3, 3], num_res_blocks=1)
@@ -133,7 +134,7 @@ def test_normalize_round_trip(vaes):
                                              (16, r"16 frames.*nearest: 13 or 17")])
 def test_frame_count_error(frames, message):
   with pytest.raises(ValueError, match=message):
-    check_frame_count(frames)
+    check_frame_count("video", frames)
 
 
 def test_wrong_frame_size_is_reported(vaes):

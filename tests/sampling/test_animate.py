@@ -179,12 +179,12 @@ def test_driving_is_cover_cropped_and_sizes_resolved():
   assert out.shape == (2, 32, 48, 3)
   assert (out[0, :, 10:38] > 250).all() and (out[0, :, :5] < 5).all() and (out[0, :, -5:] < 5).all()
   np.testing.assert_array_equal(out[1], 255 - out[0])  # frames resized alike
-  assert resolve_size(None, (32, 48), (90, 60)) == (48, 32)  # a portrait driving video turns the trained size
-  assert resolve_size(None, (32, 48), (60, 90)) == (32, 48)
-  assert resolve_size((64, 16), (32, 48), (60, 90)) == (64, 16)
-  assert resolve_size(None, None, (50, 70)) == (48, 64)
+  assert resolve_size(None, (32, 48), (90, 60), 16) == (48, 32)  # a portrait driving video turns the trained size
+  assert resolve_size(None, (32, 48), (60, 90), 16) == (32, 48)
+  assert resolve_size((64, 16), (32, 48), (60, 90), 16) == (64, 16)
+  assert resolve_size(None, None, (50, 70), 16) == (48, 64)
   with pytest.raises(ValueError, match="resolution 40x48: H and W must be positive multiples of 16"):
-    resolve_size((40, 48), None, (60, 90))
+    resolve_size((40, 48), None, (60, 90), 16)
 
 
 def test_errors(models):
@@ -218,11 +218,11 @@ def test_options_from_config_sections():
 
 def test_animate2_size_letterbox_and_prompts():
   """Wan-Animate-2: the target area in the reference's aspect (diffusers' rule), letterboxing on black."""
-  assert area_size((800, 640), (1280, 720)) == (944, 528)  # a portrait 720p reference
-  assert area_size((800, 640), (1080, 1920)) == (528, 944)  # its aspect from 1072 x 1920
-  assert area_size((32, 48), (40, 56)) == (32, 48)
+  assert area_size((800, 640), (1280, 720), 16) == (944, 528)  # a portrait 720p reference
+  assert area_size((800, 640), (1080, 1920), 16) == (528, 944)  # its aspect from 1072 x 1920
+  assert area_size((32, 48), (40, 56), 16) == (32, 48)
   with pytest.raises(ValueError, match="reference image 10x40: Wan-Animate-2 needs at least 16 pixels on each side"):
-    area_size((32, 48), (10, 40))
+    area_size((32, 48), (10, 40), 16)
   frame = np.full((20, 60, 3), 200, np.uint8)  # wide: fitted 16 x 48, 8 black rows above and below
   out = fit_driving(frame[None], 32, 48, letterbox=True)
   assert out.shape == (1, 32, 48, 3)
@@ -246,5 +246,5 @@ def test_animate2_errors(models):
   with pytest.raises(ValueError, match=r"the references' aspects give Wan-Animate-2 sizes \[\(32, 48\), \(48, 32\)\]"):
     wide, tall = np.zeros((40, 60, 3), np.uint8), np.zeros((60, 40, 3), np.uint8)
     animate_batch(dataclasses.replace(models, dit=dit), [wide, tall], driving, ["", ""], fps=4.0, options=animate2)
-  with pytest.raises(ValueError, match="layout 'motion'; expected one of 'full', 'motion_cache', 'animate2'"):
+  with pytest.raises(ValueError, match="layout='motion' is not one of 'full', 'motion_cache', 'animate2'"):
     AnimateOptions(layout="motion")

@@ -74,7 +74,8 @@ def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder, siz
   straight, killed = tmp_path / "straight", tmp_path / "killed"
   env = train_env(tmp_path / "jax_cache")
   run(train_command(straight, data, vae_folder, size), env)
-  assert read_info(straight / "bundle").stage == "pose"
+  info = read_info(straight / "bundle")
+  assert info.stage == "pose" and info.pose == dict(threshold=0.3, bbox_normalize=True, bbox_fill=0.9)  # as drawn
   scalars = read_scalars(straight / "tensorboard")
   assert [step for step, _ in scalars["loss"]] == [2, 4, 6] and "learning_rate" in scalars and "grad_norm" in scalars
   assert any(name.startswith("loss/sigma_") for name in scalars)

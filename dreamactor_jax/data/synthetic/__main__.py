@@ -22,7 +22,8 @@ _MOTIONS = flags.DEFINE_integer("motions", 8, "Number of motions; motion m has t
                                 lower_bound=1, flag_values=FLAGS)
 _FRAMES = flags.DEFINE_integer("frames", 17, "Frames per clip, 1 + 4k for the model.", lower_bound=1,
                                flag_values=FLAGS)
-_SIZE = cli.define_size("size", "64x64", "HxW of each frame, multiples of 16.", FLAGS)
+_SIZE = cli.define_size("size", "64x64", "HxW of each frame (training and sampling fit it to the model's sizes).",
+                        FLAGS)
 _SEED = flags.DEFINE_integer("seed", 0, "World seed: same seed, same world.", lower_bound=0, flag_values=FLAGS)
 _KINDS = flags.DEFINE_multi_enum("kinds", list(KINDS), KINDS, "Character kinds (repeatable; default all).",
                                  flag_values=FLAGS)
@@ -41,8 +42,6 @@ _MOTION_INSTANCES = flags.DEFINE_enum("motion-instances", None, ["own", "shared"
                                       "motions of its own; shared: identities share --motions instances "
                                       "(default: own for test, shared for train).", flag_values=FLAGS)
 _NO_PROGRESS = flags.DEFINE_bool("no-progress", False, "No progress bar.", flag_values=FLAGS)
-cli.require(FLAGS, "size", lambda size: size.height % 16 == 0 and size.width % 16 == 0,
-            "expected multiples of 16 (VAE x8, patch 2)")
 
 
 def run() -> None:
