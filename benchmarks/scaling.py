@@ -46,7 +46,6 @@ jaxpr (XLA's own cost analysis counts a loop body once and skips Pallas kernels)
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -54,6 +53,7 @@ import os
 import re
 import sys
 import time
+import typing
 from pathlib import Path
 
 # Compile-only use never touches a TPU, so libtpu's one-process lock (taken by any JAX process of
@@ -65,11 +65,17 @@ import functools  # noqa: E402
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
 from flax import nnx  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dreamactor_jax import animation, cli  # noqa: E402
+from dreamactor_jax.animation.frames import is_valid_frame_count  # noqa: E402
 from dreamactor_jax.configs import stage1  # noqa: E402
 from dreamactor_jax.models import DiTConfig, WanDiT  # noqa: E402
+from dreamactor_jax.models.dit import LAYOUTS  # noqa: E402
+from dreamactor_jax.models.stack import RematPolicy  # noqa: E402
+from dreamactor_jax.models.vae import VAE_SIZES  # noqa: E402
 from dreamactor_jax.models.text_encoder import TEXT_LEN  # noqa: E402
 from dreamactor_jax.models.vae import VAE_SIZES  # noqa: E402
 from dreamactor_jax.parallel import make_plan  # noqa: E402
@@ -107,15 +113,26 @@ CLIP_TOKENS = 257
 GPUS = {"80 GB": GPU_HBM_BYTES, "141 GB": 141e9}  # one H100/A100 80 GB, one H200 141 GB
 
 
+# The smallest frame-size multiple of the planned models (Wan2.1's VAE x8, patch 2); canvas_latents checks each
+# model's own (Wan2.2's 16x VAE: 32).
+VAE_SPACE = VAE_SIZES["wan2.1"].space_factor
+SIZE_MULTIPLE = DiTConfig().pixel_multiple(VAE_SPACE)
+
+
 def video_size(resolution: str) -> tuple[int, int]:
-  """(height, width) in pixels of a RESOLUTIONS name or `<height>x<width>` (multiples of 16)."""
+  """(height, width) in pixels of a RESOLUTIONS name or `<height>x<width>` (multiples of SIZE_MULTIPLE)."""
   if resolution in RESOLUTIONS:
     return RESOLUTIONS[resolution]
-  match = re.fullmatch(r"(\d+)x(\d+)", resolution)
-  if not match or any(int(side) % 16 for side in match.groups()):
-    raise ValueError(f"--resolution {resolution}: expected one of {sorted(RESOLUTIONS)} or <height>x<width>, "
-                     "multiples of 16")
-  return int(match.group(1)), int(match.group(2))
+  size = cli.parse_size(resolution)
+  animation.check_frame_size("--resolution", size, SIZE_MULTIPLE)
+  return size
+
+
+def _is_resolution(name: str) -> bool:
+  try:
+    return bool(video_size(name))
+  except ValueError:
+    return False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -584,58 +601,91 @@ def sample_table(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("kind", choices=["train", "sample", "report"], help="report: tables of the rows in --json")
-  parser.add_argument("--model", default="14b", help="comma-separated sizes of dreamactor_jax/configs/stage1.py: "
-                      + ", ".join(stage1.SIZES) + " (animate2: Wan-Animate-2-14B's step)")
-  parser.add_argument("--chips", default=None,
-                      help="TPU slices as <generation>-<chips>, e.g. v5p-64,v5e-256,v6e-8 (chips, not GCP's v5p "
-                           "TensorCore count: 8 v5p chips are GCP's v5p-16); train: gpu-N: N local GPUs, the step "
-                           "also run and timed there (default: train v5p-8,v5p-64,v5p-256; sample v5p-1, the one-GPU "
-                           "stand-in, tokens over `context` on slices)")
-  parser.add_argument("--resolution", default="480p",
-                      help="comma-separated: " + ", ".join(RESOLUTIONS) + " or <height>x<width>, e.g. 800x640")
-  parser.add_argument("--frames", type=int, default=81, help="video frames (1 + 4k)")
-  parser.add_argument("--trainable", choices=["lora", "full"], default="lora", help="the config's LoRA, or all weights")
-  parser.add_argument("--layout", choices=["full", "motion_cache", "animate2"], default=None,
-                      help="model.layout (default: config's); sample: motion layouts plan the driving pass too")
-  parser.add_argument("--remat", choices=["none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"],
-                      default=None, help="model.remat of the training step (default: the config's, full)")
-  parser.add_argument("--context", type=int, default=None, help="context-parallel size (default: see choose_mesh)")
-  parser.add_argument("--tensor", type=int, default=1, help="train: tensor-parallel size (heads and FFN width)")
-  parser.add_argument("--sequence-parallel", choices=["ulysses", "ring"], default="ulysses")
-  parser.add_argument("--step-time", type=float, default=30.0, help="seconds per step for the MFU column")
-  parser.add_argument("--platform", choices=["tpu", "cpu", "gpu"], default="tpu",
-                      help="sample: compile for the --chips TPU slices or XLA:CPU, or measure on the local GPU")
-  parser.add_argument("--json", type=Path, help="append every result as a JSON line to this file")
-  args = parser.parse_args()
-  if args.kind == "report":
-    rows = [json.loads(line) for line in args.json.read_text().splitlines() if line.strip()]
-    print(train_table([row for row in rows if row["kind"] == "train"], args.step_time))
-    print()
-    print(sample_table([row for row in rows if row["kind"] == "sample"]))
-    return
+def _command_flags(kind: str) -> flags.FlagValues:
+  """The flags of `train`, `sample` or `report`, in a FlagValues of their own."""
+  values = flags.FlagValues()
+  flags.DEFINE_string("json", None, "Append every result as a JSON line to this file" + (
+      " (report: read the rows from it)." if kind == "report" else "."), required=kind == "report",
+                      flag_values=values)
+  flags.DEFINE_float("step-time", 30.0, "Seconds per step for the MFU column.", lower_bound=0, flag_values=values)
+  if kind == "report":
+    return values
+  flags.DEFINE_string("model", "14b", "Comma-separated sizes of dreamactor_jax/configs/stage1.py: "
+                      + ", ".join(stage1.SIZES) + " (animate2: Wan-Animate-2-14B's step).", flag_values=values)
+  flags.DEFINE_string("chips", None, "TPU slices as <generation>-<chips>, e.g. v5p-64,v5e-256,v6e-8 (chips, not GCP's "
+                      "v5p TensorCore count: 8 v5p chips are GCP's v5p-16); train: gpu-N: N local GPUs, the step also "
+                      "run and timed there (default: train v5p-8,v5p-64,v5p-256; sample v5p-1, the one-GPU stand-in, "
+                      "tokens over `context` on slices).", flag_values=values)
+  cli.require(values, "chips", lambda text: all(chip in CHIPS and count.isdigit() for chip, _, count in
+                                                (target.partition("-") for target in text.split(","))),
+              f"expected <generation>-<chips>, generations {', '.join(CHIPS)}, e.g. v5p-8")
+  flags.DEFINE_list("resolution", ["480p"], "Comma-separated: " + ", ".join(RESOLUTIONS) + " or <height>x<width>, "
+                    "e.g. 800x640.", flag_values=values)
+  cli.require(values, "resolution", lambda names: all(map(_is_resolution, names)),
+              f"expected {', '.join(RESOLUTIONS)} or HxW, multiples of {SIZE_MULTIPLE}")
+  flags.DEFINE_integer("frames", 81, "Video frames (1 + 4k).", lower_bound=1, flag_values=values)
+  cli.require(values, "frames", is_valid_frame_count, "expected 1 + 4k frames")
+  flags.DEFINE_enum("trainable", "lora", ["lora", "full"], "The config's LoRA, or all weights.", flag_values=values)
+  flags.DEFINE_enum("layout", None, list(LAYOUTS), "model.layout (default: config's); sample: motion layouts plan "
+                    "the driving pass too.", flag_values=values)
+  flags.DEFINE_enum("remat", None, list(typing.get_args(RematPolicy)), "model.remat of the training step (default: "
+                    "the config's, full).", flag_values=values)
+  flags.DEFINE_integer("context", None, "Context-parallel size (default: see choose_mesh).", lower_bound=1,
+                       flag_values=values)
+  flags.DEFINE_integer("tensor", 1, "Train: tensor-parallel size (heads and FFN width).", lower_bound=1,
+                       flag_values=values)
+  flags.DEFINE_enum("sequence-parallel", "ulysses", ["ulysses", "ring"], "Sharded attention over `context`.",
+                    flag_values=values)
+  flags.DEFINE_enum("platform", "tpu", ["tpu", "cpu", "gpu"], "Sample: compile for the --chips TPU slices or "
+                    "XLA:CPU, or measure on the local GPU.", flag_values=values)
+  return values
+
+
+def report(args) -> None:
+  rows = [json.loads(line) for line in Path(args.json).read_text().splitlines() if line.strip()]
+  print(train_table([row for row in rows if row["kind"] == "train"], args.step_time))
+  print()
+  print(sample_table([row for row in rows if row["kind"] == "sample"]))
+
+
+def plan(kind: str, args) -> None:
   rows = []
   for model in args.model.split(","):
-    for resolution in args.resolution.split(","):
-      if args.kind == "train":
+    for resolution in args.resolution:
+      if kind == "train":
         targets = (args.chips or "v5p-8,v5p-64,v5p-256").split(",")
       else:
         targets = (args.chips or "v5p-1").split(",") if args.platform == "tpu" else [args.platform]
       for target in targets:
-        if args.kind == "train":
+        if kind == "train":
           row = plan_training(args, model, target, resolution)
         else:
           row = plan_sampling(args, model, resolution, target)
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "ffn_sharding"}), file=sys.stderr, flush=True)
         if args.json:
-          with args.json.open("a") as f:
+          with Path(args.json).open("a") as f:
             f.write(json.dumps(row) + "\n")
-  print(train_table(rows, args.step_time) if args.kind == "train" else sample_table(rows))
+  print(train_table(rows, args.step_time) if kind == "train" else sample_table(rows))
   print(f"\ncommand: python benchmarks/scaling.py {' '.join(sys.argv[1:])}")
 
 
+def _command(kind: str, summary: str) -> cli.Command:
+  values = _command_flags(kind)
+  body = (lambda: report(cli.namespace(values))) if kind == "report" else (lambda: plan(kind, cli.namespace(values)))
+  return cli.Command(summary, values, body)
+
+
+COMMANDS = {
+    "train": _command("train", "compile (or on gpu-N run) the sharded training step per model, slice and resolution"),
+    "sample": _command("sample", "compile (or on --platform gpu run) one guided sampling step and the driving pass"),
+    "report": _command("report", "the tables of every row in --json"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+  return cli.run_command(COMMANDS, argv, program="python benchmarks/scaling.py", doc=__doc__)
+
+
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

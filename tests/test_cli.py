@@ -1,7 +1,9 @@
 """The one command-line convention (dreamactor_jax/cli.py) and train.py's use of it: --help, --config.*
 overrides, and every expected failure as one `error:` line with exit status 2."""
 
+import importlib
 import re
+from pathlib import Path
 
 import pytest
 from absl import flags
@@ -143,3 +145,16 @@ def test_sub_command_failures_are_one_line(argv, message, capsys):
   assert cli.run_command(make_commands({}), argv, program="python tool.py", doc=DOC) == 2
   assert one_error_line(capsys) == message
 
+
+BENCHMARKS = sorted(path.stem for path in (Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_every_benchmark_is_on_the_convention(name, capsys):
+  """--help lists its flags (a tool with sub-commands: its commands); a bad flag is one line and exit 2."""
+  tool = importlib.import_module(f"benchmarks.{name}")
+  assert tool.main(["--help"]) == 0
+  assert capsys.readouterr().out.startswith(tool.__doc__.strip().splitlines()[0])
+  command = [next(iter(tool.COMMANDS))] if hasattr(tool, "COMMANDS") else []
+  assert tool.main([*command, "--no-such-flag=1"]) == 2
+  assert "Unknown command line flag 'no-such-flag'" in one_error_line(capsys)
