@@ -33,8 +33,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from dreamactor_jax.animation import (MASK_CHANNELS, Canvas, LossRegion, dit_input, generated_region, pack_mask,
-                                      split_halves, token_timesteps)
+from dreamactor_jax.animation import (BLANK, MASK_CHANNELS, Canvas, LossRegion, dit_input, generated_region,
+                                      join_halves, pack_mask, split_halves, token_timesteps)
 from dreamactor_jax.models.dit import Condition
 from dreamactor_jax.models.image_encoder import CLIPVisionEncoder, preprocess
 from dreamactor_jax.models.patch_codec import Codec
@@ -64,6 +64,15 @@ def encode_canvas(vae: Codec, canvas: Canvas) -> CanvasLatents:
   """The canvas video and mask at latent resolution."""
   mask = pack_mask(canvas.mask, vae.config.space_factor).astype(jnp.float32)
   return CanvasLatents(condition=encode_video(vae, canvas.video), mask=mask)
+
+
+def change_base(vae: Codec, first: jax.Array, frames: int, *, blank: float = BLANK) -> jax.Array:
+  """Latents `[B, F, h, 2w, z]` of the canvas where nothing moves: `first` (`[B, H, W, 3]`, -1..1,
+  the first given left frame: the reference, or the frame a continued segment starts from) held on
+  all `frames` left frames, blank on the right. A DiT trained with `animation.prediction="change"`
+  predicts the canvas relative to it (`diffusion.relative_velocity`): zero means "do nothing"."""
+  held = jnp.broadcast_to(first[:, None], (first.shape[0], frames, *first.shape[1:]))
+  return encode_video(vae, join_halves(held, jnp.full_like(held, blank)))
 
 
 def model_latents(noisy: jax.Array, latents: CanvasLatents, region: LossRegion) -> jax.Array:

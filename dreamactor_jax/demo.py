@@ -10,7 +10,8 @@
    canvases (`training/codec.py`): same latent layout, 4x space and 4x time.
 3. stage 1: `train.py`'s loop with `dreamactor_jax/configs/demo.py:stage1` (pose-driven, PAPER.md 3).
 4. bootstrap: the stage-1 model animates other identities with each humanoid clip's skeleton
-   (PAPER.md 4), plus colour-augmented self pairs of the characters without keypoints.
+   (PAPER.md 4), plus colour-augmented self pairs of the characters without keypoints; beside them
+   (`Recipe.world_pairs`) cross-identity pairs the world renders exactly, new identities each.
 5. stage 2: RGB-driven, from stage 1's weights (PAPER.md 5), in the full layout and in the
    motion_cache layout.
 6. evaluate: every model (several samples each) and the copy-the-reference floor on the moving
@@ -46,7 +47,7 @@ from dreamactor_jax.checkpoints.model_state import model_params
 from dreamactor_jax.conditioning import decode_latents, encode_video
 from dreamactor_jax.configs import demo as demo_config
 from dreamactor_jax.data import DataConfig, Pose, build_dataset, stage1_dataset
-from dreamactor_jax.data import synthetic
+from dreamactor_jax.data import synthetic, write_stage2_dataset
 from dreamactor_jax.data.skeleton import PoseDrawing
 from dreamactor_jax.evaluation import report, triplets
 from dreamactor_jax.models.patch_codec import PatchCodecConfig
@@ -83,6 +84,7 @@ class Recipe:
   stage2_steps: int = 2500
   stage2_cache_steps: int = 1500
   pairs_per_clip: int = 2
+  world_pairs: int = 0  # exact cross-identity stage-2 pairs rendered by the world, beside the bootstrap's
   seed: int = 0
 
 
@@ -173,6 +175,14 @@ def make_pairs(workdir: Path, recipe: Recipe) -> None:
                                 out=str(workdir / "pairs"), pairs_per_clip=recipe.pairs_per_clip, batch_size=8,
                                 num_frames=9, seed=recipe.seed, self_pairs="no-keypoints", min_score=0.0,
                                 prompt=""))
+
+
+def make_world_pairs(pairs: Path, recipe: Recipe) -> None:
+  """`recipe.world_pairs` exact cross-identity triplets (`synthetic.pair_records`) added to the
+  stage-2 dataset in `pairs`."""
+  records = synthetic.pair_records(count=recipe.world_pairs, frames=9, size=SIZE, seed=recipe.seed,
+                                   kinds=TRAIN_KINDS, fps=FPS)
+  write_stage2_dataset(pairs, records, progress=False)
 
 
 def skeleton_video(triplet: triplets.Triplet, height: int, width: int) -> np.ndarray:
@@ -277,6 +287,8 @@ def run() -> None:
   phases.run("codec", lambda: fit_codec(workdir, recipe))
   phases.run("stage1", lambda: train(stage_config("stage1", workdir, recipe), workdir / "stage1"))
   phases.run("bootstrap", lambda: make_pairs(workdir, recipe))
+  if recipe.world_pairs:
+    phases.run("world_pairs", lambda: make_world_pairs(workdir / "pairs", recipe))
   phases.run("stage2", lambda: train(stage_config("stage2", workdir, recipe), workdir / "stage2"))
   phases.run("stage2_cache", lambda: train(stage_config("stage2_cache", workdir, recipe, layout="motion_cache"),
                                            workdir / "stage2_cache"))

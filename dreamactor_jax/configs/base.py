@@ -62,6 +62,9 @@ def get_config(arg: str = "wan2.1-t2v-1.3b") -> ml_collections.ConfigDict:
       segment_frames=81,  # long videos: frames per segment (1 + 4k)
       overlap_frames=5,  # frames each later segment continues from (given); 1 + 4m fills whole latent frames
       loss_region="generated",  # generated | canvas: where the flow-matching loss is taken
+      # video | change: the DiT predicts the canvas, or (full, motion_cache) its change from the first given
+      # left frame held still (zero = "do nothing"; conditioning.change_base, diffusion.relative_velocity)
+      prediction="video",
   ))
   config.sampling = ml_collections.ConfigDict(dict(
       sampler="unipc",  # unipc (bh2, order 2, x0-prediction) | euler

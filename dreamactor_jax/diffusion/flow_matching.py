@@ -4,7 +4,11 @@ x_sigma = (1 - sigma) * x0 + sigma * noise; the DiT, given x_sigma and timestep 
 predicts the velocity v = noise - x0. The loss is a weighted mean squared error over a region weight
 (`animation.loss_weight`: the generated region by default), returned per sample as well so noise
 levels can be tracked apart. Training noise levels are logit-normal (SD3) or uniform, optionally
-shifted with Wan's shift.
+shifted with Wan's shift (uniform then shifted as the sampler shifts its grid puts them where the
+sampler goes).
+
+`relative_velocity` turns a model trained on x0 - base (a prediction relative to a known base,
+e.g. the change from the reference) into a velocity of x0, so neither loss nor sampler changes.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from dreamactor_jax.diffusion.schedules import shift_sigmas, timesteps_of
+from dreamactor_jax.diffusion.schedules import NUM_TRAIN_TIMESTEPS, shift_sigmas, timesteps_of
 
 SigmaDistribution = Literal["logit_normal", "uniform"]
 
@@ -70,6 +74,20 @@ def weighted_mse(prediction: jax.Array, target: jax.Array, weight: jax.Array) ->
   count = jnp.sum(weight, axis=axes) * error.shape[-1]
   per_sample = total / jnp.maximum(count, 1e-12)
   return FlowLoss(loss=jnp.mean(per_sample), per_sample=per_sample)
+
+
+def relative_velocity(predict_velocity: Callable[[jax.Array, jax.Array], jax.Array],
+                      base: jax.Array) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """`predict_velocity` of a model of y = x0 - base (`base` `[B, ...]`, x0's shape) as a velocity of
+  x0. With y_sigma = (1 - sigma) y + sigma noise = x_sigma - (1 - sigma) base, the model reads
+  y_sigma and predicts noise - y = (noise - x0) + base: so v_x0 = model(y_sigma) - base. Training
+  and sampling x0 through it are exactly training and sampling y."""
+  def velocity(noisy: jax.Array, timestep: jax.Array) -> jax.Array:
+    sigma = _per_sample(timestep.astype(jnp.float32) / NUM_TRAIN_TIMESTEPS, noisy.ndim)
+    shifted = (noisy.astype(jnp.float32) - (1 - sigma) * base.astype(jnp.float32)).astype(noisy.dtype)
+    prediction = predict_velocity(shifted, timestep)
+    return (prediction.astype(jnp.float32) - base.astype(jnp.float32)).astype(prediction.dtype)
+  return velocity
 
 
 def flow_matching_loss(predict_velocity: Callable[[jax.Array, jax.Array], jax.Array], x0: jax.Array,

@@ -84,9 +84,9 @@ from flax import nnx
 from tqdm import tqdm
 
 from dreamactor_jax import animation, diffusion, media
-from dreamactor_jax.conditioning import (CanvasLatents, decode_latents, dit_inputs, driving_dit_input, encode_canvas,
-                                         encode_video, model_latents, prepend_reference, reference_frame,
-                                         reference_tokens, split_for_motion_cache)
+from dreamactor_jax.conditioning import (CanvasLatents, change_base, decode_latents, dit_inputs, driving_dit_input,
+                                         encode_canvas, encode_video, model_latents, prepend_reference,
+                                         reference_frame, reference_tokens, split_for_motion_cache)
 from dreamactor_jax.models.config import check_choice
 from dreamactor_jax.models.dit import Layout, MotionCache, WanDiT
 from dreamactor_jax.models.image_encoder import CLIPVisionEncoder
@@ -133,6 +133,7 @@ class AnimateOptions:
   overlap_frames: int = 5  # frames each later segment continues from
   layout: Layout = "full"
   loss_region: animation.LossRegion = "generated"  # as trained: "generated" reads given positions clean
+  prediction: str = "video"  # as trained: video | change (from the first given left frame held still)
   seed: int = 0
 
   def __post_init__(self):
@@ -140,6 +141,8 @@ class AnimateOptions:
     if self.steps < 1:
       raise ValueError(f"steps={self.steps}; expected at least 1")
     check_choice("loss_region", self.loss_region, animation.LossRegion)
+    if self.prediction not in ("video", "change") or (self.prediction == "change" and self.layout == "animate2"):
+      raise ValueError(f"prediction {self.prediction!r}; expected 'video', or 'change' outside layout animate2")
 
   @classmethod
   def from_config(cls, animation_config: Any = None, sampling_config: Any = None, **overrides) -> AnimateOptions:
@@ -232,6 +235,7 @@ class StepContext:
   text: jax.Array
   image: jax.Array | None
   unconditional: jax.Array | None = None
+  base: jax.Array | None = None  # `[B, F, h, w, z]`: a "change" model predicts relative to it
   region: animation.LossRegion = dataclasses.field(default="generated", metadata=dict(static=True))
   plan: ShardingPlan | None = dataclasses.field(default=None, metadata=dict(static=True))
 
@@ -248,16 +252,26 @@ def _velocity(params: tuple[nnx.GraphDef, nnx.State, MotionCache | None], latent
   fixed function object, so `diffusion.sample` compiles once per shape)."""
   graphdef, state, motion = params
   model = nnx.merge(graphdef, state)
-  inputs, timestep = dit_inputs(latents, context.latents, timestep, region=context.region,
-                                condition=model.config.condition, patch_size=model.config.patch_size)
   branch = {} if context.unconditional is None else {"unconditional": context.unconditional}
-  with _sharded(context.plan):
-    return model(inputs, timestep, context.text, image_context=context.image, motion=motion, **branch)
+
+  def dit(noisy: jax.Array, timestep: jax.Array) -> jax.Array:
+    inputs, timesteps = dit_inputs(noisy, context.latents, timestep, region=context.region,
+                                   condition=model.config.condition, patch_size=model.config.patch_size)
+    with _sharded(context.plan):
+      return model(inputs, timesteps, context.text, image_context=context.image, motion=motion, **branch)
+
+  velocity = dit if context.base is None else diffusion.relative_velocity(dit, context.base)
+  return velocity(latents, timestep)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _encode_canvas(graphdef: nnx.GraphDef, state: nnx.State, canvas: animation.Canvas) -> CanvasLatents:
   return encode_canvas(nnx.merge(graphdef, state), canvas)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _change_base(graphdef: nnx.GraphDef, frames: int, blank: float, state: nnx.State, first: jax.Array) -> jax.Array:
+  return change_base(nnx.merge(graphdef, state), first, frames, blank=blank)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -362,7 +376,13 @@ class _Segments:
       stack = _both if guided else (lambda x: x)
       text = jnp.concatenate([self.text, self.uncond]) if guided else self.text
       motion = _motion_cache(self.dit[0], self.plan, self.dit[1], stack(motion_input), text, stack(self.image))
-    context = StepContext(latents=part, text=self.text, image=self.image, region=options.loss_region, plan=self.plan)
+    base = None
+    if options.prediction == "change":  # relative to the first given left frame held still, as trained
+      base = _per_sample(functools.partial(_change_base, self.vae[0], driving.shape[1], options.blank, self.vae[1]),
+                         jnp.asarray(given[:, 0]))
+      base = animation.left_half(base) if options.layout == "motion_cache" else base
+    context = StepContext(latents=part, text=self.text, image=self.image, base=base, region=options.loss_region,
+                          plan=self.plan)
 
     def finish(sampled: jax.Array) -> np.ndarray:
       sampled = model_latents(sampled, part, options.loss_region)  # given positions as the DiT read them

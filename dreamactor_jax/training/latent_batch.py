@@ -1,9 +1,13 @@
 """From a data batch (uint8 clips, CONTRACTS.md) to what the DiT trains on, with the frozen encoders.
 
-PAPER.md sections 2-5: the canvas holds the given left frames (the reference at frame 0, or the
-clip's first k frames when training segment continuation) and the driving video on the right, its
-first second blanked (the start transition). The target x0 is the whole canvas of the clip: the
-character video on the left, the driving frames on the right. Both go through the VAE in one call.
+PAPER.md sections 2-5: the canvas holds the given left frames (the reference at frame 0, then the
+clip's frames 1..k-1) and the driving video on the right, its first second blanked (the start
+transition). A continued segment is trained as `sample.py` samples it: its given left frames are
+the clip's own first k frames (what the previous segment generated) and its driving frames are all
+real, none blanked. With `prediction="change"` the batch also carries the latents of the first
+given left frame held still (`conditioning.change_base`), which the loss predicts relative to. The
+target x0 is the whole canvas of the clip: the character video on the left, the driving frames on
+the right. Both go through the VAE in one call.
 Text is dropped to the null prompt with probability `text_dropout`, for classifier-free guidance.
 
 The `animate2` layout (Wan-Animate-2, ANIMATE2.md) has no canvas; the triplet maps onto its two
@@ -24,8 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from dreamactor_jax import animation
-from dreamactor_jax.conditioning import (CanvasLatents, encode_canvas, encode_video, prepend_reference, reference_frame,
-                                         reference_tokens)
+from dreamactor_jax.conditioning import (CanvasLatents, change_base, encode_canvas, encode_video, prepend_reference,
+                                         reference_frame, reference_tokens)
 from dreamactor_jax.models.dit import Layout
 from dreamactor_jax.models.image_encoder import CLIPVisionEncoder
 from dreamactor_jax.models.patch_codec import Codec
@@ -50,6 +54,7 @@ class LatentBatch:
   driving: jax.Array | None = None
   driving_text: jax.Array | None = None
   driving_image: jax.Array | None = None
+  base: jax.Array | None = None  # `[B, F, h, 2w, z]`: what a "change" prediction is relative to, or None
 
 
 def to_unit(frames: jax.Array) -> jax.Array:
@@ -60,13 +65,16 @@ def to_unit(frames: jax.Array) -> jax.Array:
 def prepare_batch(vae: Codec, clip: CLIPVisionEncoder | None, batch: Mapping[str, jax.Array], key: jax.Array, *,
                   null_text: jax.Array, given_frames: int = 1, start_seconds: float = 1.0,
                   blank: float = animation.BLANK, text_dropout: float = 0.0, layout: Layout = "full",
-                  driving_text: jax.Array | None = None) -> LatentBatch:
+                  driving_text: jax.Array | None = None, continuation: bool = False,
+                  prediction: str = "video") -> LatentBatch:
   """Encodes a data batch: video, driving `[B, T, H, W, 3]` uint8, reference `[B, H, W, 3]` uint8,
   text `[B, Lt, D]`, fps `[B]`. `null_text` `[Lt, D]` is the embedding of the unconditional prompt.
   `given_frames` (static) left frames are given: the reference, then the clip's frames 1..k-1
   (animate2: the clip's first k frames are carried after the reference frame, as a later sampling
   segment carries them; 0 for none). `layout` (static) is the DiT's; animate2 reads `driving_text` `[Lt, D]`, the
-  embedding of the driving pass's prompt (`sampling.driving_prompt`)."""
+  embedding of the driving pass's prompt (`sampling.driving_prompt`). `continuation` (static; full and
+  motion_cache) trains a continued segment (module docstring); `prediction` (static) "change" adds
+  the `base` latents."""
   video, reference = to_unit(batch["video"]), to_unit(batch["reference"])
   drop = jax.random.bernoulli(key, text_dropout, (video.shape[0],))
   text = jnp.where(drop[:, None, None], null_text[None].astype(batch["text"].dtype), batch["text"])
@@ -74,14 +82,18 @@ def prepare_batch(vae: Codec, clip: CLIPVisionEncoder | None, batch: Mapping[str
   if layout == "animate2":
     return _animate2_batch(vae, clip, video, reference, to_unit(batch["driving"]), text, image,
                            carried=given_frames, blank=blank, driving_text=driving_text)
-  driving = animation.blank_start(to_unit(batch["driving"]), batch["fps"], start_seconds, blank=blank)
-  given = jnp.concatenate([reference[:, None], video[:, 1:given_frames]], axis=1)
+  driving = to_unit(batch["driving"])
+  if not continuation:  # a first segment starts with the transition; a continued one's frames are all real
+    driving = animation.blank_start(driving, batch["fps"], start_seconds, blank=blank)
+  first = video[:, 0] if continuation else reference
+  given = jnp.concatenate([first[:, None], video[:, 1:given_frames]], axis=1)
   canvas = animation.build_canvas(driving, given, blank=blank, space_factor=vae.config.space_factor)
   # One VAE call for the target canvas (the clip | driving) and the condition canvas.
   target, condition = jnp.split(encode_video(vae, jnp.concatenate([animation.join_halves(video, driving),
                                                                     canvas.video])), 2)
   mask = animation.pack_mask(canvas.mask, vae.config.space_factor).astype(jnp.float32)
-  return LatentBatch(target=target, condition=condition, mask=mask, text=text, image=image)
+  base = change_base(vae, first, video.shape[1], blank=blank) if prediction == "change" else None
+  return LatentBatch(target=target, condition=condition, mask=mask, text=text, image=image, base=base)
 
 
 def _animate2_batch(vae: Codec, clip: CLIPVisionEncoder | None, video: jax.Array, reference: jax.Array,

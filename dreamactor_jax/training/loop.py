@@ -146,13 +146,15 @@ def text_source(config: ml_collections.ConfigDict) -> tuple[Callable[[list[str]]
   return text_fn, text_fn([config.sampling.negative_prompt])[0]
 
 
-def _given_frames(config: ml_collections.ConfigDict, step: int) -> int:
-  """Left frames given at `step`: the reference (1; layout animate2, whose reference has its own
-  frame: 0), or `animation.overlap_frames` on a share `train.continuation_prob` of steps (segment
-  continuation); a pure function of (seed, step)."""
+def _given_frames(config: ml_collections.ConfigDict, step: int) -> tuple[int, bool]:
+  """(left frames given at `step`, whether it trains a continued segment): the reference (1; layout
+  animate2, whose reference has its own frame: 0), or `animation.overlap_frames` on a share
+  `train.continuation_prob` of steps (segment continuation, as sampled: `prepare_batch`); a pure
+  function of (seed, step)."""
   draw = np.random.default_rng([config.train.seed, step, 1]).random()
-  return config.animation.overlap_frames if draw < config.train.continuation_prob else int(
-      config.model.layout != "animate2")
+  if draw < config.train.continuation_prob:
+    return config.animation.overlap_frames, True
+  return int(config.model.layout != "animate2"), False
 
 
 def _step_key(config: ml_collections.ConfigDict, step: int) -> jax.Array:
@@ -203,7 +205,7 @@ class Trainer:
     latest = self.checkpointer.latest_step()
     if latest is not None:
       self._restore(latest)
-    self._prepare: dict[int, Callable] = {}
+    self._prepare: dict[tuple[int, bool], Callable] = {}  # (given frames, continuation) -> jitted
     self._train_steps: dict[tuple, tuple[Callable, float | None]] = {}
     self.flops_per_step = None
 
@@ -233,8 +235,8 @@ class Trainer:
     self.checkpointer.save(self.step, self._checkpoint_state(), data_iterator=self.data, meta=meta, force=force)
 
   # ---- compiled functions ----
-  def _prepare_fn(self, given_frames: int) -> Callable:
-    if given_frames not in self._prepare:
+  def _prepare_fn(self, given_frames: int, continuation: bool) -> Callable:
+    if (given_frames, continuation) not in self._prepare:
       config = self.config
       vae_graph, clip_graph = self.encoders.vae[0], self.encoders.clip and self.encoders.clip[0]
 
@@ -245,10 +247,11 @@ class Trainer:
           return prepare_batch(vae, clip, batch, key, null_text=jnp.asarray(self.null_text),
                                given_frames=given_frames, start_seconds=config.animation.start_seconds,
                                blank=config.animation.blank, text_dropout=config.train.text_dropout,
-                               layout=self.dit_config.layout, driving_text=jnp.asarray(self.driving_text))
+                               layout=self.dit_config.layout, driving_text=jnp.asarray(self.driving_text),
+                               continuation=continuation, prediction=config.animation.prediction)
 
-      self._prepare[given_frames] = jax.jit(prepare)
-    return self._prepare[given_frames]
+      self._prepare[given_frames, continuation] = jax.jit(prepare)
+    return self._prepare[given_frames, continuation]
 
   def _step_fn(self, latent_batch) -> Callable:
     """The train step compiled for this batch's shapes (one per aspect bucket), with its FLOP count."""
@@ -275,7 +278,7 @@ class Trainer:
     batch = parallel.global_batch({k: v for k, v in host.items() if k != "video_id"}, self.plan)
     key = _step_key(self.config, self.step)
     prepare_key, train_key = jax.random.split(key)
-    latent_batch = self._prepare_fn(_given_frames(self.config, self.step))(
+    latent_batch = self._prepare_fn(*_given_frames(self.config, self.step))(
         self.encoders.vae[1], self.encoders.clip and self.encoders.clip[1], batch, prepare_key)
     self.state, step_metrics = self._step_fn(latent_batch)(self.state, latent_batch, train_key)
     self.step += 1

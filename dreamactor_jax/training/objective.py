@@ -4,8 +4,10 @@ Noise levels are drawn per sample (`diffusion.sample_training_sigmas`), the DiT 
 `[noisy, mask, condition]` (`animation.dit_input`, given positions clean: `conditioning.model_latents`),
 or on a TI2V DiT the latents alone with given tokens at timestep 0 (`conditioning.dit_inputs`), and
 the loss is the weighted MSE of the velocity over the loss region (the generated left half by
-default, or the whole canvas). In the `motion_cache` layout the motion half is encoded once
-(`WanDiT.encode_motion`) and only the left half is noised and predicted, as at sampling.
+default, or the whole canvas). A batch with `base` latents (`animation.prediction="change"`) trains
+the DiT on the change from the reference held still (`diffusion.relative_velocity`). In the
+`motion_cache` layout the motion half is encoded once (`WanDiT.encode_motion`) and only the left
+half is noised and predicted, as at sampling.
 
 In the `animate2` layout (Wan-Animate-2) one function runs both passes, as DiffSynth's
 `forward_origin` does for training: the driving pass (`encode_motion` on the driving latents, at
@@ -61,6 +63,12 @@ def animation_loss(model: WanDiT, batch: LatentBatch, key: jax.Array, *, sigmas:
   def predict_velocity(noisy: jax.Array, timestep: jax.Array) -> jax.Array:
     inputs, timestep = dit_inputs(noisy, latents, timestep, region=region, condition=condition, patch_size=patch_size)
     return model(inputs, timestep, batch.text, image_context=batch.image, motion=motion)
+
+  if batch.base is not None:
+    if layout == "animate2":
+      raise ValueError("animation.prediction='change' is for the canvas layouts; animate2 predicts the video")
+    base = animation.left_half(batch.base) if layout == "motion_cache" else batch.base
+    predict_velocity = diffusion.relative_velocity(predict_velocity, base)
 
   noise = jax.random.normal(noise_key, target.shape, target.dtype)
   loss = diffusion.flow_matching_loss(predict_velocity, target, noise, sigma, weight)

@@ -204,3 +204,25 @@ def test_bad_flags(capsys):
   assert capsys.readouterr().err.startswith("error: --kinds=dragon: value should be one of <humanoid|")
   with pytest.raises(ValueError, match="character kind 'dragon'"):
     S.sample_identity("dragon", 0)
+
+
+def test_pair_records_are_exact_cross_identity_pairs():
+  """Stage-2 triplets the world renders: B doing a motion of its own is the target, another identity
+  A doing it drives, B's first frame (or B at rest) is the reference; every record new identities."""
+  records = list(S.pair_records(count=4, frames=3, size=(32, 48), kinds=["humanoid", "blob"], seed=2))
+  names = [(r["identity"], r["driving_identity"]) for r in records]
+  assert len({name for pair in names for name in pair}) == 8  # no identity twice
+  for n, record in enumerate(records):
+    kind, index = record["identity"].rsplit("-", 1)
+    motion_type, motion_index = record["video_id"].split("_", 1)[1].rsplit("-", 1)
+    assert int(index) >= S.PAIRS_OFFSET and kind == ["humanoid", "blob"][n % 2]
+    target = S.sample_identity(kind, int(index), 2, aspect=1.5)
+    motion = S.sample_motion(motion_type, int(motion_index), 2)
+    truth = S.render(target, motion, 3, (32, 48))
+    np.testing.assert_array_equal(record["video"], truth.video)
+    references = [S.render_reference(target, motion, (32, 48), mode).video[0] for mode in ("first", "neutral")]
+    assert any(np.array_equal(record["reference"], r) for r in references)
+    driver_kind, driver_index = record["driving_identity"].rsplit("-", 1)
+    driver = S.sample_identity(driver_kind, int(driver_index), 2, aspect=1.5)
+    np.testing.assert_array_equal(record["driving"], S.render(driver, motion, 3, (32, 48)).video)
+    assert record["fps"] == S.DEFAULT_FPS and record["key"].startswith("world-")

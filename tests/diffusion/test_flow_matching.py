@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from dreamactor_jax.animation import build_canvas, loss_weight, pack_mask
-from dreamactor_jax.diffusion import (flow_matching_loss, noisy_latents, sample_training_sigmas, shift_sigmas,
-                                      velocity_target, weighted_mse)
+from dreamactor_jax.diffusion import (flow_matching_loss, noisy_latents, relative_velocity, sample_training_sigmas,
+                                      shift_sigmas, velocity_target, weighted_mse)
 
 
 def test_noising_and_target():
@@ -68,3 +68,25 @@ def test_training_sigmas():
   assert 0 < float(many.min()) and float(many.max()) < 1 and abs(float(jnp.median(many)) - 0.5) < 0.03
   with pytest.raises(ValueError, match="sigma distribution 'beta'; expected 'logit_normal' or 'uniform'"):
     sample_training_sigmas(key, 8, distribution="beta")
+
+
+def test_relative_velocity_trains_and_samples_the_change():
+  """A model of y = x0 - base through `relative_velocity`: it reads the noised change and its loss on
+  x0 is its loss on y, exactly; with a zero model of y, a step of Euler keeps y at the noise, so x0
+  at sigma 0 is noise + base."""
+  rng = np.random.default_rng(0)
+  x0, noise, base = (jnp.asarray(rng.standard_normal((2, 3, 4, 5, 6)), jnp.float32) for _ in range(3))
+  sigma = jnp.asarray([0.3, 0.8])
+  weight = jnp.asarray(rng.uniform(0, 1, (2, 3, 4, 5)), jnp.float32)
+  seen = {}
+
+  def model(noisy, timestep):
+    seen["input"] = noisy
+    return jnp.tanh(noisy) * (timestep / 1000)[:, None, None, None, None]
+
+  change = flow_matching_loss(model, x0 - base, noise, sigma, weight)
+  relative = flow_matching_loss(relative_velocity(model, base), x0, noise, sigma, weight)
+  np.testing.assert_allclose(seen["input"], noisy_latents(x0 - base, noise, sigma), atol=1e-6)
+  np.testing.assert_allclose(relative.per_sample, change.per_sample, rtol=1e-5)
+  velocity = relative_velocity(lambda noisy, timestep: jnp.zeros_like(noisy), base)
+  np.testing.assert_allclose(noise + (0 - 1) * velocity(noise, jnp.full((2,), 1000.0)), noise + base, atol=1e-6)

@@ -248,3 +248,5 @@ def test_animate2_errors(models):
     animate_batch(dataclasses.replace(models, dit=dit), [wide, tall], driving, ["", ""], fps=4.0, options=animate2)
   with pytest.raises(ValueError, match="layout='motion' is not one of 'full', 'motion_cache', 'animate2'"):
     AnimateOptions(layout="motion")
+  with pytest.raises(ValueError, match="prediction 'change'; expected 'video', or 'change' outside layout animate2"):
+    AnimateOptions(layout="animate2", prediction="change")

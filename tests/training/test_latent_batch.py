@@ -20,7 +20,7 @@ def vae():
   return numpy_random_model(lambda: WanVAE(TINY_VAE, rngs=nnx.Rngs(0)))
 
 
-@nnx.jit(static_argnames=("given_frames", "start_seconds", "text_dropout", "layout"))
+@nnx.jit(static_argnames=("given_frames", "start_seconds", "text_dropout", "layout", "continuation", "prediction"))
 def prepare(vae, batch, key, null_text, **options):
   return prepare_batch(vae, None, batch, key, null_text=null_text, **options)
 
@@ -66,6 +66,27 @@ def test_given_frames_and_text_dropout(vae):
   np.testing.assert_array_equal(out.text, np.broadcast_to(null, (2, 7, 6)))
   np.testing.assert_array_equal(out.mask, 1.0)
   np.testing.assert_allclose(out.condition, out.target, atol=1e-6)
+
+
+def test_continuation_is_trained_as_sampled_and_the_change_base(vae):
+  """A continued segment gives the clip's own first frames (not the reference) and real driving
+  frames (no start transition), as `sample.py`'s later segments; "change" adds the latents of the
+  first given frame held still beside blank."""
+  batch = data_batch(3)
+  batch["reference"] = np.random.default_rng(4).integers(0, 256, batch["reference"].shape, dtype=np.uint8)
+  out = prepare(vae, batch, jax.random.key(0), jnp.zeros((7, 6)), given_frames=1, start_seconds=1.0,
+                continuation=True, prediction="change")
+  video, driving = to_unit(jnp.asarray(batch["video"])), to_unit(jnp.asarray(batch["driving"]))
+  np.testing.assert_allclose(out.condition, encode(vae, animation.build_canvas(driving, video[:, :1]).video),
+                             atol=2e-5)
+  held = jnp.broadcast_to(video[:, :1], video.shape)
+  np.testing.assert_allclose(out.base, encode(vae, animation.join_halves(held, jnp.zeros_like(held))), atol=2e-5)
+  first = prepare(vae, batch, jax.random.key(0), jnp.zeros((7, 6)), given_frames=1, start_seconds=1.0,
+                  prediction="change")
+  reference = jnp.broadcast_to(to_unit(jnp.asarray(batch["reference"]))[:, None], video.shape)
+  np.testing.assert_allclose(first.base, encode(vae, animation.join_halves(reference, jnp.zeros_like(reference))),
+                             atol=2e-5)
+  assert prepare(vae, batch, jax.random.key(0), jnp.zeros((7, 6)), start_seconds=1.0).base is None
 
 
 def test_mask_follows_a_codec_of_another_spatial_factor():

@@ -29,12 +29,13 @@ Modules, in the order a clip is made: `world` (kinds, motion types, index ranges
 `files` (the video folder and the triplets), `__main__` (the command line).
 """
 
-from dreamactor_jax.data.synthetic.files import train_names, write_triplets, write_video_folder
+from dreamactor_jax.data.synthetic.files import pair_records, train_names, write_triplets, write_video_folder
 from dreamactor_jax.data.synthetic.identities import Identity, sample_identity
 from dreamactor_jax.data.synthetic.motions import Motion, PoseParams, sample_motion
 from dreamactor_jax.data.synthetic.render import Clip, caption, render, render_params, render_reference
-from dreamactor_jax.data.synthetic.world import DEFAULT_FPS, DRIVER_OFFSET, KINDS, MOTION_TYPES, TEST_OFFSET
+from dreamactor_jax.data.synthetic.world import (DEFAULT_FPS, DRIVER_OFFSET, KINDS, MOTION_TYPES, PAIRS_OFFSET,
+                                                 TEST_OFFSET)
 
-__all__ = ["DEFAULT_FPS", "DRIVER_OFFSET", "KINDS", "MOTION_TYPES", "TEST_OFFSET", "Clip", "Identity", "Motion",
-           "PoseParams", "caption", "render", "render_params", "render_reference", "sample_identity", "sample_motion",
-           "train_names", "write_triplets", "write_video_folder"]
+__all__ = ["DEFAULT_FPS", "DRIVER_OFFSET", "KINDS", "MOTION_TYPES", "PAIRS_OFFSET", "TEST_OFFSET", "Clip", "Identity",
+           "Motion", "PoseParams", "caption", "pair_records", "render", "render_params", "render_reference",
+           "sample_identity", "sample_motion", "train_names", "write_triplets", "write_video_folder"]

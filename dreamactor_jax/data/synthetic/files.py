@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 import json
 from pathlib import Path
 
@@ -14,7 +14,8 @@ from dreamactor_jax.data.keypoints import Pose, write_pose_npz
 from dreamactor_jax.data.synthetic.identities import sample_identity
 from dreamactor_jax.data.synthetic.motions import sample_motion
 from dreamactor_jax.data.synthetic.render import caption, render, render_reference
-from dreamactor_jax.data.synthetic.world import DEFAULT_FPS, DRIVER_OFFSET, KINDS, MOTION_TYPES, TEST_OFFSET
+from dreamactor_jax.data.synthetic.world import (DEFAULT_FPS, DRIVER_OFFSET, KINDS, MOTION_TYPES, PAIRS_OFFSET,
+                                                 TEST_OFFSET)
 
 
 def _write_pose(path: Path, body: np.ndarray) -> None:
@@ -153,3 +154,27 @@ index.json lists all names.
                                                   reference=reference, driver=driver, own_motions=own_motions),
                                              indent=1))
   return names
+
+
+def pair_records(*, count: int, frames: int, size: tuple[int, int], seed: int = 0, kinds: Sequence[str] = KINDS,
+                 motion_types: Sequence[str] = MOTION_TYPES, fps: float = DEFAULT_FPS,
+                 neutral_share: float = 0.25) -> Iterator[dict]:
+  """`count` exact cross-identity stage-2 records (`data.write_stage2_dataset`'s format): a training
+  identity B (kind kinds[n % K]) performing a motion of its own (type motion_types[n % M]) is the
+  target, another training identity A doing that motion drives it (A of B's kind, or every other
+  record of any kind), and B's first frame is the reference (a `neutral_share` of records: B at
+  rest). Identities and motions are indexed from PAIRS_OFFSET, apart from the video folder's and
+  below the held-out ones, so every record brings new identities."""
+  aspect = size[1] / size[0]
+  rng = np.random.default_rng([seed, PAIRS_OFFSET])
+  for n in range(count):
+    kind = kinds[n % len(kinds)]
+    driver_kind = kind if n % 2 == 0 else kinds[int(rng.integers(len(kinds)))]
+    target = sample_identity(kind, PAIRS_OFFSET + 2 * n, seed, aspect=aspect)
+    source = sample_identity(driver_kind, PAIRS_OFFSET + 2 * n + 1, seed, aspect=aspect)
+    motion = sample_motion(motion_types[n % len(motion_types)], PAIRS_OFFSET + n, seed)
+    reference = render_reference(target, motion, size, "neutral" if rng.random() < neutral_share else "first")
+    yield dict(key=f"world-{target.name}__{motion.name}__{source.name}", video_id=f"{target.name}_{motion.name}",
+               identity=target.name, driving_identity=source.name, video=render(target, motion, frames, size).video,
+               driving=render(source, motion, frames, size).video, reference=reference.video[0], fps=fps,
+               caption=caption(target, motion), scores={})

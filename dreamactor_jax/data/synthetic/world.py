@@ -8,6 +8,7 @@ MEMBER_KINDS = ("humanoid", "quadruped", "blob", "snake")  # kinds a group is ma
 MOTION_TYPES = ("walk", "wave", "jump", "turn", "dance", "squat", "pan", "zoom")
 TEST_OFFSET = 1_000_000  # held-out identities and motions have indices in [TEST_OFFSET, DRIVER_OFFSET)
 DRIVER_OFFSET = 2_000_000  # drivers (identity A) of evaluation triplets: indices from here
+PAIRS_OFFSET = 500_000  # training pairs rendered exactly (`pair_records`): identities and motions from here
 DEFAULT_FPS = 8
 
 IDENTITY_DOMAIN, MOTION_DOMAIN = 1, 2
