@@ -19,15 +19,16 @@ model (the bundle's own scores: `python -m dreamactor_jax.demo --evaluate-only`)
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
+from absl import flags
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dreamactor_jax import demo  # noqa: E402
+from dreamactor_jax import cli, demo  # noqa: E402
 from dreamactor_jax.evaluation import report, triplets  # noqa: E402
 from dreamactor_jax.sampling.bundle import load_bundle  # noqa: E402
 from dreamactor_jax.training.loop import train  # noqa: E402
@@ -35,23 +36,27 @@ from dreamactor_jax.training.loop import train  # noqa: E402
 BUNDLE = Path(__file__).resolve().parents[1] / "assets" / "demo" / "model"
 
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--workdir", required=True, help="this run's checkpoints, evaluation and finetune.json")
-  parser.add_argument("--pairs-dir", default="runs/finetune/pairs", help="the world's stage-2 pairs (shared)")
-  parser.add_argument("--benchmark", default="runs/finetune/benchmark", help="the benchmark's triplets (shared)")
-  parser.add_argument("--bundle", default=str(BUNDLE), help="the stage-2 bundle to continue from")
-  parser.add_argument("--pairs", type=int, default=400, help="world-rendered triplets to fine-tune on")
-  parser.add_argument("--steps", type=int, default=300, help="fine-tuning steps")
-  parser.add_argument("--samples", type=int, default=2, help="samples per triplet in the evaluation")
-  parser.add_argument("--sigmas", choices=["logit_normal", "uniform"], default=None,
-                      help="training noise levels before the shift (demo: logit_normal)")
-  parser.add_argument("--sigma-shift", type=float, default=None, help="their shift (demo: 3)")
-  parser.add_argument("--continuation-prob", type=float, default=None,
-                      help="share of steps trained as a continued segment (demo: 0)")
-  parser.add_argument("--prediction", choices=["video", "change"], default=None, help="what the DiT predicts")
-  args = parser.parse_args(argv)
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("workdir", None, "This run's checkpoints, evaluation and finetune.json.", required=True,
+                    flag_values=FLAGS)
+flags.DEFINE_string("pairs-dir", "runs/finetune/pairs", "The world's stage-2 pairs (shared by every run).",
+                    flag_values=FLAGS)
+flags.DEFINE_string("benchmark", "runs/finetune/benchmark", "The benchmark's triplets (shared by every run).",
+                    flag_values=FLAGS)
+flags.DEFINE_string("bundle", str(BUNDLE), "The stage-2 bundle to continue from.", flag_values=FLAGS)
+flags.DEFINE_integer("pairs", 400, "World-rendered triplets to fine-tune on.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("steps", 300, "Fine-tuning steps.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("samples", 2, "Samples per triplet in the evaluation.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_enum("sigmas", None, ["logit_normal", "uniform"],
+                  "Training noise levels before the shift (demo: logit_normal).", flag_values=FLAGS)
+flags.DEFINE_float("sigma-shift", None, "Their shift (demo: 3).", lower_bound=0, flag_values=FLAGS)
+flags.DEFINE_float("continuation-prob", None, "Share of steps trained as a continued segment (demo: 0).",
+                   lower_bound=0, upper_bound=1, flag_values=FLAGS)
+flags.DEFINE_enum("prediction", None, ["video", "change"], "What the DiT predicts (demo: video).", flag_values=FLAGS)
 
+
+def finetune() -> None:
+  args = cli.namespace(FLAGS)
   workdir, pairs_dir, benchmark = Path(args.workdir), Path(args.pairs_dir), Path(args.benchmark)
   workdir.mkdir(parents=True, exist_ok=True)
   recipe = dataclasses.replace(demo.Recipe(), world_pairs=args.pairs, stage2_steps=args.steps,
@@ -99,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     cells = [f"{rows[m]['psnr']:.2f} / {rows[m]['psnr_fg']:.2f} / {rows[m]['iou']:.3f}" if m in rows else "-"
              for m in ("copy-reference", "fine-tuned", mean)]
     print(f"| {kind} | {int(rows['copy-reference']['n'])} | " + " | ".join(cells) + " |")
-  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  return cli.run(finetune, FLAGS, argv, doc=__doc__)
 
 
 if __name__ == "__main__":

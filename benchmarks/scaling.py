@@ -60,9 +60,9 @@ from pathlib import Path
 # an environment with libtpu installed) need not stop the planner.
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
-import jax  # noqa: E402
 import functools  # noqa: E402
 
+import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
@@ -75,7 +75,6 @@ from dreamactor_jax.configs import stage1  # noqa: E402
 from dreamactor_jax.models import DiTConfig, WanDiT  # noqa: E402
 from dreamactor_jax.models.dit import LAYOUTS  # noqa: E402
 from dreamactor_jax.models.stack import RematPolicy  # noqa: E402
-from dreamactor_jax.models.vae import VAE_SIZES  # noqa: E402
 from dreamactor_jax.models.text_encoder import TEXT_LEN  # noqa: E402
 from dreamactor_jax.models.vae import VAE_SIZES  # noqa: E402
 from dreamactor_jax.parallel import make_plan  # noqa: E402
