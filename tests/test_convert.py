@@ -52,7 +52,9 @@ def unwritable_folder(tmp_path: Path) -> Path:
     (folder / "probe").touch()
   except OSError:
     return folder
-  pytest.skip(f"{folder} is writable here")
+  # only as root in a container that mounts /sys writable: then no folder refuses this process, and the
+  # refusal cannot be provoked (it ran and passed on the project's machines and CI)
+  pytest.skip(f"no unwritable folder exists for this process ({folder} accepts files)")
 
 
 @pytest.mark.parametrize("command", ["dit", "export-dit"])
