@@ -6,7 +6,8 @@ r"""Animate a reference image with a driving video (DreamActor-M2 on Wan2.1; dre
   python sample.py --checkpoint ckpt/stage1 --driving pose.mp4 ...   # stage 1: a rendered skeleton video drives
 
 Writes <output> (mp4 at the driving video's fps), <output>_preview.mp4 (reference | driving | result
-side by side) and <output>_sheet.png (frames of that preview, top to bottom). Settings come from
+side by side, enlarged nearest-neighbour to at least 256 px tall) and <output>_sheet.png (frames of that
+preview, top to bottom). Settings come from
 dreamactor_jax/configs/base.py, then the checkpoint's animation.json (its training settings), then --config.*
 overrides, then the flags below. Errors print one `error: ...` line and exit with status 2.
 """
@@ -138,7 +139,7 @@ def run() -> None:
   height, width = video.shape[1:3]
   media.write_video(output, video, driving.fps)
   reference_frame, driving_frames = fit_inputs(reference, driving.frames, height, width, options)
-  preview = media.side_by_side([media.to_uint8(reference_frame), driving_frames, video])
+  preview = media.enlarge(media.side_by_side([media.to_uint8(reference_frame), driving_frames, video]))
   preview_path = media.write_video(output.with_name(f"{output.stem}_preview.mp4"), preview, driving.fps)
   sheet_path = media.write_image(output.with_name(f"{output.stem}_sheet.png"), media.contact_sheet(preview))
   print(f"wrote {output} ({len(video)} frames, {height}x{width}, {driving.fps:g} fps), {preview_path}, {sheet_path}")

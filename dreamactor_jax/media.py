@@ -20,6 +20,7 @@ from PIL import Image
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+PREVIEW_MIN_HEIGHT = 256  # previews of smaller results are enlarged to this (`enlarge`)
 H264_SUFFIXES = (".mp4", ".mov", ".mkv")  # the containers write_video's H.264 stream goes in
 
 
@@ -177,6 +178,16 @@ def side_by_side(columns: Sequence[np.ndarray], *, gap: int = 4) -> np.ndarray:
     out[:, :video.shape[1], x:x + video.shape[2]] = held
     x += video.shape[2] + gap
   return out
+
+
+def enlarge(frames: np.ndarray, *, min_height: int = PREVIEW_MIN_HEIGHT) -> np.ndarray:
+  """Frames `[..., H, W, 3]` scaled up by the smallest whole factor that makes them at least
+  `min_height` tall, nearest-neighbour so every generated pixel stays a visible square (a 64x64
+  result is a thumbnail on a screen); frames that tall already are returned as they are."""
+  factor = -(-min_height // frames.shape[-3])
+  if factor <= 1:
+    return frames
+  return np.repeat(np.repeat(frames, factor, axis=-3), factor, axis=-2)
 
 
 def contact_sheet(video: np.ndarray, *, num_frames: int = 6, gap: int = 4) -> np.ndarray:

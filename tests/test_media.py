@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dreamactor_jax.media import (MediaError, contact_sheet, read_image, read_video, side_by_side, to_uint8, to_unit,
-                                  write_video)
+from dreamactor_jax.media import (MediaError, contact_sheet, enlarge, read_image, read_video, side_by_side, to_uint8,
+                                  to_unit, write_video)
 
 
 def test_read_image_modes(tmp_path):
@@ -69,6 +69,12 @@ def test_previews():
                         num_frames=3, gap=1)
   assert sheet.shape == (3 * 4 + 2, 3, 3)
   assert sheet[0, 0, 0] == 0 and sheet[5, 0, 0] == 2 and sheet[-1, 0, 0] == 4
+  small = np.arange(2 * 3 * 5 * 3, dtype=np.uint8).reshape(2, 3, 5, 3)
+  big = enlarge(small, min_height=10)  # 3 rows -> the smallest whole factor reaching 10: 4
+  assert big.shape == (2, 12, 20, 3)
+  np.testing.assert_array_equal(big[:, ::4, ::4], small)
+  np.testing.assert_array_equal(big[1, 4:8, 12:16], np.broadcast_to(small[1, 1, 3], (4, 4, 3)))
+  assert enlarge(small, min_height=3) is small
 
 
 def test_unit_conversions_round_trip():

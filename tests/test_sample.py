@@ -68,8 +68,9 @@ def test_end_to_end(inputs, tmp_path, monkeypatch, capsys):
   video = media.read_video(out)
   assert video.frames.shape == (4, *SIZE, 3) and video.fps == 4.0
   preview = media.read_video(tmp_path / "out" / "dance_preview.mp4")
-  assert preview.frames.shape == (4, 32, 3 * 48 + 2 * 4, 3)  # reference | driving | result, 4 px gaps
-  assert media.read_image(tmp_path / "out" / "dance_sheet.png").shape == (4 * 32 + 3 * 4, 152, 3)
+  # reference | driving | result with 4 px gaps, enlarged 8x to 256 px tall
+  assert preview.frames.shape == (4, 8 * 32, 8 * (3 * 48 + 2 * 4), 3)
+  assert media.read_image(tmp_path / "out" / "dance_sheet.png").shape == (4 * 256 + 3 * 4, 8 * 152, 3)
 
 
 def test_ti2v_bundle_end_to_end(inputs, tmp_path, monkeypatch, capsys):

@@ -352,7 +352,8 @@ class Trainer:
     folder = self.workdir / "samples" / f"step_{self.step:07d}"
     for i in range(count):
       name = str(batch["video_id"][i]).replace("/", "_")
-      preview = media.side_by_side([batch["reference"][i], batch["driving"][i], results[i], batch["video"][i]])
+      preview = media.enlarge(media.side_by_side([batch["reference"][i], batch["driving"][i], results[i],
+                                                     batch["video"][i]]))
       media.write_video(folder / f"{name}.mp4", results[i], float(batch["fps"][i]))
       media.write_video(folder / f"{name}_preview.mp4", preview, float(batch["fps"][i]))
       sheet = media.contact_sheet(preview, num_frames=4)
