@@ -82,20 +82,21 @@ def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder, siz
   (sample,) = (straight / "samples" / f"step_{STEPS:07d}").glob("*[!w].mp4")  # not the _preview
   assert media.read_video(sample).frames.shape[0] == 9
 
-  # Killed after its last checkpoint, before the bundle: the same command writes the bundle.
-  info = read_info(straight / "bundle")
-  shutil.rmtree(straight / "bundle")
-  run(train_command(straight, data, vae_folder, size), env)
-  assert read_info(straight / "bundle") == info
+  if size == "tiny":  # the workdir's bundle and lock do not depend on the layout: checked once
+    # Killed after its last checkpoint, before the bundle: the same command writes the bundle.
+    info = read_info(straight / "bundle")
+    shutil.rmtree(straight / "bundle")
+    run(train_command(straight, data, vae_folder, size), env)
+    assert read_info(straight / "bundle") == info
 
-  # A second run on a workdir in use is refused at once, naming the workdir and the holder.
-  holder = lock_workdir(straight)
-  result = subprocess.run(train_command(straight, data, vae_folder, size), cwd=ROOT, capture_output=True,
-                          text=True, env=env, timeout=120)
-  holder.close()
-  assert result.returncode == 2 and result.stderr.strip().splitlines() == [
-      f"error: --workdir={straight}: another run (pid {os.getpid()}) is training in it; wait for it to end, or "
-      "give another --workdir"], result.stderr
+    # A second run on a workdir in use is refused at once, naming the workdir and the holder.
+    holder = lock_workdir(straight)
+    result = subprocess.run(train_command(straight, data, vae_folder, size), cwd=ROOT, capture_output=True,
+                            text=True, env=env, timeout=120)
+    holder.close()
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: --workdir={straight}: another run (pid {os.getpid()}) is training in it; wait for it to end, or "
+        "give another --workdir"], result.stderr
 
   process = subprocess.Popen(train_command(killed, data, vae_folder, size), cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, env=env)
