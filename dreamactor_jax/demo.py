@@ -16,9 +16,11 @@
    motion_cache layout.
 6. evaluate: every model (several samples each) and the copy-the-reference floor on the moving
    split of the benchmark's held-out triplets, in its two tracks (`BENCHMARK_TRACKS`).
-7. bundle: the stage-2 model, an example reference and driving video for `python sample.py`.
+7. bundle: the stage-2 model, an example reference and driving video for `python sample.py`, and
+   `preview.png` (the README's picture: a held-out character that moves, one sample beside the truth).
 
-`--evaluate-only` scores the bundled model (`<out>/model`) on the benchmark without training.
+`--evaluate-only` scores the bundled model (`<out>/model`) on the benchmark without training, and
+redraws `preview.png`.
 
 Each phase leaves its output in `--workdir` and is skipped when that output exists, so an interrupted
 run continues where it stopped. The wall time of each phase goes to `<out>/recipe.json`.
@@ -64,6 +66,9 @@ FPS = 4  # the world's frame rate: a 9-frame clip spans 2 s
 TRAIN_KINDS = ("humanoid", "quadruped", "humanoid", "blob", "snake", "robot_arm", "group")
 # 4x4 patches on 6 directions per frame: z_dim 24, about 28 dB on the world's canvases (README "Demo").
 CODEC = PatchCodecConfig(patch=4, components=6)
+# The bootstrap renders stage 2's driving videos with a full-length sampler: sharp like the real
+# videos that drive at inference, where the bundle's 2-step sampler would give its blurrier mean.
+BOOTSTRAP_STEPS = 16
 # The benchmark's two tracks: the reference is frame 0 of the truth, or the character at rest.
 BENCHMARK_TRACKS = ("first", "neutral")
 
@@ -174,7 +179,7 @@ def make_pairs(workdir: Path, recipe: Recipe) -> None:
   run_bootstrap(BootstrapConfig(checkpoint=str(workdir / "stage1" / "bundle"), data=str(workdir / "data"),
                                 out=str(workdir / "pairs"), pairs_per_clip=recipe.pairs_per_clip, batch_size=8,
                                 num_frames=9, seed=recipe.seed, self_pairs="no-keypoints", min_score=0.0,
-                                prompt=""))
+                                prompt="", steps=BOOTSTRAP_STEPS))
 
 
 def make_world_pairs(pairs: Path, recipe: Recipe) -> None:
@@ -249,6 +254,19 @@ def evaluate_bundle(workdir: Path, out: Path, recipe: Recipe) -> None:
   methods = {"codec round trip of the truth (ceiling)": codec_ceiling(bundle),
              "copy-reference": triplets.copy_reference, "stage-2 (RGB, full)": rgb_driven(bundle)}
   score_benchmark(folder, methods, out, recipe)
+  write_picture(folder, bundle, out)
+
+
+def write_picture(folder: Path, models: Models, out: Path) -> None:
+  """`<out>/preview.png`, the README's picture: the held-out humanoid of the benchmark's frame-0 track
+  (in `folder`) that moves most (lowest reference-vs-truth silhouette IoU; chosen before sampling, any
+  kind when none is a humanoid), one sample next to the truth."""
+  cases = [triplets.load_triplet(path) for path in triplets.find_triplets(folder / BENCHMARK_TRACKS[0])]
+  triplet = min(cases, key=lambda t: (t.kind != "humanoid", t.reference_iou))
+  method = "one sample"
+  result = rgb_driven(models)(triplet.reference, triplet.driving, samples=1)[0]
+  media.write_image(out / "preview.png", report.grid_picture([(triplet, {method: result})], [method], frames=8,
+                                                             min_tile=160))
 
 
 def write_example(workdir: Path, out: Path, seed: int) -> None:
@@ -294,6 +312,7 @@ def run() -> None:
                                            workdir / "stage2_cache"))
   phases.run("evaluate", lambda: evaluate_models(workdir, out, recipe))
   phases.run("bundle", lambda: write_example(workdir, out, recipe.seed))
+  phases.run("picture", lambda: write_picture(workdir / "world" / "test", load_bundle(out / "model"), out))
   (out / "recipe.json").write_text(json.dumps(dict(recipe=dataclasses.asdict(recipe), seconds=phases.times,
                                                    total_seconds=sum(phases.times.values()),
                                                    device=jax.devices()[0].device_kind), indent=1))

@@ -26,7 +26,10 @@ def get_config(arg: str = "stage1"):
                      random_crop=False,
                      allow_self_pairs=True)  # the bootstrap's colour-augmented self pairs of the non-humanoids
   config.animation.update(start_seconds=0.25, segment_frames=9, overlap_frames=1)
-  config.sampling.update(steps=16, guidance=1.0, shift=3.0, sampler="unipc", grid="wan")
+  # Two Euler steps from the top of a shift-6 grid: on the benchmark's moving split this toy's single
+  # samples score 1.2 dB PSNR and 0.06 IoU higher than with 16 UniPC steps at shift 3 (its later steps
+  # add patch-sized errors rather than detail; docs/experiments.md). The bootstrap keeps 16 steps.
+  config.sampling.update(steps=2, guidance=1.0, shift=6.0, sampler="euler", grid="wan")
   config.sampling.train.update(distribution="logit_normal", mean=0.0, std=1.0, shift=3.0)
   config.optimizer.update(learning_rate=1e-3, warmup_steps=50, schedule="cosine", decay_steps=600,
                           final_lr_fraction=0.05, weight_decay=0.01)
