@@ -145,7 +145,8 @@ def test_sample_animates_a_converted_checkpoint(checkpoints, tmp_path, monkeypat
   video = media.read_video(out)
   assert video.frames.shape == (7, HEIGHT, WIDTH, 3) and video.fps == 4.0 and video.frames.std() > 0
   preview = media.read_video(tmp_path / "out" / "dance_preview.mp4")
-  assert preview.frames.shape == (7, HEIGHT, 3 * WIDTH + 2 * 4, 3)
+  scale = -(-256 // HEIGHT)  # enlarged nearest-neighbour to at least 256 px tall
+  assert preview.frames.shape == (7, scale * HEIGHT, scale * (3 * WIDTH + 2 * 4), 3)
   assert (tmp_path / "out" / "dance_sheet.png").is_file()
 
 
