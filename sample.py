@@ -7,9 +7,9 @@ r"""Animate a reference image with a driving video (DreamActor-M2 on Wan2.1; dre
 
 Writes <output> (mp4 at the driving video's fps), <output>_preview.mp4 (reference | driving | result
 side by side, enlarged nearest-neighbour to at least 256 px tall) and <output>_sheet.png (frames of that
-preview, top to bottom). Settings come from
-dreamactor_jax/configs/base.py, then the checkpoint's animation.json (its training settings), then --config.*
-overrides, then the flags below. Errors print one `error: ...` line and exit with status 2.
+preview, top to bottom). Settings come from dreamactor_jax/configs/base.py, then the checkpoint's
+animation.json (its training settings), then --config.* overrides, then the flags below. Errors print
+one `error: ...` line and exit with status 2.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ from PIL import Image
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-PREVIEW_MIN_HEIGHT = 256  # previews of smaller results are enlarged to this (`enlarge`)
 H264_SUFFIXES = (".mp4", ".mov", ".mkv")  # the containers write_video's H.264 stream goes in
+PREVIEW_MIN_HEIGHT = 256  # previews of smaller results are enlarged to this (`enlarge`)
 
 
 class MediaError(ValueError):

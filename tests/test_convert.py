@@ -1,7 +1,11 @@
 """The conversion CLI's edges: output folders replaced whole or not at all, checked before work
 starts, and one loader for every model family behind the README's names."""
 
+import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,28 +44,34 @@ def test_convert_over_an_existing_model(two_models, tmp_path, capsys):
   assert sorted(p.name for p in out.iterdir()) == ["config.json", "params"]
 
 
-def unwritable_folder(tmp_path: Path) -> Path:
-  """A folder this process cannot create files in: a chmod'ed one, or, as root (which ignores
-  permissions), a sysfs folder."""
-  folder = tmp_path / "read-only"
+@contextlib.contextmanager
+def unwritable_folder(tmp_path: Path) -> Iterator[Path]:
+  """A folder this process cannot create files in: a chmod'ed one. Root ignores permissions, so as
+  root the process acts as user nobody (effective uid 65534) until the block ends, on a folder made
+  in the system's temporary folder, which that user can reach (pytest's folders are root's alone)."""
+  root = os.geteuid() == 0
+  folder = (Path(tempfile.mkdtemp()) if root else tmp_path) / "read-only"
   folder.mkdir()
   folder.chmod(0o555)
-  if os.geteuid() == 0:
-    folder = Path("/sys/kernel")
+  folder.parent.chmod(0o755)
+  if root:
+    os.seteuid(65534)
   try:
-    (folder / "probe").touch()
-  except OSError:
-    return folder
-  # only as root in a container that mounts /sys writable: then no folder refuses this process, and the
-  # refusal cannot be provoked (it ran and passed on the project's machines and CI)
-  pytest.skip(f"no unwritable folder exists for this process ({folder} accepts files)")
+    with pytest.raises(PermissionError):
+      (folder / "probe").touch()
+    yield folder
+  finally:
+    if root:
+      os.seteuid(0)
+      shutil.rmtree(folder.parent)
 
 
 @pytest.mark.parametrize("command", ["dit", "export-dit"])
 def test_unwritable_out_is_refused_before_work(tmp_path, capsys, command):
-  out = unwritable_folder(tmp_path) / "ours"
-  # --src does not exist either: the output is checked first, before any reading.
-  assert convert.main([command, "--src", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+  with unwritable_folder(tmp_path) as folder:
+    out = folder / "ours"
+    # --src does not exist either: the output is checked first, before any reading.
+    assert convert.main([command, "--src", str(tmp_path / "nothing"), "--out", str(out)]) == 2
   err = capsys.readouterr().err
   assert err == f"error: {out}: expected a folder this process can write (Permission denied)\n"
 
