@@ -4,12 +4,29 @@ and the reductions the loop logs (loss per noise-level bucket, throughput, MFU).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import tqdm
-from tensorboardX import SummaryWriter
+
+
+def _import_summary_writer() -> type:
+  """tensorboardX imports torch, when it is installed, only to accept torch tensors, which we never
+  pass: about 2 s of every train.py start. Hidden from that import, torch stays importable later."""
+  hidden = "torch" not in sys.modules
+  if hidden:
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError, which tensorboardX expects
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    if hidden:
+      del sys.modules["torch"]
+  return SummaryWriter
+
+
+SummaryWriter = _import_summary_writer()
 
 
 def loss_by_noise_level(sigmas: np.ndarray, losses: np.ndarray, edges: Sequence[float]) -> dict[str, float]:

@@ -1,5 +1,5 @@
-"""train.py end to end on a tiny model: N steps straight equal k steps, SIGKILL, resume, SIGTERM
-(preemption), resume to N, bit for bit (parameters, optimizer, EMA); the run leaves TensorBoard
+"""train.py end to end on a tiny model: N steps straight equal k steps, then a stop (SIGKILL, or SIGTERM
+for a preemption), then a resume to N, bit for bit (parameters, optimizer, EMA); the run leaves TensorBoard
 metrics, sample videos and a bundle, which a rerun writes when it was lost; a second run on a busy
 workdir is refused; a checkpoint folder that cannot be written stops the run in one line."""
 
@@ -47,9 +47,11 @@ def train_command(workdir: Path, data: Path, vae: Path, size: str = "tiny") -> l
           "--config.train.sample_steps=2", "--config.train.num_samples=1"]
 
 
-def train_env(cache: Path) -> dict[str, str]:
-  """The four runs of one test compile the same programs: a shared persistent cache compiles them once."""
-  return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(cache),
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, str]:
+  """The runs of this module compile many of the same programs (the VAE's, each layout's train step): a
+  persistent cache shared by the module compiles each once."""
+  return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 
@@ -69,10 +71,9 @@ def final_state(workdir: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("size", ["tiny", "animate2-tiny"])
-def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder, size):
+def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder, env, size):
   data, _ = stage1_data
   straight, killed = tmp_path / "straight", tmp_path / "killed"
-  env = train_env(tmp_path / "jax_cache")
   run(train_command(straight, data, vae_folder, size), env)
   info = read_info(straight / "bundle")
   assert info.stage == "pose" and info.pose == dict(threshold=0.3, bbox_normalize=True, bbox_fill=0.9)  # as drawn
@@ -98,25 +99,23 @@ def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder, siz
         f"error: --workdir={straight}: another run (pid {os.getpid()}) is training in it; wait for it to end, or "
         "give another --workdir"], result.stderr
 
-  deadline = time.monotonic() + 600
-  if size == "tiny":  # a run killed outright (SIGKILL) resumes from its last checkpoint; layout-independent
-    process = subprocess.Popen(train_command(killed, data, vae_folder, size), cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=env)
-    while not (killed / "checkpoints" / "2" / "_CHECKPOINT_METADATA").exists():
-      assert process.poll() is None and time.monotonic() < deadline, "the run ended before its step-2 checkpoint"
-      time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / "checkpoints" / str(STEPS)).exists(), "killed too late to test a resume"
-  # (Resumed, then) preempted (SIGTERM): it saves where it stopped and exits 143; the next run finishes.
+  # Stopped mid-run, then resumed to the end by the same command. Layout-independent ways to stop, one
+  # per layout: killed outright (SIGKILL) resumes from its last checkpoint; preempted (SIGTERM) saves
+  # where it stopped and exits 143.
+  outright = size == "tiny"
   process = subprocess.Popen(train_command(killed, data, vae_folder, size), cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True, env=env)
-  while not (killed / "checkpoints" / "4" / "_CHECKPOINT_METADATA").exists():
-    assert process.poll() is None and time.monotonic() < deadline, "the resumed run ended before step 4"
+  deadline = time.monotonic() + 600
+  while not (killed / "checkpoints" / "2" / "_CHECKPOINT_METADATA").exists():
+    assert process.poll() is None and time.monotonic() < deadline, "the run ended before its step-2 checkpoint"
     time.sleep(0.05)
-  process.send_signal(signal.SIGTERM)
-  assert process.wait() == 143
-  assert "run the same command to resume" in process.stdout.read()
+  process.send_signal(signal.SIGKILL if outright else signal.SIGTERM)
+  if outright:
+    process.wait()
+  else:
+    assert process.wait() == 143
+    assert "run the same command to resume" in process.stdout.read()
+  assert not (killed / "checkpoints" / str(STEPS)).exists(), "stopped too late to test a resume"
   run(train_command(killed, data, vae_folder, size), env)
 
   expected, resumed = final_state(straight), final_state(killed)
@@ -125,7 +124,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder, siz
     np.testing.assert_array_equal(resumed[name], value, err_msg=name)
 
 
-def test_animate2_trains_through_both_stages(tmp_path, stage1_data, vae_folder):
+def test_animate2_trains_through_both_stages(tmp_path, stage1_data, vae_folder, env):
   """A random tiny Wan-Animate-2 (layout animate2) through train.py: stage 1 on rendered skeletons,
   then stage 2 from stage 1's DiT on cross-identity triplets; the loss falls in both, and each run
   exports an animate2 bundle."""
@@ -134,7 +133,6 @@ def test_animate2_trains_through_both_stages(tmp_path, stage1_data, vae_folder):
   data, _ = stage1_data
   pairs = tmp_path / "pairs"
   write_stage2_dataset(pairs, [record(v, seed=i) for i, v in enumerate("abcd")], progress=False)
-  env = train_env(tmp_path / "jax_cache")
   common = [f"--config.init.vae={vae_folder}", "--config.train.steps=20", "--config.train.log_every=5",
             "--config.optimizer.learning_rate=1e-2", "--config.checkpoint.every=20"]
   for stage, extra in ((1, [f"--config.data.stage1_dir={data}"]),
