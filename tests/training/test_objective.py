@@ -154,23 +154,26 @@ def animate2_batch(seed=0, batch=2, frames=3, height=4, width=6, carried=0):
                      driving_text=jax.random.normal(keys[4], (batch, 5, 20)))
 
 
-@pytest.mark.parametrize("carried", [0, 1])
-def test_animate2_joint_gradient_equals_the_two_passes_composed(carried):
-  """The animate2 loss runs the driving pass and the generation pass in one function. Its gradient
-  (fp32) equals the chain rule written by hand over two separate passes: the generation loss's
-  gradient in the weights plus, through the driving pass's VJP, its gradient in the cached keys/values.
-  The hand-written loss noises every frame and supervises frames after the given ones only."""
+@pytest.fixture(scope="module")
+def animate2_split():
+  """(graphdef, params, rest) of a random tiny animate2-layout DiT."""
   config = DiTConfig.from_mapping({**base.get_config("tiny").model, "in_channels": 36, "layout": "animate2",
                                    "motion_timestep": 1.0})
-  model = numpy_random_model(lambda: WanDiT(config, rngs=nnx.Rngs(0)), seed=4)
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  batch, key = animate2_batch(carried=carried), jax.random.key(11)
+  return nnx.split(numpy_random_model(lambda: WanDiT(config, rngs=nnx.Rngs(0)), seed=4), nnx.Param, ...)
 
+
+# Module-level and jitted with the batch as an argument: every case runs one compiled program each.
+@functools.partial(jax.jit, static_argnums=0)
+def joint_loss_and_grad(graphdef, params, rest, batch, key):
   def joint(params):
     return animation_loss(nnx.merge(graphdef, params, rest), batch, key, sigmas=SIGMAS, layout="animate2")
+  return jax.value_and_grad(joint, has_aux=True)(params)
 
-  (loss, aux), grad = jax.jit(jax.value_and_grad(joint, has_aux=True))(params)
 
+@functools.partial(jax.jit, static_argnums=0)
+def loss_and_grads_by_hand(graphdef, params, rest, batch, key, supervised):
+  """The loss of frames where `supervised` `[1 + F]` is 1, and its gradient in the weights directly and
+  through the driving pass's cached keys/values."""
   ones = jnp.ones((*batch.driving.shape[:-1], 4))
   def driving_pass(params):
     return nnx.merge(graphdef, params, rest).encode_motion(
@@ -179,7 +182,6 @@ def test_animate2_joint_gradient_equals_the_two_passes_composed(carried):
   sigma_key, noise_key = jax.random.split(key)
   sigma = diffusion.sample_training_sigmas(sigma_key, 2, **SIGMAS)
   noise = jax.random.normal(noise_key, batch.target.shape)
-  supervised = (jnp.arange(4) > carried).astype(jnp.float32)
 
   def generation_pass(params, cache):
     s = sigma[:, None, None, None, None]
@@ -192,6 +194,21 @@ def test_animate2_joint_gradient_equals_the_two_passes_composed(carried):
   cache, pullback = jax.vjp(driving_pass, params)
   hand_loss, (grad_direct, grad_cache) = jax.value_and_grad(generation_pass, argnums=(0, 1))(params, cache)
   (grad_through_cache,) = pullback(grad_cache)
+  return hand_loss, sigma, grad_direct, grad_through_cache
+
+
+@pytest.mark.parametrize("carried", [0, 1])
+def test_animate2_joint_gradient_equals_the_two_passes_composed(animate2_split, carried):
+  """The animate2 loss runs the driving pass and the generation pass in one function. Its gradient
+  (fp32) equals the chain rule written by hand over two separate passes: the generation loss's
+  gradient in the weights plus, through the driving pass's VJP, its gradient in the cached keys/values.
+  The hand-written loss noises every frame and supervises frames after the given ones only."""
+  graphdef, params, rest = animate2_split
+  batch, key = animate2_batch(carried=carried), jax.random.key(11)
+  (loss, aux), grad = joint_loss_and_grad(graphdef, params, rest, batch, key)
+  supervised = (jnp.arange(4) > carried).astype(jnp.float32)
+  hand_loss, sigma, grad_direct, grad_through_cache = loss_and_grads_by_hand(graphdef, params, rest, batch, key,
+                                                                             supervised)
   np.testing.assert_allclose(loss, hand_loss, rtol=1e-5)
   np.testing.assert_allclose(aux.sigma, sigma)
   expected = jax.tree.map(jnp.add, grad_direct, grad_through_cache)
