@@ -2,8 +2,9 @@
 
 Every command in README.md and docs/*.md that runs a project entry point (`sample.py`, `train.py`,
 `benchmarks/*.py`, `python -m dreamactor_jax...`), in a fenced bash block or an inline code span, has
-each flag checked against the flags that entry point defines: its `--helpfull` (absl) or `--help`
-(argparse) output, read once per entry point and sub-command in a subprocess. `--config.a.b` overrides
+each flag checked against the flags that entry point defines: its `--help` output, read once per entry
+point and sub-command from its `main` in this process (every tool keeps its flags in a `FlagValues` of
+its own, so tools imported side by side never collide; no interpreter start per tool). `--config.a.b` overrides
 are checked against the config file the command loads (its `--config=path:arg`, else the entry point's
 default). Nothing is sampled or trained. Fenced python snippets must parse; what they import must exist,
 attributes they read off imported names must exist, and keyword arguments they pass to the package's
@@ -13,16 +14,15 @@ functions must be in those functions' signatures. Relative links must reach a fi
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import importlib
 import importlib.util
 import inspect
-import os
+import io
 import re
 import shlex
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,10 +34,8 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 INLINE = re.compile(r"(?<!`)`(python3? [^`]+)`(?!`)")
 SEPARATORS = {"&&", "||", ";", "|"}
-# Flag definitions start a line indented by two spaces; their descriptions continue deeper.
-# absl: `  --[no]name: text` (short names as `  -?,--[no]help:`); argparse: `  -n, --name NAME   text`.
+# Flag definitions start a line indented by two spaces, `  --[no]name: text`; their descriptions continue deeper.
 ABSL_FLAG = re.compile(r"^  (?:-\S,)?--(\[no\])?([\w.-]+):", re.MULTILINE)
-ARGPARSE_OPTIONS = re.compile(r"^  (-\S.*?)(?:  |$)", re.MULTILINE)
 CONFIG_DEFAULT = re.compile(r"^  --config:[^\n]*(?:\n    [^\n]*)*?\(default: '([^']*)'\)", re.MULTILINE)
 
 
@@ -123,15 +121,29 @@ def doc_commands() -> list[Command]:
 
 
 @functools.cache
+def entry_module(entry: tuple[str, ...]):
+  """The module an entry point runs: `-m pkg.tool` (a package: its `__main__`), or a script by its path
+  (imported, not run: every entry point runs only under `if __name__ == "__main__"`)."""
+  if entry[0] == "-m":
+    name = entry[1]
+    if importlib.util.find_spec(name).submodule_search_locations is not None:
+      name += ".__main__"
+    return importlib.import_module(name)
+  path = ROOT / entry[0]
+  spec = importlib.util.spec_from_file_location(f"_doc_entry_{path.stem}", path)
+  module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # its dataclasses look themselves up
+  spec.loader.exec_module(module)
+  return module
+
+
+@functools.cache
 def help_text(entry: tuple[str, ...], subcommand: str | None) -> str:
-  """The entry point's flag listing: absl's `--helpfull` (every defined flag; it exits 1), else argparse's `--help`."""
-  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
-  base = [sys.executable, *entry, *([subcommand] if subcommand else [])]
-  for help_flag in ("--helpfull", "--help"):
-    run = subprocess.run(base + [help_flag], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    if run.returncode in (0, 1) and ABSL_FLAG.search(run.stdout) or help_flag == "--help" and run.returncode == 0:
-      return run.stdout
-  raise AssertionError(f"{' '.join(base[1:])} --help failed (exit {run.returncode}): {run.stderr[-600:]}")
+  """What `<entry> [<subcommand>] --help` prints: the tool's docstring and every flag it defines."""
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    status = entry_module(entry).main([*([subcommand] if subcommand else []), "--help"])
+  assert status == 0, f"{' '.join(entry)} {subcommand or ''} --help failed (exit {status}): {err.getvalue()[-600:]}"
+  return out.getvalue()
 
 
 @functools.cache
@@ -143,8 +155,6 @@ def defined_flags(entry: tuple[str, ...], subcommand: str | None) -> frozenset[s
     names.add(name)
     if negatable:
       names.add("no" + name)
-  for options in ARGPARSE_OPTIONS.findall(text):
-    names.update(re.findall(r"(?:^|, )--?([A-Za-z][\w-]*)", options))
   return frozenset(names | {"help"})  # every entry point takes --help, listed or not
 
 
@@ -216,24 +226,6 @@ COMMANDS = doc_commands()
 ENTRIES = sorted({(c.entry, c.subcommand) for c in COMMANDS}, key=lambda e: (e[0], e[1] or ""))
 
 
-@pytest.fixture(scope="module")
-def read_help(request) -> None:
-  """Runs the help of every selected entry point at once (each is an interpreter start and the
-  package's imports). A failure is not cached: the entry point's own test runs it again and reports it."""
-  selected = {item.callspec.params["entry"] for item in request.session.items
-              if getattr(item, "callspec", None) and "entry" in item.callspec.params}
-  selected = [entry for entry in selected if any((c.entry, c.subcommand) == entry and c.args for c in COMMANDS)]
-
-  def read(entry):
-    try:
-      help_text(*entry)
-    except AssertionError:
-      pass
-
-  with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool:
-    list(pool.map(read, selected))
-
-
 def test_pages_have_commands():
   """The extractor finds the documented commands (a broken regex must not make every check vacuous)."""
   entries = {" ".join(c.entry) for c in COMMANDS}
@@ -241,7 +233,7 @@ def test_pages_have_commands():
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=str)
-def test_command_flags_exist(entry, read_help):
+def test_command_flags_exist(entry):
   """Each documented command of this entry point uses only flags (and config fields) that exist."""
   problems = [f"{c}\n    {p}" for c in COMMANDS if (c.entry, c.subcommand) == entry for p in flag_problems(c)]
   assert not problems, "documented flags that do not exist:\n" + "\n".join(problems)
