@@ -20,6 +20,24 @@ sys.path.insert(0, str(ROOT))  # train.py, sample.py and benchmarks/ live at the
 # helpers with `from conftest import ...`, which must always mean this file.
 pytest_plugins = ["tests.data.fixtures", "tests.parallel.devices"]
 
+# xdist hands out whole files (--dist loadfile) in collection order (--no-loadscope-reorder): the
+# longest files, minutes each on a 2-core machine (`pytest --durations=0`), go first, so that no worker
+# runs one of them alone at the end while the other idles. Every other file keeps pytest's order.
+LONGEST_FIRST = ("training/test_train_resume.py", "parallel/test_dit_sharded.py", "parallel/test_animate2_sharded.py",
+                 "models/test_vae.py", "checkpoints/test_vae_torch.py", "training/test_objective.py",
+                 "test_sample.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+  stale = [name for name in LONGEST_FIRST if not (ROOT / "tests" / name).is_file()]
+  if stale:
+    raise pytest.UsageError(f"tests/conftest.py: LONGEST_FIRST names files that do not exist: {stale}")
+
+  def rank(item: pytest.Item) -> int:
+    name = item.path.relative_to(ROOT / "tests").as_posix()
+    return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+  items.sort(key=rank)  # stable: the order within a file and among the rest is kept
+
 
 def make_torch_dit(*, heads=3, head_dim=16, layers=2, ffn=40, in_channels=16, out_channels=16, text_dim=20,
                    freq_dim=32, image_dim=None, seed=0):

@@ -37,14 +37,16 @@ def vae_folder(tmp_path_factory) -> Path:
   return folder
 
 
-def train_command(workdir: Path, data: Path, vae: Path, size: str = "tiny") -> list[str]:
-  return [sys.executable, str(ROOT / "train.py"), f"--config=dreamactor_jax/configs/stage1.py:{size}",
+def train_command(workdir: Path, data: Path, vae: Path, size: str = "tiny", *, stage: int = 1, steps: int = STEPS,
+                  every: int = 2) -> list[str]:
+  """train.py on stage `stage`'s dataset `data`, logging and checkpointing every `every` steps."""
+  return [sys.executable, str(ROOT / "train.py"), f"--config=dreamactor_jax/configs/stage{stage}.py:{size}",
           f"--workdir={workdir}",
-          f"--config.init.vae={vae}", f"--config.data.stage1_dir={data}", f"--config.train.steps={STEPS}",
-          "--config.train.log_every=2", "--config.train.ema_decay=0.9", "--config.train.grad_accum=2",
-          "--config.train.continuation_prob=0.5", "--config.checkpoint.every=2", "--config.checkpoint.keep_last=10",
-          "--config.optimizer.learning_rate=1e-2", f"--config.train.sample_every={STEPS}",
-          "--config.train.sample_steps=2", "--config.train.num_samples=1"]
+          f"--config.init.vae={vae}", f"--config.data.stage{stage}_dir={data}", f"--config.train.steps={steps}",
+          f"--config.train.log_every={every}", "--config.train.ema_decay=0.9", "--config.train.grad_accum=2",
+          "--config.train.continuation_prob=0.5", f"--config.checkpoint.every={every}",
+          "--config.checkpoint.keep_last=10", "--config.optimizer.learning_rate=1e-2",
+          f"--config.train.sample_every={steps}", "--config.train.sample_steps=2", "--config.train.num_samples=1"]
 
 
 @pytest.fixture(scope="module")
@@ -133,14 +135,11 @@ def test_animate2_trains_through_both_stages(tmp_path, stage1_data, vae_folder, 
   data, _ = stage1_data
   pairs = tmp_path / "pairs"
   write_stage2_dataset(pairs, [record(v, seed=i) for i, v in enumerate("abcd")], progress=False)
-  common = [f"--config.init.vae={vae_folder}", "--config.train.steps=20", "--config.train.log_every=5",
-            "--config.optimizer.learning_rate=1e-2", "--config.checkpoint.every=20"]
-  for stage, extra in ((1, [f"--config.data.stage1_dir={data}"]),
-                       (2, [f"--config.data.stage2_dir={pairs}",
-                            f"--config.init.dit={tmp_path / 'stage1' / 'bundle' / 'dit'}"])):
+  # The resume test's settings: its compiled programs (stage 1's, the VAE's) are in the module's cache.
+  for stage, stage_data, extra in ((1, data, []),
+                                   (2, pairs, [f"--config.init.dit={tmp_path / 'stage1' / 'bundle' / 'dit'}"])):
     workdir = tmp_path / f"stage{stage}"
-    run([sys.executable, str(ROOT / "train.py"), f"--config=dreamactor_jax/configs/stage{stage}.py:animate2-tiny",
-         f"--workdir={workdir}", *common, *extra], env)
+    run([*train_command(workdir, stage_data, vae_folder, "animate2-tiny", stage=stage, steps=20, every=5), *extra], env)
     losses = [loss for _, loss in read_scalars(workdir / "tensorboard")["loss"]]
     assert len(losses) == 4 and losses[-1] < 0.9 * losses[0], (stage, losses)
     info = read_info(workdir / "bundle")
