@@ -11,12 +11,13 @@ save at the next step boundary and stop. A save that fails (read-only folder, fu
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import signal
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +73,17 @@ class Checkpointer:
     self._stop_requested = False
     self._saving: int | None = None  # the step of the save in flight
 
-  def install_preemption_handler(self) -> None:
-    """SIGTERM makes `should_stop` true; the loop then saves and exits cleanly."""
+  @contextlib.contextmanager
+  def preemption_handler(self) -> Iterator[None]:
+    """Inside, SIGTERM makes `should_stop` true (the loop then saves and exits cleanly); the process's
+    own handler is back afterwards, so a run called from Python leaves no trace on its caller."""
     def request_stop(signum, frame):
       self._stop_requested = True
-    signal.signal(signal.SIGTERM, request_stop)
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    try:
+      yield
+    finally:
+      signal.signal(signal.SIGTERM, previous)
 
   def should_stop(self, step: int) -> bool:
     """True after SIGTERM here, or when the jax distributed runtime reports a preemption."""

@@ -289,37 +289,43 @@ class Trainer:
     total = config.train.steps
     writer = metrics_lib.MetricsWriter(self.workdir, total_steps=total, initial_step=self.step,
                                        enabled=jax.process_index() == 0)
-    self.checkpointer.install_preemption_handler()
     interval: list[tuple[Any, float]] = []
     last_logged: dict[str, float] = {}
-    try:
-      while self.step < total:
-        start = time.perf_counter()
-        step_metrics, latent_batch = self.train_one_step()
-        nonfinite = int(step_metrics.nonfinite_in_a_row)
-        seconds = time.perf_counter() - start
-        interval.append((jax.device_get(step_metrics), seconds))
-        writer.advance(loss=float(step_metrics.loss))
-        if nonfinite >= config.train.max_nonfinite:
-          raise TrainingError(f"{nonfinite} steps in a row had a non-finite loss or gradient (train.max_nonfinite="
-                              f"{config.train.max_nonfinite}), the last at step {self.step}; lower "
-                              "optimizer.learning_rate or check the data")
-        if self.step % config.train.log_every == 0 or self.step == total:
-          last_logged = self._log(writer, interval, latent_batch)
-          interval = []
-        self.save(force=self.step == total)
-        if config.train.sample_every and self.step % config.train.sample_every == 0:
-          self.write_samples(writer)
-        if self.checkpointer.should_stop(self.step):
-          self.save(force=True)
-          raise Preempted(f"preempted at step {self.step} of {total}: checkpoint saved in "
-                          f"{self.checkpointer.directory}; run the same command to resume")
-    finally:
-      self.checkpointer.wait()
-      writer.close()
+    with self.checkpointer.preemption_handler():
+      try:
+        while self.step < total:
+          start = time.perf_counter()
+          step_metrics, latent_batch = self.train_one_step()
+          nonfinite = int(step_metrics.nonfinite_in_a_row)
+          seconds = time.perf_counter() - start
+          interval.append((jax.device_get(step_metrics), seconds))
+          writer.advance(loss=float(step_metrics.loss))
+          if nonfinite >= config.train.max_nonfinite:
+            raise TrainingError(f"{nonfinite} steps in a row had a non-finite loss or gradient (train.max_nonfinite="
+                                f"{config.train.max_nonfinite}), the last at step {self.step}; lower "
+                                "optimizer.learning_rate or check the data")
+          if self.step % config.train.log_every == 0 or self.step == total:
+            last_logged = self._log(writer, interval, latent_batch)
+            interval = []
+          self.save(force=self.step == total)
+          if config.train.sample_every and self.step % config.train.sample_every == 0:
+            self.write_samples(writer)
+          if self.checkpointer.should_stop(self.step):
+            self.save(force=True)
+            raise Preempted(f"preempted at step {self.step} of {total}: checkpoint saved in "
+                            f"{self.checkpointer.directory}; run the same command to resume")
+      finally:
+        self.checkpointer.wait()
+        writer.close()
     if self.step == total and jax.process_index() == 0:
       self.export(self.workdir / "bundle")
     return last_logged
+
+  def release(self) -> None:
+    """Frees the workdir for the next run (a process that ends frees it anyway)."""
+    if self._lock is not None:
+      self._lock.close()
+      self._lock = None
 
   # ---- what the run hands on: samples and the sampling bundle ----
   def current_model(self) -> WanDiT:
@@ -407,5 +413,9 @@ class Trainer:
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
   """Trains to `config.train.steps` (resuming from `workdir`'s last checkpoint); returns the last metrics.
-  Raises `Preempted` after saving when SIGTERM arrives."""
-  return Trainer(config, workdir).run()
+  Raises `Preempted` after saving when SIGTERM arrives. The workdir is free again when it returns or raises."""
+  trainer = Trainer(config, workdir)
+  try:
+    return trainer.run()
+  finally:
+    trainer.release()
