@@ -27,7 +27,18 @@ def param(rngs: nnx.Rngs, init, shape: Sequence[int], names: AxisNames, dtype,
   """
   if len(names) != len(shape):
     raise ValueError(f"axis names {names} do not match shape {tuple(shape)}")
-  return variable_type(init(rngs.params(), tuple(shape), dtype), out_sharding=names, eager_sharding=False)
+  return variable_type(init(_next_key(rngs), tuple(shape), dtype), out_sharding=names, eager_sharding=False)
+
+
+def _next_key(rngs: nnx.Rngs) -> jax.Array:
+  """`rngs.params()`: the same key and count. Its `count[...] += 1` makes flax compare the shardings of
+  the old and new count; under `nnx.eval_shape` (every checkpoint load) the new count is a tracer whose
+  missing `.sharding` makes jax search the whole trace for an error message, once per parameter: 75%
+  of an abstract VAE build. Replacing the whole value skips that comparison."""
+  stream = rngs.params
+  count = stream.count.get_value()
+  stream.count.set_value(count + 1)
+  return jax.random.fold_in(stream.key.get_value(), count)
 
 
 @dataclasses.dataclass(frozen=True)
