@@ -2,13 +2,24 @@
 
 import json
 import os
+import shutil
 import struct
 import sys
+import tempfile
 from pathlib import Path
 
 # Tiny shapes: compiling dominates, so XLA's backend optimisations cost more than they save (about 2x
 # on this suite). Set before anything imports jax; subprocesses (sample.py, train.py runs) inherit it.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+
+# One persistent compilation cache for the whole run, made by the first process (pytest, or xdist's
+# controller) and inherited by the workers, the 8-device worker and the train.py runs they start: a
+# train.py run in a subprocess then loads what the test process compiled for the same config.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = OWN_CACHE = tempfile.mkdtemp(prefix="dreamactor-jax-tests-")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+else:
+  OWN_CACHE = None
 
 import numpy as np
 import pytest
@@ -26,6 +37,11 @@ pytest_plugins = ["tests.data.fixtures", "tests.parallel.devices"]
 LONGEST_FIRST = ("training/test_train_resume.py", "parallel/test_dit_sharded.py", "parallel/test_animate2_sharded.py",
                  "models/test_vae.py", "checkpoints/test_vae_torch.py", "training/test_objective.py",
                  "test_sample.py")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+  if OWN_CACHE is not None:
+    shutil.rmtree(OWN_CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
+import train as train_script
 from conftest import ROOT, numpy_random_model, read_scalars
 from dreamactor_jax import media
 from dreamactor_jax.checkpoints import save_model
@@ -37,14 +38,13 @@ def vae_folder(tmp_path_factory) -> Path:
   return folder
 
 
-def train_command(workdir: Path, data: Path, vae: Path, size: str = "tiny", *, stage: int = 1, steps: int = STEPS,
-                  every: int = 2) -> list[str]:
-  """train.py on stage `stage`'s dataset `data`, logging and checkpointing every `every` steps. The tiny
-  layout trains on the data's two frame sizes (bucketed batches); animate2-tiny on one, so that its
-  training step compiles once."""
+def train_args(workdir: Path, data: Path, vae: Path, size: str = "tiny", *, stage: int = 1, steps: int = STEPS,
+               every: int = 2) -> list[str]:
+  """train.py's flags for stage `stage`'s dataset `data`, logging and checkpointing every `every` steps.
+  The tiny layout trains on the data's two frame sizes (bucketed batches); animate2-tiny on one, so that
+  its training step compiles once."""
   one_size = ["--config.data.buckets=((48, 80),)"] if size == "animate2-tiny" else []
-  return [sys.executable, str(ROOT / "train.py"), f"--config=dreamactor_jax/configs/stage{stage}.py:{size}", *one_size,
-          f"--workdir={workdir}",
+  return [f"--config=dreamactor_jax/configs/stage{stage}.py:{size}", *one_size, f"--workdir={workdir}",
           f"--config.init.vae={vae}", f"--config.data.stage{stage}_dir={data}", f"--config.train.steps={steps}",
           f"--config.train.log_every={every}", "--config.train.ema_decay=0.9", "--config.train.grad_accum=2",
           "--config.train.continuation_prob=0.5", f"--config.checkpoint.every={every}",
@@ -52,17 +52,10 @@ def train_command(workdir: Path, data: Path, vae: Path, size: str = "tiny", *, s
           f"--config.train.sample_every={steps}", "--config.train.sample_steps=2", "--config.train.num_samples=1"]
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict[str, str]:
-  """The runs of this module compile many of the same programs (the VAE's, each layout's train step): a
-  persistent cache shared by the module compiles each once."""
-  return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
-          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-
-
-def run(command: list[str], env: dict[str, str]) -> None:
-  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
-  assert result.returncode == 0, result.stderr[-3000:]
+def run(args: list[str]) -> None:
+  """train.py's main in this process: each interpreter started would pay seconds of imports and tracing.
+  Only the runs that a signal stops have processes of their own."""
+  assert train_script.main(args) == 0
 
 
 def final_state(workdir: Path) -> dict[str, np.ndarray]:
@@ -76,10 +69,10 @@ def final_state(workdir: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("size", ["tiny", "animate2-tiny"])
-def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder, env, size):
+def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder, size, capsys):
   data, _ = stage1_data
   straight, killed = tmp_path / "straight", tmp_path / "killed"
-  run(train_command(straight, data, vae_folder, size), env)
+  run(train_args(straight, data, vae_folder, size))
   info = read_info(straight / "bundle")
   assert info.stage == "pose" and info.pose == dict(threshold=0.3, bbox_normalize=True, bbox_fill=0.9)  # as drawn
   scalars = read_scalars(straight / "tensorboard")
@@ -87,29 +80,29 @@ def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder, env
   assert any(name.startswith("loss/sigma_") for name in scalars)
   (sample,) = (straight / "samples" / f"step_{STEPS:07d}").glob("*[!w].mp4")  # not the _preview
   assert media.read_video(sample).frames.shape[0] == 9
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the run's preemption handler is gone again
 
   if size == "tiny":  # the workdir's bundle and lock do not depend on the layout: checked once
     # Killed after its last checkpoint, before the bundle: the same command writes the bundle.
-    info = read_info(straight / "bundle")
     shutil.rmtree(straight / "bundle")
-    run(train_command(straight, data, vae_folder, size), env)
+    run(train_args(straight, data, vae_folder, size))
     assert read_info(straight / "bundle") == info
 
     # A second run on a workdir in use is refused at once, naming the workdir and the holder.
-    holder = lock_workdir(straight)
-    result = subprocess.run(train_command(straight, data, vae_folder, size), cwd=ROOT, capture_output=True,
-                            text=True, env=env, timeout=120)
-    holder.close()
-    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+    capsys.readouterr()
+    with lock_workdir(straight):
+      assert train_script.main(train_args(straight, data, vae_folder, size)) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
         f"error: --workdir={straight}: another run (pid {os.getpid()}) is training in it; wait for it to end, or "
-        "give another --workdir"], result.stderr
+        "give another --workdir"]
 
-  # Stopped mid-run, then resumed to the end by the same command. Layout-independent ways to stop, one
-  # per layout: killed outright (SIGKILL) resumes from its last checkpoint; preempted (SIGTERM) saves
-  # where it stopped and exits 143.
+  # Stopped mid-run in a process of its own, then resumed to the end by the same command. One
+  # layout-independent way to stop per layout: killed outright (SIGKILL) resumes from its last
+  # checkpoint; preempted (SIGTERM) saves where it stopped and exits 143. The process loads the
+  # programs this one compiled from the suite's compilation cache (conftest.py).
   outright = size == "tiny"
-  process = subprocess.Popen(train_command(killed, data, vae_folder, size), cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True, env=env)
+  process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *train_args(killed, data, vae_folder, size)],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
   deadline = time.monotonic() + 600
   while not (killed / "checkpoints" / "2" / "_CHECKPOINT_METADATA").exists():
     assert process.poll() is None and time.monotonic() < deadline, "the run ended before its step-2 checkpoint"
@@ -121,7 +114,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder, env
     assert process.wait() == 143
     assert "run the same command to resume" in process.stdout.read()
   assert not (killed / "checkpoints" / str(STEPS)).exists(), "stopped too late to test a resume"
-  run(train_command(killed, data, vae_folder, size), env)
+  run(train_args(killed, data, vae_folder, size))
 
   expected, resumed = final_state(straight), final_state(killed)
   assert expected.keys() == resumed.keys() and len(expected) > 4
@@ -129,7 +122,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path, stage1_data, vae_folder, env
     np.testing.assert_array_equal(resumed[name], value, err_msg=name)
 
 
-def test_animate2_trains_through_both_stages(tmp_path, stage1_data, vae_folder, env):
+def test_animate2_trains_through_both_stages(tmp_path, stage1_data, vae_folder):
   """A random tiny Wan-Animate-2 (layout animate2) through train.py: stage 1 on rendered skeletons,
   then stage 2 from stage 1's DiT on cross-identity triplets; the loss falls in both, and each run
   exports an animate2 bundle."""
@@ -138,11 +131,10 @@ def test_animate2_trains_through_both_stages(tmp_path, stage1_data, vae_folder, 
   data, _ = stage1_data
   pairs = tmp_path / "pairs"
   write_stage2_dataset(pairs, [record(v, seed=i) for i, v in enumerate("abcd")], progress=False)
-  # The resume test's settings: its compiled programs (stage 1's, the VAE's) are in the module's cache.
   for stage, stage_data, extra in ((1, data, []),
                                    (2, pairs, [f"--config.init.dit={tmp_path / 'stage1' / 'bundle' / 'dit'}"])):
     workdir = tmp_path / f"stage{stage}"
-    run([*train_command(workdir, stage_data, vae_folder, "animate2-tiny", stage=stage, steps=20, every=5), *extra], env)
+    run([*train_args(workdir, stage_data, vae_folder, "animate2-tiny", stage=stage, steps=20, every=5), *extra])
     losses = [loss for _, loss in read_scalars(workdir / "tensorboard")["loss"]]
     assert len(losses) == 4 and losses[-1] < 0.9 * losses[0], (stage, losses)
     info = read_info(workdir / "bundle")
