@@ -66,7 +66,9 @@ def test_fresh_adapters_keep_the_output_and_merge_matches(i2v_base):
   model = with_lora(i2v_base, rank=4, alpha=6.0, targets=ALL_GROUPS)
   assert model.config.lora_rank == 4 and model.config.lora_alpha == 6.0
   assert all(not np.asarray(v).any() for k, v in lora_params(model).items() if k.endswith("lora_b"))
-  np.testing.assert_array_equal(forward(model, batch), plain)  # B = 0: exactly the base model
+  # B = 0: the base model's function. (Equal up to rounding: another program, which XLA may fuse and
+  # order differently.)
+  assert_close(forward(model, batch), plain, rel=1e-6)
 
   adapted = random_lora(model, seed=1)
   lora = lora_params(adapted)

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-# 8 fake devices; fast, unoptimised CPU code (tiny shapes: compile time dominates); generous
+from conftest import FAST_COMPILE
+
+# 8 fake devices; the suite's fast-compiling CPU code (tiny shapes: compile time dominates); generous
 # collective timeouts, since 8 device threads share 2 busy cores.
-WORKER_FLAGS = ("--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 "
-                "--xla_llvm_disable_expensive_passes=true --xla_cpu_collective_timeout_seconds=900 "
+WORKER_FLAGS = (f"--xla_force_host_platform_device_count=8 {FAST_COMPILE} --xla_cpu_collective_timeout_seconds=900 "
                 "--xla_cpu_collective_call_terminate_timeout_seconds=900")
 
 
