@@ -62,9 +62,8 @@ def _check_attention_matches_one_device(mesh, strategy):
   return True
 
 
-# The fourth pair, (data2_tensor2_context2, ring), is the training step's below, gradients included.
-@pytest.mark.parametrize("mesh, strategy", [("fsdp2_context4", "ulysses"), ("fsdp2_context4", "ring"),
-                                            ("data2_tensor2_context2", "ulysses")])
+@pytest.mark.parametrize("strategy", ["ulysses", "ring"])
+@pytest.mark.parametrize("mesh", list(MESHES))
 def test_frame_aligned_attention_matches_one_device(on_8_devices, mesh, strategy):
   assert on_8_devices(_check_attention_matches_one_device, MESHES[mesh], strategy)
 

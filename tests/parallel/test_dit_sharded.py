@@ -77,10 +77,8 @@ def _check_dit_matches_one_device(mesh, strategy):
   return True
 
 
-# Three of the four mesh x strategy pairs: the fourth (data2_tensor2_context2, ring) is the training
-# step's below, and the motion_cache layout's; test_sharded_attention.py runs all four on attention.
-@pytest.mark.parametrize("mesh, strategy", [("fsdp2_context4", "ulysses"), ("fsdp2_context4", "ring"),
-                                            ("data2_tensor2_context2", "ulysses")])
+@pytest.mark.parametrize("strategy", ["ulysses", "ring"])
+@pytest.mark.parametrize("mesh", list(MESHES))
 def test_dit_matches_one_device(on_8_devices, mesh, strategy):
   assert on_8_devices(_check_dit_matches_one_device, MESHES[mesh], strategy)
 
